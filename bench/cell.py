@@ -1,0 +1,144 @@
+"""A cell: one fully resolved training configuration, and the workload fingerprint.
+
+A cell is frozen and hashable; its id is a readable prefix plus a short hash of every field,
+so the same configuration always lands in the same results folder.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+
+SCHEMA_VERSION = 1
+
+PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
+SCALING_MODES = ("strong", "weak")
+
+# Fields that describe *how* the workload is executed, not *what* is computed. Two cells that
+# differ only here did the same work and may be compared (DESIGN.md, identical workloads).
+EXECUTION_FIELDS = frozenset({
+    "strategy", "devices", "precision", "zero_stage", "repeat", "timeout_s", "sample_hz",
+    "device_type", "checkpoint_every",
+})
+
+
+@dataclass(frozen=True)
+class Cell:
+    model: str = "unet"
+    width: int = 16
+    depth: int = 3
+    norm: str = "group"
+    upsample: str | None = None
+    deep_supervision: bool = False
+    strategy: str = "single"
+    devices: int = 1
+    precision: str = "fp32"
+    zero_stage: int | None = None
+    scaling: str = "strong"
+    global_batch: int = 16
+    steps: int = 60
+    warmup: int = 5
+    lr: float = 1e-3
+    noise: tuple[float, ...] = (0.1,)
+    noise_mean: float = 0.0
+    seed: int = 0
+    repeat: int = 0
+    data: str = "chest-sample"
+    image_size: int = 64
+    limit: int | None = None
+    skip_bad: bool = False
+    channels_last: bool = False
+    compile: bool = False
+    cudnn_benchmark: bool = False
+    workers: int = 0
+    pin_memory: bool = False
+    device_type: str = "cpu"
+    timeout_s: float = 1800.0
+    sample_hz: float = 2.0
+    checkpoint_every: int = 0
+
+    @property
+    def workload_seed(self) -> int:
+        """Seed of this repeat: init, noise and batch order all derive from it, so repeat r of
+        every strategy sees the same workload and repeats differ from each other."""
+        return self.seed + 1000 * self.repeat
+
+    @property
+    def per_device_batch(self) -> int:
+        return self.effective_global_batch // self.devices
+
+    @property
+    def effective_global_batch(self) -> int:
+        """Strong scaling keeps `global_batch` for any device count; weak scaling reads it as
+        the per-device batch, so the global batch grows with the devices."""
+        return self.global_batch * self.devices if self.scaling == "weak" else self.global_batch
+
+    @property
+    def effective_lr(self) -> float:
+        """Weak scaling grows the batch with the devices; the linear LR rule (Goyal et al.
+        2017) keeps the per-sample step size. Strong scaling keeps the LR."""
+        return self.lr * self.devices if self.scaling == "weak" else self.lr
+
+    @property
+    def cell_id(self) -> str:
+        prefix = f"{self.model}-{self.strategy}{self.devices}-{self.precision}"
+        if self.zero_stage is not None:
+            prefix += f"-z{self.zero_stage}"
+        return f"{prefix}-r{self.repeat}-{_short_hash(self.to_dict())}"
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["noise"] = list(self.noise)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Cell":
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in d.items() if k in known}
+        if "noise" in values:
+            values["noise"] = tuple(float(s) for s in values["noise"])
+        return cls(**values)
+
+    def replace(self, **changes) -> "Cell":
+        return dataclasses.replace(self, **changes)
+
+
+def workload_fingerprint(cell: Cell, data_digest: str) -> str:
+    """Hash of everything that defines the computed workload: split, noise, model config,
+    batch, steps, LR rule, base seed and the workload knobs. Strategy, device count and
+    precision are excluded: they are what a comparison varies."""
+    workload = {k: v for k, v in cell.to_dict().items() if k not in EXECUTION_FIELDS}
+    if cell.scaling == "weak":
+        # Weak scaling fixes the per-device batch; the global batch grows with the devices.
+        workload["global_batch"] = None
+        workload["per_device_batch"] = cell.global_batch
+    workload["data_digest"] = data_digest
+    workload["schema_version"] = SCHEMA_VERSION
+    return _short_hash(workload, 16)
+
+
+def _short_hash(obj: object, n: int = 8) -> str:
+    text = json.dumps(obj, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:n]
+
+
+@dataclass
+class Job:
+    """What a rank process needs to run its cell; written by the runner as job.json."""
+    cell: Cell
+    fingerprint: str
+    prepared_data: str  # PreparedData.to_json()
+    launch_time: float
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"cell": self.cell.to_dict(), "fingerprint": self.fingerprint,
+                "prepared_data": self.prepared_data, "launch_time": self.launch_time,
+                "extra": self.extra}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Job":
+        return cls(cell=Cell.from_dict(d["cell"]), fingerprint=d["fingerprint"],
+                   prepared_data=d["prepared_data"], launch_time=d["launch_time"],
+                   extra=d.get("extra", {}))
