@@ -1,0 +1,102 @@
+"""Model registry: build a denoiser by name, with every option checked up front."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from bench.errors import BadInput
+from models.blocks import NORMS, UPSAMPLES
+from models.unet import UNet
+from models.unetpp import UNetPlusPlus
+
+MODEL_NAMES = ("unet", "unetpp")
+MAX_DEPTH = 6
+DEFAULT_UPSAMPLE = {"unet": "transpose", "unetpp": "bilinear"}
+_OPTIONS = ("in_channels", "out_channels", "width", "depth", "norm", "upsample", "deep_supervision")
+
+__all__ = [
+    "MODEL_NAMES",
+    "UNet",
+    "UNetPlusPlus",
+    "build_model",
+    "check_image_size",
+    "count_parameters",
+]
+
+
+def _is_int(value: Any) -> bool:
+    # bool is an int subclass, but `width=True` is a mistake, not a width of 1.
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_positive_int(key: str, value: Any) -> None:
+    if not _is_int(value) or value < 1:
+        raise BadInput(f"{key} must be an integer >= 1, got {value!r}")
+
+
+def _check_choice(key: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise BadInput(f"unknown {key} {value!r}; choose one of: {', '.join(allowed)}")
+
+
+def build_model(name: str, **options: Any) -> nn.Module:
+    """Build model `name` with `options` (in_channels, out_channels, width, depth, norm,
+    upsample, deep_supervision); omitted options, and upsample=None, take defaults."""
+    _check_choice("model", name, MODEL_NAMES)
+    unknown = sorted(set(options) - set(_OPTIONS))
+    if unknown:
+        raise BadInput(
+            f"unknown model option {unknown[0]!r}; choose from: {', '.join(_OPTIONS)}"
+        )
+    in_channels = options.get("in_channels", 1)
+    out_channels = options.get("out_channels", 1)
+    width = options.get("width", 16)
+    depth = options.get("depth", 4)
+    norm = options.get("norm", "batch")
+    upsample = options.get("upsample")
+    if upsample is None:
+        upsample = DEFAULT_UPSAMPLE[name]
+    deep_supervision = options.get("deep_supervision", False)
+
+    for key, value in (("in_channels", in_channels), ("out_channels", out_channels), ("width", width)):
+        _check_positive_int(key, value)
+    if not _is_int(depth) or not 1 <= depth <= MAX_DEPTH:
+        raise BadInput(f"depth must be an integer from 1 to {MAX_DEPTH}, got {depth!r}")
+    _check_choice("norm", norm, NORMS)
+    _check_choice("upsample", upsample, UPSAMPLES)
+    if deep_supervision is None:
+        deep_supervision = False
+    if not isinstance(deep_supervision, bool):
+        raise BadInput(f"deep_supervision must be true or false, got {deep_supervision!r}")
+    # A shared config may carry deep_supervision=False for every model; only True is wrong.
+    if deep_supervision and name != "unetpp":
+        raise BadInput(f"deep_supervision=True is only valid for model 'unetpp', not {name!r}")
+
+    common = dict(
+        in_channels=in_channels,
+        out_channels=out_channels,
+        width=width,
+        depth=depth,
+        norm=norm,
+        upsample=upsample,
+    )
+    if name == "unet":
+        return UNet(**common)
+    return UNetPlusPlus(**common, deep_supervision=deep_supervision)
+
+
+def check_image_size(depth: int, image_size: int) -> None:
+    """Each of the `depth` poolings halves the image, so the size must divide by 2**depth."""
+    step = 2**depth
+    if not _is_int(image_size) or image_size < 1 or image_size % step:
+        raise BadInput(
+            f"image size {image_size!r} is not a positive multiple of 2**{depth} = {step}, "
+            f"which model depth {depth} needs"
+        )
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Total number of parameter elements (trainable or not)."""
+    return sum(p.numel() for p in model.parameters())
