@@ -7,14 +7,15 @@ from typing import Any
 from torch import nn
 
 from bench.errors import BadInput
-from models.blocks import NORMS, UPSAMPLES
+from models.blocks import NORMS, UPSAMPLES, GlobalResidual
 from models.unet import UNet
 from models.unetpp import UNetPlusPlus
 
 MODEL_NAMES = ("unet", "unetpp")
 MAX_DEPTH = 6
 DEFAULT_UPSAMPLE = {"unet": "transpose", "unetpp": "bilinear"}
-_OPTIONS = ("in_channels", "out_channels", "width", "depth", "norm", "upsample", "deep_supervision")
+_OPTIONS = ("in_channels", "out_channels", "width", "depth", "norm", "upsample",
+            "deep_supervision", "residual")
 
 __all__ = [
     "MODEL_NAMES",
@@ -43,7 +44,8 @@ def _check_choice(key: str, value: Any, allowed: tuple[str, ...]) -> None:
 
 def build_model(name: str, **options: Any) -> nn.Module:
     """Build model `name` with `options` (in_channels, out_channels, width, depth, norm,
-    upsample, deep_supervision); omitted options, and upsample=None, take defaults."""
+    upsample, deep_supervision, residual); omitted options, and upsample=None, take defaults.
+    residual=True wraps the network as input + net(input)."""
     _check_choice("model", name, MODEL_NAMES)
     unknown = sorted(set(options) - set(_OPTIONS))
     if unknown:
@@ -74,6 +76,13 @@ def build_model(name: str, **options: Any) -> nn.Module:
     if deep_supervision and name != "unetpp":
         raise BadInput(f"deep_supervision=True is only valid for model 'unetpp', not {name!r}")
 
+    residual = options.get("residual", False)
+    if not isinstance(residual, bool):
+        raise BadInput(f"residual must be true or false, got {residual!r}")
+    if residual and in_channels != out_channels:
+        raise BadInput(f"residual=True needs as many output as input channels, "
+                       f"got {in_channels} in and {out_channels} out")
+
     common = dict(
         in_channels=in_channels,
         out_channels=out_channels,
@@ -82,9 +91,9 @@ def build_model(name: str, **options: Any) -> nn.Module:
         norm=norm,
         upsample=upsample,
     )
-    if name == "unet":
-        return UNet(**common)
-    return UNetPlusPlus(**common, deep_supervision=deep_supervision)
+    net = UNet(**common) if name == "unet" else \
+        UNetPlusPlus(**common, deep_supervision=deep_supervision)
+    return GlobalResidual(net) if residual else net
 
 
 def check_image_size(depth: int, image_size: int) -> None:

@@ -58,3 +58,19 @@ def up(channels: int, upsample: str) -> nn.Module:
             nn.Conv2d(channels, channels // 2, kernel_size=1),
         )
     raise ValueError(f"unknown upsample {upsample!r}; choose one of: {', '.join(UPSAMPLES)}")
+
+
+class GlobalResidual(nn.Module):
+    """Output = input + net(input): the network learns the noise to remove (global residual
+    learning, as in DnCNN). It starts from the noisy image instead of from a random one, which
+    is what lets a short CPU run denoise at all. Deep-supervision heads each get the input."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        out = self.net(x)
+        if isinstance(out, list):
+            return [x + o for o in out]
+        return x + out

@@ -318,3 +318,20 @@ def test_tiny_model_overfits_one_image(name: str) -> None:
 def test_classes_match_registry() -> None:
     assert isinstance(build_model("unet", width=2, depth=1), UNet)
     assert isinstance(build_model("unetpp", width=2, depth=1), UNetPlusPlus)
+
+
+def test_residual_wrapper_adds_the_input():
+    import torch
+
+    from models import build_model
+    torch.manual_seed(0)
+    plain = build_model("unet", width=4, depth=2, norm="group")
+    torch.manual_seed(0)
+    residual = build_model("unet", width=4, depth=2, norm="group", residual=True)
+    x = torch.rand(2, 1, 16, 16)
+    with torch.no_grad():
+        assert torch.allclose(residual(x), x + plain(x))
+    torch.manual_seed(0)
+    ds = build_model("unetpp", width=4, depth=2, deep_supervision=True, residual=True).train()
+    outs = ds(x)
+    assert isinstance(outs, list) and len(outs) == 2 and all(o.shape == x.shape for o in outs)
