@@ -31,6 +31,7 @@ class Cell:
     norm: str = "group"
     upsample: str | None = None
     deep_supervision: bool = False
+    residual: bool = True
     strategy: str = "single"
     devices: int = 1
     precision: str = "fp32"

@@ -1,0 +1,189 @@
+"""Local runner: every cell in its own process group, with a timeout, and a record no matter
+how the cell ends. One cell failing never touches another cell's folder."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from bench import store
+from bench.cell import SCHEMA_VERSION, Cell, Job
+
+POLL_S = 0.25
+KILL_GRACE_S = 10.0
+LOG_TAIL_CHARS = 4000
+
+
+@dataclass
+class CellEvent:
+    """What the runner tells its caller (the CLI renders it)."""
+    kind: str  # "start", "progress", "skip", "end"
+    cell: Cell
+    step: int = 0
+    steps: int = 0
+    phase: str = ""
+    record: dict | None = None
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def should_skip(cell_dir: Path, force: bool, retry_failed: bool) -> dict | None:
+    """A re-run skips a cell whose record is `ok`; failed cells rerun unless told otherwise."""
+    record = store.read_record(cell_dir)
+    if record is None or force:
+        return None
+    if record.get("status") == "ok" or not retry_failed:
+        return record
+    return None
+
+
+def run_cell(cell: Cell, fingerprint: str, prepared_json: dict, results_dir: Path, *,
+             on_event: Callable[[CellEvent], None] = lambda e: None,
+             extra: dict | None = None) -> dict:
+    from launchers import get_strategy
+
+    cell_dir = Path(results_dir) / cell.cell_id
+    cell_dir.mkdir(parents=True, exist_ok=True)
+    for stale in (store.RECORD, store.PROGRESS, *[p.name for p in cell_dir.glob("error-rank*")]):
+        (cell_dir / stale).unlink(missing_ok=True)
+    launch = time.time()
+    store.write_json(cell_dir / store.JOB,
+                     Job(cell, fingerprint, prepared_json, launch, extra or {}).to_dict())
+    argv = get_strategy(cell.strategy).argv(cell, ["-m", "bench.worker", str(cell_dir)],
+                                            free_port())
+    on_event(CellEvent("start", cell, steps=cell.steps))
+    with open(cell_dir / store.LOG, "ab") as log:
+        log.write(f"$ {' '.join(argv)}\n".encode())
+        log.flush()
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True, env=child_env())
+    tree = ProcessTree(proc.pid)
+    timed_out = wait_with_progress(proc, tree, cell, cell_dir, on_event,
+                                   deadline=launch + cell.timeout_s)
+    tree.kill_all()
+    record = store.read_record(cell_dir)
+    if record is None or record.get("cell_id") != cell.cell_id:
+        record = failure_record(cell, fingerprint, cell_dir, proc.returncode, timed_out, launch)
+        store.write_json(cell_dir / store.RECORD, record)
+    (cell_dir / store.PROGRESS).unlink(missing_ok=True)
+    on_event(CellEvent("end", cell, record=record))
+    return record
+
+
+def child_env() -> dict:
+    env = dict(os.environ)
+    # torchrun would otherwise set OMP_NUM_THREADS=1 and warn; each rank sets its own
+    # intra-op thread count (cores / ranks) and records it.
+    env.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+class ProcessTree:
+    """Every process a cell started. torchrun puts each worker in a session of its own, so
+    killing the cell's process group would miss them; descendants are remembered while their
+    parents live, so that orphans of a crashed launcher can still be found and reaped."""
+
+    def __init__(self, root_pid: int):
+        import psutil
+        self.root = psutil.Process(root_pid)
+        self.known: dict[int, object] = {}
+
+    def refresh(self) -> None:
+        import psutil
+        try:
+            for child in self.root.children(recursive=True):
+                self.known.setdefault(child.pid, child)
+        except psutil.NoSuchProcess:
+            pass
+
+    def signal_all(self, sig: int) -> None:
+        import psutil
+        self.refresh()
+        for process in [self.root, *self.known.values()]:
+            try:
+                process.send_signal(sig)  # psutil checks the pid was not reused
+            except psutil.NoSuchProcess:
+                pass
+
+    def kill_all(self) -> None:
+        self.signal_all(signal.SIGKILL)
+        reap_group(self.root.pid)
+
+
+def wait_with_progress(proc, tree: ProcessTree, cell: Cell, cell_dir: Path, on_event,
+                       deadline: float) -> bool:
+    """Poll until the cell's process exits; True if it had to be killed for time."""
+    import json
+    progress_path = cell_dir / store.PROGRESS
+    while proc.poll() is None:
+        tree.refresh()
+        if time.time() > deadline:
+            terminate(proc, tree)
+            return True
+        try:
+            info = json.loads(progress_path.read_text())
+            on_event(CellEvent("progress", cell, step=info["step"], steps=info["steps"],
+                               phase=info["phase"]))
+        except (OSError, ValueError, KeyError):
+            pass
+        time.sleep(POLL_S)
+    return False
+
+
+def terminate(proc, tree: ProcessTree) -> None:
+    """SIGTERM the whole cell (its ranks may checkpoint), then SIGKILL what is left."""
+    tree.signal_all(signal.SIGTERM)
+    try:
+        proc.wait(timeout=KILL_GRACE_S)
+    except subprocess.TimeoutExpired:
+        pass
+    tree.kill_all()
+    proc.wait()
+
+
+def reap_group(pgid: int) -> None:
+    """No rank, data-loader worker or launcher of a finished cell may outlive it."""
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def failure_record(cell: Cell, fingerprint: str, cell_dir: Path, returncode: int | None,
+                   timed_out: bool, launch: float) -> dict:
+    errors = sorted(cell_dir.glob("error-rank*.txt"))
+    first_error = errors[0].read_text() if errors else ""
+    message = first_error.splitlines()[0] if first_error else ""
+    if timed_out:
+        status, message = "timeout", f"cell exceeded its timeout of {cell.timeout_s:g} s"
+    else:
+        status = "failed"
+        if returncode is not None and returncode < 0:
+            message = message or f"killed by signal {signal.Signals(-returncode).name}"
+        message = message or f"rank processes exited with status {returncode}"
+    try:
+        log_tail = (cell_dir / store.LOG).read_text(errors="replace")[-LOG_TAIL_CHARS:]
+    except OSError:
+        log_tail = ""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "cell_id": cell.cell_id,
+        "cell": cell.to_dict(),
+        "fingerprint": fingerprint,
+        "status": status,
+        "timing": {"time_to_train_s": time.time() - launch},
+        "quality": [],
+        "error": {"message": message, "exit_code": returncode,
+                  "ranks_failed": [p.stem.removeprefix("error-rank") for p in errors],
+                  "traceback": first_error[-LOG_TAIL_CHARS:], "log_tail": log_tail},
+    }

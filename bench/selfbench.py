@@ -1,0 +1,91 @@
+"""bench measuring itself: does the harness slow down what it measures?
+
+Two interleaved comparisons in one process, same seeded model, batch and data each time:
+1. bench's timed loop vs. a bare hand-written PyTorch loop (target ratio ≤ 1.03);
+2. bench's loop with the telemetry sampler at 10 Hz vs. sampling off (target ratio ≥ 0.99).
+Interleaving (A B A B ...) keeps slow drifts of the machine from favouring one side.
+"""
+from __future__ import annotations
+
+import os
+import statistics
+import time
+
+from bench.cell import Cell
+
+
+def _bench_loop_s(cell: Cell, strategy, runtime, prepared, sample_hz: float = 0.0) -> float:
+    """Seconds per timed step of bench's own loop (data loading included, like the bare loop)."""
+    from bench.train import build_training, timed_loop
+
+    training = build_training(cell, strategy, runtime, prepared)
+    sampler = None
+    if sample_hz > 0:
+        from bench.telemetry import Sampler
+        sampler = Sampler(sample_hz, gpu_indices=[], root_pid=os.getpid(), t0=0.0)
+        sampler.start()
+    try:
+        loop = timed_loop(training.engine, training.loader, cell, runtime.device, sampler=sampler)
+    finally:
+        if sampler is not None:
+            sampler.stop()
+    return (loop.window[1] - loop.window[0]) / (cell.steps - cell.warmup)
+
+
+def _bare_loop_s(cell: Cell, runtime, prepared) -> float:
+    """The loop a careful person writes by hand: no timers, no progress, no telemetry."""
+    import torch
+    import torch.nn.functional as F
+
+    from bench.data import DenoiseDataset, GlobalBatchSampler
+    from bench.train import build_seeded_model
+
+    model = build_seeded_model(cell).to(runtime.device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cell.lr)
+    dataset = DenoiseDataset(prepared, "train", sigmas=cell.noise, seed=cell.workload_seed,
+                             augment=True)
+    loader = torch.utils.data.DataLoader(dataset, batch_sampler=GlobalBatchSampler(
+        len(dataset), global_batch=cell.global_batch, world_size=1, rank=0, steps=cell.steps,
+        seed=cell.workload_seed))
+    start = None
+    for step, (noisy, clean) in enumerate(loader):
+        if step == cell.warmup:
+            start = time.monotonic()
+        optimizer.zero_grad(set_to_none=True)
+        loss = F.l1_loss(model(noisy.to(runtime.device)), clean.to(runtime.device))
+        loss.backward()
+        optimizer.step()
+    if runtime.device_type == "cuda":
+        torch.cuda.synchronize()
+    return (time.monotonic() - start) / (cell.steps - cell.warmup)
+
+
+def overhead_ratio(model: str = "unet", steps: int = 40, repeats: int = 5,
+                   sample_hz: float = 10.0) -> dict:
+    from launchers import get_strategy
+
+    from bench.data import prepare
+    from bench.plan import default_device_type
+
+    cell = Cell(model=model, steps=steps, warmup=5, sample_hz=0.0,
+                device_type=default_device_type("auto"))
+    prepared = prepare(cell.data, image_size=cell.image_size, seed=cell.seed)
+    strategy = get_strategy("single")
+    runtime = strategy.init_runtime(cell)
+    bare, plain, sampled = [], [], []
+    for _ in range(repeats):
+        bare.append(_bare_loop_s(cell, runtime, prepared))
+        plain.append(_bench_loop_s(cell, strategy, runtime, prepared))
+        sampled.append(_bench_loop_s(cell, strategy, runtime, prepared, sample_hz=sample_hz))
+    med = statistics.median
+    return {
+        "model": model, "device": runtime.device, "threads": runtime.threads,
+        "steps": steps, "warmup": cell.warmup, "repeats": repeats,
+        "global_batch": cell.global_batch, "image_size": cell.image_size,
+        "bare_loop_step_s": bare, "bench_loop_step_s": plain,
+        "bench_sampled_step_s": sampled, "sample_hz": sample_hz,
+        "harness_overhead_ratio": med(plain) / med(bare),
+        "harness_target": "<= 1.03",
+        "sampling_throughput_ratio": med(plain) / med(sampled),
+        "sampling_target": ">= 0.99",
+    }

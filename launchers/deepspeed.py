@@ -1,0 +1,90 @@
+"""DeepSpeed engine with ZeRO stage 0-3 and its own precision config.
+
+A torch optimizer is passed in rather than named in the config: a named one would JIT-build
+a fused op (~80 s on CPU, environment.md) and change the optimizer between strategies.
+"""
+from bench.errors import BadInput
+from launchers.base import (Engine, Precision, Runtime, Strategy, init_distributed, l1_loss,
+                            torchrun_argv)
+from launchers.ddp import destroy_process_group
+
+
+class DeepSpeedEngine(Engine):
+    def __init__(self, ds_engine, precision: Precision):
+        super().__init__(ds_engine, ds_engine.optimizer, precision)
+        import torch
+        self.input_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision.name)
+
+    def train_step(self, noisy, clean):
+        if self.input_dtype is not None:  # DeepSpeed holds bf16/fp16 parameters
+            noisy = noisy.to(self.input_dtype)
+        loss = l1_loss(self.model(noisy), clean)
+        self.model.backward(loss)
+        self.model.step()
+        if getattr(self.model, "skipped_steps", 0):
+            self.skipped_steps = int(self.model.skipped_steps)
+        return loss.detach()
+
+    def full_state_dict(self, runtime: Runtime) -> dict | None:
+        import deepspeed
+        from deepspeed.utils import safe_get_full_fp32_param
+
+        state = {}
+        module = self.unwrapped()
+        for name, param in module.named_parameters():
+            # The fp32 master copy where the optimizer keeps one (ZeRO, bf16/fp16), else the
+            # parameter itself, gathered from its shards under ZeRO-3. Every rank takes part.
+            full = safe_get_full_fp32_param(param)
+            if full is None:
+                with deepspeed.zero.GatheredParameters([param]):
+                    full = param.detach().clone()
+            state[name] = full.detach().float().cpu()
+        for name, buf in module.named_buffers():
+            state[name] = buf.detach().cpu().clone()
+        return state if runtime.is_main else None
+
+
+class DeepSpeed(Strategy):
+    name = "deepspeed"
+    distributed = True
+    description = "DeepSpeed ZeRO (torchrun-launched ranks)"
+
+    def validate(self, cell, visible_gpus: int) -> None:
+        super().validate(cell, visible_gpus)
+        stage = 0 if cell.zero_stage is None else cell.zero_stage
+        if stage not in (0, 1, 2, 3):
+            raise BadInput(f"ZeRO stage {cell.zero_stage} does not exist; choose 0, 1, 2 or 3")
+        if cell.precision == "tf32":
+            raise BadInput("DeepSpeed takes fp32, bf16 or fp16; tf32 is not one of its precisions")
+
+    def argv(self, cell, entry, port):
+        return torchrun_argv(cell, entry, port)
+
+    def init_runtime(self, cell) -> Runtime:
+        return init_distributed(cell, cell.timeout_s)
+
+    def config(self, cell) -> dict:
+        return {
+            "train_batch_size": cell.effective_global_batch,
+            "train_micro_batch_size_per_gpu": cell.per_device_batch,
+            "gradient_accumulation_steps": 1,
+            "zero_optimization": {"stage": cell.zero_stage or 0},
+            "bf16": {"enabled": cell.precision == "bf16"},
+            "fp16": {"enabled": cell.precision == "fp16", "initial_scale_power": 16},
+            "zero_allow_untested_optimizer": True,
+            "steps_per_print": 2**31 - 1,
+            "wall_clock_breakdown": False,
+        }
+
+    def wrap(self, model, optimizer, cell, runtime: Runtime) -> Engine:
+        import logging
+
+        import deepspeed
+        logging.getLogger("DeepSpeed").setLevel(logging.WARNING)
+        ds_engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer,
+                                             config=self.config(cell), dist_init_required=False)
+        return DeepSpeedEngine(ds_engine, Precision(cell.precision, runtime.device_type,
+                                                    autocast=False))
+
+    def shutdown(self) -> None:
+        destroy_process_group()

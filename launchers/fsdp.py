@@ -1,0 +1,49 @@
+"""PyTorch FSDP (fully_shard): parameters, gradients and optimizer state sharded over ranks."""
+from bench.errors import BadInput
+from launchers.base import Engine, Precision, Runtime, Strategy, init_distributed, torchrun_argv
+from launchers.ddp import destroy_process_group
+
+
+class FSDPEngine(Engine):
+    def full_state_dict(self, runtime: Runtime) -> dict | None:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+        # Collective: shards are gathered; only rank 0 keeps the full CPU copy.
+        state = get_model_state_dict(
+            self.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        if not runtime.is_main:
+            return None
+        return {k: (v.float() if v.is_floating_point() else v) for k, v in state.items()}
+
+
+class FSDP(Strategy):
+    name = "fsdp"
+    distributed = True
+    description = "FSDP (fully_shard) with a mixed-precision policy"
+
+    def validate(self, cell, visible_gpus: int) -> None:
+        super().validate(cell, visible_gpus)
+        if cell.precision == "fp16" and cell.device_type != "cuda":
+            raise BadInput("FSDP fp16 needs CUDA; use bf16 on CPU")
+
+    def argv(self, cell, entry, port):
+        return torchrun_argv(cell, entry, port)
+
+    def init_runtime(self, cell) -> Runtime:
+        return init_distributed(cell, cell.timeout_s)
+
+    def wrap(self, model, optimizer, cell, runtime: Runtime) -> Engine:
+        import torch
+        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+        low = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cell.precision)
+        # Compute in the low dtype, reduce gradients in fp32 (the usual, stable choice).
+        policy = MixedPrecisionPolicy(param_dtype=low, reduce_dtype=torch.float32) if low \
+            else MixedPrecisionPolicy()
+        fully_shard(model, mp_policy=policy)
+        # The optimizer must see the sharded parameters, so it is rebuilt after sharding.
+        optimizer = type(optimizer)(model.parameters(), **optimizer.defaults)
+        return FSDPEngine(model, optimizer,
+                          Precision(cell.precision, runtime.device_type, autocast=False))
+
+    def shutdown(self) -> None:
+        destroy_process_group()

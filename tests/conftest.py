@@ -1,0 +1,29 @@
+"""Shared test set-up: a per-session decoded-image cache and a helper to run the CLI."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session", autouse=True)
+def session_cache(tmp_path_factory):
+    """One cache for the whole session, so tests never touch the user's ~/.cache/bench."""
+    cache = tmp_path_factory.mktemp("bench-cache")
+    os.environ["BENCH_CACHE_DIR"] = str(cache)
+    yield cache
+
+
+def run_cli(*args, timeout=900, env=None):
+    """`python -m bench ARGS` in a fresh process, as a user would run it."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, "-m", "bench", *map(str, args)], cwd=REPO,
+                          capture_output=True, text=True, timeout=timeout, env=full_env)
+
+
+# Small, fast workload shared by end-to-end tests: every strategy trains the same thing.
+TINY = ["--steps", "6", "--warmup", "2", "--batch", "8", "--width", "4", "--depth", "2",
+        "--image-size", "32", "--sample-hz", "5"]

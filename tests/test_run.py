@@ -1,0 +1,101 @@
+"""End to end on one device: a real cell process, its record, step table and telemetry."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bench import store
+from conftest import TINY, run_cli
+
+
+@pytest.fixture(scope="module")
+def single_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "results"
+    result = run_cli("run", *TINY, "--model", "unet", "--strategy", "single", "--out", out,
+                     "--noise", "0.1", "0.2")
+    assert result.returncode == 0, result.stdout + result.stderr
+    (cell_dir,) = [d for d in out.iterdir() if d.is_dir()]
+    return result, cell_dir, json.loads((cell_dir / store.RECORD).read_text())
+
+
+def test_record_has_the_promised_fields(single_run):
+    _, _, record = single_run
+    assert record["status"] == "ok" and record["schema_version"] == 1
+    assert record["cell"]["model"] == "unet" and record["cell"]["global_batch"] == 8
+    assert len(record["fingerprint"]) == 16
+    for key in ("train_time_s", "time_to_train_s", "step_time_median_s", "step_time_p90_s",
+                "throughput_img_s", "data_wait_frac", "peak_mem_mb"):
+        assert record["timing"][key] is not None, key
+    for key in ("python", "torch", "cpu", "hostname", "git_commit", "nccl", "gpus"):
+        assert key in record["env"], key
+
+
+def test_throughput_is_global_samples_over_timed_wall_time(single_run):
+    _, cell_dir, record = single_run
+    timing = record["timing"]
+    steps = pd.read_parquet(cell_dir / store.STEPS)
+    assert len(steps) == 6 and int(steps["warmup"].sum()) == 2
+    timed = steps[~steps["warmup"]]
+    assert timing["timed_steps"] == 4
+    assert timing["throughput_img_s"] == pytest.approx(8 * 4 / timing["train_time_s"])
+    # The wall window holds the timed steps and their data waits, and little else.
+    inside = timed["step_time_s"].sum() + timed["data_wait_s"].sum()
+    assert inside <= timing["train_time_s"] * 1.0001
+    assert inside >= 0.8 * timing["train_time_s"]
+    assert timing["step_time_median_s"] == pytest.approx(np.median(timed["step_time_s"]))
+    assert timing["time_to_train_s"] > timing["train_time_s"] + timing["eval_time_s"]
+
+
+def test_quality_per_noise_level_with_noisy_input_beside(single_run):
+    _, _, record = single_run
+    levels = [q["sigma"] for q in record["quality"]]
+    assert levels == [0.1, 0.2]
+    for q in record["quality"]:
+        for key in ("psnr", "ssim", "lpips", "noisy_psnr", "noisy_ssim", "noisy_lpips"):
+            assert q[key] is not None and np.isfinite(q[key]), key
+    # More noise, worse noisy input: the two levels really were different inputs.
+    assert record["quality"][1]["noisy_psnr"] < record["quality"][0]["noisy_psnr"] - 3
+
+
+def test_telemetry_covers_the_timed_window(single_run):
+    _, cell_dir, record = single_run
+    table = pd.read_parquet(cell_dir / store.TELEMETRY)
+    assert {"setup", "warmup", "timed", "eval"} >= set(table["phase"])
+    tele = record["telemetry"]
+    timed_rows = table[table["phase"] == "timed"]
+    assert tele["samples_in_window"] == len(timed_rows) > 0
+    # The summary's window is the steps table's timed phase, on one clock.
+    assert tele["timed_s"] == pytest.approx(record["timing"]["train_time_s"])
+    assert timed_rows["t_s"].min() >= tele["timed_start_s"]
+    assert timed_rows["t_s"].max() <= tele["timed_end_s"]
+    assert tele["gpu_busy_pct_mean"] is None and tele["gpu_reason"]
+    assert tele["cpu_pct_mean"] > 0 and tele["rss_peak_mb"] > 50
+
+
+def test_summary_is_printed(single_run):
+    result, _, _ = single_run
+    assert "bench summary" in result.stdout and "PSNR" in result.stdout
+
+
+def test_rerun_skips_ok_cells(single_run, tmp_path):
+    result, cell_dir, record = single_run
+    out = cell_dir.parent
+    again = run_cli("run", *TINY, "--model", "unet", "--strategy", "single", "--out", out,
+                    "--noise", "0.1", "0.2")
+    assert again.returncode == 0
+    assert "skipped" in again.stdout
+    assert json.loads((cell_dir / store.RECORD).read_text())["timing"] == record["timing"]
+
+
+@pytest.mark.parametrize("model", ["unet", "unetpp"])
+def test_default_workload_beats_the_noisy_input(tmp_path, model):
+    """What `make run` promises: at the default settings each model clearly denoises."""
+    out = tmp_path / "results"
+    result = run_cli("run", "--model", model, "--strategy", "single", "--out", out,
+                     "--sample-hz", "0")
+    assert result.returncode == 0, result.stdout + result.stderr
+    (record,) = store.records(out)[0]
+    q = record["quality"][0]
+    assert q["psnr"] > q["noisy_psnr"] + 1.0, q
+    assert q["ssim"] > q["noisy_ssim"], q

@@ -1,0 +1,82 @@
+"""Every strategy on 2 CPU ranks (gloo) trains the identical workload and records it."""
+import pytest
+
+from bench import store
+from conftest import TINY, run_cli
+
+CONFIGS = {
+    "single": ["--strategy", "single"],
+    "dp": ["--strategy", "dp", "--devices", "2"],
+    "ddp": ["--strategy", "ddp", "--devices", "2", "--precision", "fp32", "--precision", "bf16"],
+    "deepspeed-z1": ["--strategy", "deepspeed", "--devices", "2", "--precision", "bf16",
+                     "--zero", "1"],
+    "deepspeed-z2": ["--strategy", "deepspeed", "--devices", "2", "--precision", "bf16",
+                     "--zero", "2"],
+    "fsdp": ["--strategy", "fsdp", "--devices", "2", "--precision", "fp32"],
+}
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    out = tmp_path_factory.mktemp("strategies") / "results"
+    for name, args in CONFIGS.items():
+        result = run_cli("run", *TINY, "--model", "unet", "--out", out, *args)
+        assert result.returncode == 0, f"{name}:\n{result.stdout}\n{result.stderr}"
+    records, unreadable = store.records(out)
+    assert not unreadable
+    return {(r["cell"]["strategy"], r["cell"]["precision"], r["cell"]["zero_stage"]): r
+            for r in records}
+
+
+EXPECTED = [("single", "fp32", None), ("dp", "fp32", None), ("ddp", "fp32", None),
+            ("ddp", "bf16", None), ("deepspeed", "bf16", 1), ("deepspeed", "bf16", 2),
+            ("fsdp", "fp32", None)]
+
+
+@pytest.mark.parametrize("key", EXPECTED, ids=lambda k: "-".join(map(str, k)))
+def test_each_strategy_trains_the_same_workload(sweep, key):
+    record = sweep[key]
+    assert record["status"] == "ok", record.get("error")
+    assert record["fingerprint"] == sweep[("single", "fp32", None)]["fingerprint"]
+    assert record["runtime"]["global_batch"] == 8
+    assert record["loss"]["last"] < record["loss"]["first"]  # it trained
+    strategy = key[0]
+    if strategy in ("ddp", "deepspeed", "fsdp"):
+        assert record["runtime"]["world_size"] == 2
+        assert record["runtime"]["backend"] == "gloo"
+        assert record["runtime"]["per_device_batch"] == 4
+        assert record["runtime"]["threads_per_rank"] == 1  # 2 cores shared by 2 ranks
+        assert len(record["timing"]["peak_mem_mb_per_rank"]) == 2
+    else:
+        assert record["runtime"]["world_size"] == 1
+
+
+def test_first_step_loss_is_identical_across_fp32_strategies(sweep):
+    """Same init and same first global batch: step 0's loss cannot depend on the strategy."""
+    import pandas as pd
+    losses = {k: pd.read_parquet(f"{r['_dir']}/{store.STEPS}")["loss"].iloc[0]
+              for k, r in sweep.items() if k[1] == "fp32"}
+    reference = losses[("single", "fp32", None)]
+    for key, loss in losses.items():
+        assert loss == pytest.approx(reference, rel=1e-5), key
+
+
+def test_dp_on_cpu_says_it_has_no_replicas(sweep):
+    assert any("no device replicas" in n for n in sweep[("dp", "fp32", None)]["notes"])
+
+
+PARITY = ["--model", "unet", "--width", "4", "--depth", "2", "--image-size", "32",
+          "--batch", "8", "--check-steps", "5", "--strategy", "ddp", "--devices", "2"]
+
+
+def test_parity_ddp_matches_single_with_group_norm():
+    result = run_cli("parity", *PARITY, "--norm", "group")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "within tolerance" in result.stdout and "parity: passed" in result.stdout
+
+
+def test_parity_detects_batchnorm_per_rank_statistics():
+    """The check can fail: BatchNorm on 2 ranks normalises each half-batch separately."""
+    result = run_cli("parity", *PARITY, "--norm", "batch")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "diverges" in result.stdout and "per rank" in result.stdout
