@@ -1,0 +1,491 @@
+"""Sweep specs: a workload and a matrix, validated and expanded into cells with stable ids.
+
+A spec is YAML (or a built-in name). It has four top-level keys:
+
+    name: my-sweep                 # the results folder runs/<name>; default: the file's stem
+    description: free text
+    workload:                      # what every cell trains; any Cell field, plus
+      steps: 200                   #   repeats (fresh processes, seeds seed + 1000·r) and
+      global_batch: 32             #   device (auto, cpu or cuda)
+      width: 64
+    matrix:                        # the product that is expanded into cells
+      models: [unet, unetpp]
+      configurations:              # or the word `study`: the seed study's four, sized to the
+        - {strategy: single}       #   hardware (what `python -m bench run` does with no flags)
+        - {strategy: ddp, devices: 2, precision: amp}   # amp = fp16 on GPUs, bf16 on CPUs
+        - {strategy: deepspeed, devices: 2, zero: 2}
+      noise: [0.1, 0.2]            # one cell per entry; an entry may itself be a list of σ
+      scaling: [strong, weak]
+
+Expansion order (and so each cell's index) is models × noise × scaling × configurations ×
+repeats. Everything wrong with a spec is a BadInput naming the key; per-cell checks are the
+same `plan.validate_cell` the flag interface uses. Nothing here imports torch at import time.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import itertools
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench.cell import PRECISIONS, SCALING_MODES, Cell
+from bench.errors import BadInput
+
+SPEC_YAML = "spec.yaml"
+SPEC_JSON = "spec.json"
+RESOLVED_FORMAT = 1
+
+TOP_KEYS = ("name", "description", "workload", "matrix")
+MATRIX_KEYS = ("models", "configurations", "noise", "scaling")
+CONFIG_KEYS = ("strategy", "devices", "precision", "zero")
+DEVICE_CHOICES = ("auto", "cpu", "cuda")
+# Cell fields a matrix (not the workload) decides, or that the harness fills in itself.
+_NOT_WORKLOAD = frozenset({"model", "strategy", "devices", "precision", "zero_stage", "repeat",
+                           "device_type"})
+_EXTRA_WORKLOAD = {"repeats": 1, "device": "auto"}
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+BUILTIN: dict[str, dict] = {
+    "quick": {
+        "description": "What `python -m bench run` does with no flags: the seed study's four "
+                       "configurations (single fp32, DP, DDP fp32, DDP AMP) sized to this "
+                       "machine, U-Net and U-Net++, on the embedded chest radiograph.",
+        "workload": {},
+        "matrix": {"models": ["unet", "unetpp"], "configurations": "study"},
+    },
+    "paper": {
+        "description": "The seed study (Adebayo & Khan 2025) with its confounds removed: its "
+                       "models (width 64, depth 4, batch norm, plain output) and noise "
+                       "(σ 0.1/0.2/0.3, mean +0.1), one factor changed at a time on 2 GPUs at a "
+                       "fixed global batch of 32 (strong scaling), 3 seeds each.",
+        "workload": {"width": 64, "depth": 4, "norm": "batch", "residual": False,
+                     "global_batch": 32, "scaling": "strong", "noise_mean": 0.1,
+                     "image_size": 256, "steps": 300, "warmup": 20, "repeats": 3},
+        "matrix": {
+            "models": ["unet", "unetpp"],
+            "configurations": [
+                {"strategy": "single", "devices": 1, "precision": "fp32"},
+                {"strategy": "single", "devices": 1, "precision": "amp"},
+                {"strategy": "dp", "devices": 2, "precision": "fp32"},
+                {"strategy": "ddp", "devices": 2, "precision": "fp32"},
+                {"strategy": "ddp", "devices": 2, "precision": "amp"},
+            ],
+            "noise": [0.1, 0.2, 0.3],
+        },
+    },
+    "scaling": {
+        "description": "DDP on 1, 2, 4 and 8 GPUs, strong (global batch 32 kept) and weak "
+                       "(32 per device, linear LR rule) scaling, against single-device fp32.",
+        "workload": {"width": 64, "depth": 4, "norm": "group", "global_batch": 32,
+                     "image_size": 128, "steps": 200, "warmup": 20},
+        "matrix": {
+            "models": ["unet"],
+            "configurations": [
+                {"strategy": "single", "devices": 1, "precision": "fp32"},
+                {"strategy": "ddp", "devices": 2, "precision": "fp32"},
+                {"strategy": "ddp", "devices": 4, "precision": "fp32"},
+                {"strategy": "ddp", "devices": 8, "precision": "fp32"},
+            ],
+            "scaling": ["strong", "weak"],
+        },
+    },
+}
+
+
+@dataclass(frozen=True)
+class Configuration:
+    strategy: str
+    devices: int | None = None  # None: the default for the hardware (1 for single)
+    precision: str = "fp32"  # or "amp"
+    zero: int | None = None
+
+    def to_dict(self) -> dict:
+        d = {"strategy": self.strategy, "devices": self.devices, "precision": self.precision}
+        if self.zero is not None:
+            d["zero"] = self.zero
+        return d
+
+
+@dataclass
+class SweepSpec:
+    """A parsed, type-checked spec; `expand` turns it into cells."""
+    name: str
+    description: str
+    workload: dict  # every workload key, defaults filled in
+    models: list[str]
+    configurations: list[Configuration] | str  # a list, or "study"
+    noise: list[tuple[float, ...]]
+    scaling: list[str]
+    source: str = ""
+
+    @property
+    def repeats(self) -> int:
+        return self.workload["repeats"]
+
+    @property
+    def device(self) -> str:
+        return self.workload["device"]
+
+    def to_dict(self) -> dict:
+        configs = self.configurations if isinstance(self.configurations, str) \
+            else [c.to_dict() for c in self.configurations]
+        # noise is a matrix axis here (always spelled out below), so the workload omits it.
+        workload = {k: v for k, v in self.workload.items() if k != "noise"}
+        return {"name": self.name, "description": self.description, "workload": workload,
+                "matrix": {"models": list(self.models), "configurations": configs,
+                           "noise": [list(n) for n in self.noise], "scaling": list(self.scaling)}}
+
+
+@dataclass
+class ResolvedSweep:
+    """A spec expanded on one kind of hardware: the cells, in index order."""
+    spec: SweepSpec
+    device_type: str
+    cells: list[Cell]
+    notes: list[str] = field(default_factory=list)
+
+    def resolved_spec(self) -> dict:
+        """The spec with nothing left to the hardware: `study` and `amp` are spelled out, the
+        device is fixed. Expanding it again gives exactly these cells."""
+        d = self.spec.to_dict()
+        d["workload"]["device"] = self.device_type
+        configs = []
+        for c in self.cells:
+            entry = {"strategy": c.strategy, "devices": c.devices, "precision": c.precision}
+            if c.zero_stage is not None:
+                entry["zero"] = c.zero_stage
+            if entry not in configs:
+                configs.append(entry)
+        d["matrix"]["configurations"] = configs
+        return d
+
+    def to_json(self) -> dict:
+        return {"format": RESOLVED_FORMAT, "name": self.spec.name, "source": self.spec.source,
+                "device_type": self.device_type, "spec": self.resolved_spec(),
+                "notes": list(self.notes),
+                "cells": [{"index": i, "cell_id": c.cell_id, "cell": c.to_dict()}
+                          for i, c in enumerate(self.cells)]}
+
+
+# --------------------------------------------------------------------------- loading
+
+def load_spec(ref: str) -> SweepSpec:
+    """A YAML/JSON file path or a built-in name."""
+    path = Path(ref)
+    if path.is_file():
+        return parse_spec(_read_mapping(path), default_name=path.stem, source=str(path))
+    if ref in BUILTIN:
+        return parse_spec({"name": ref, **copy.deepcopy(BUILTIN[ref])}, default_name=ref,
+                          source=f"builtin:{ref}")
+    if path.suffix in (".yaml", ".yml", ".json") or "/" in ref:
+        raise BadInput(f"spec file {ref} does not exist")
+    raise BadInput(f"unknown spec '{ref}'; give a YAML file or one of the built-in specs: "
+                   f"{', '.join(BUILTIN)}")
+
+
+def _read_mapping(path: Path) -> dict:
+    import yaml
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise BadInput(f"spec file {path} cannot be read: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)  # JSON is YAML, so spec.json files load here too
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise BadInput(f"spec file {path} is not valid YAML{where}") from None
+    if not isinstance(data, dict):
+        raise BadInput(f"spec file {path} must hold a mapping with keys "
+                       f"{', '.join(TOP_KEYS)}, not {type(data).__name__}")
+    return data
+
+
+def is_resolved(data: dict) -> bool:
+    return isinstance(data, dict) and data.get("format") == RESOLVED_FORMAT and "cells" in data
+
+
+# --------------------------------------------------------------------------- parsing
+
+def workload_defaults() -> dict:
+    """Every workload key with its default: Cell's field defaults plus repeats and device."""
+    out = {}
+    for f in dataclasses.fields(Cell):
+        if f.name not in _NOT_WORKLOAD:
+            value = f.default
+            out[f.name] = list(value) if isinstance(value, tuple) else value
+    out.update(_EXTRA_WORKLOAD)
+    return out
+
+
+def _field_types() -> dict[str, str]:
+    types = {f.name: str(f.type) for f in dataclasses.fields(Cell) if f.name not in _NOT_WORKLOAD}
+    types.update(repeats="int", device="str")
+    return types
+
+
+def parse_spec(raw: dict, default_name: str = "sweep", source: str = "") -> SweepSpec:
+    if is_resolved(raw):
+        raw = raw["spec"]
+    _no_unknown(raw, TOP_KEYS, "")
+    name = raw.get("name", default_name)
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        raise BadInput(f"spec key name {name!r} is invalid; use letters, digits, '.', '_' or "
+                       "'-' (it names the results folder)")
+    description = raw.get("description", "") or ""
+    if not isinstance(description, str):
+        raise BadInput("spec key description must be text")
+
+    workload = _mapping(raw.get("workload"), "workload")
+    matrix = _mapping(raw.get("matrix"), "matrix")
+    types = _field_types()
+    _no_unknown(workload, tuple(types), "workload.")
+    _no_unknown(matrix, MATRIX_KEYS, "matrix.")
+    resolved = workload_defaults()
+    for key, value in workload.items():
+        resolved[key] = _check_type(f"workload.{key}", value, types[key])
+    if resolved["repeats"] < 1:
+        raise BadInput(f"spec key workload.repeats {resolved['repeats']} is invalid; it must "
+                       "be at least 1")
+    if resolved["device"] not in DEVICE_CHOICES:
+        raise BadInput(f"spec key workload.device '{resolved['device']}' is invalid; choose "
+                       f"{', '.join(DEVICE_CHOICES)}")
+    if resolved["scaling"] not in SCALING_MODES:
+        raise BadInput(f"spec key workload.scaling '{resolved['scaling']}' is invalid; choose "
+                       "strong or weak")
+
+    models = _string_list(matrix.get("models", ["unet", "unetpp"]), "matrix.models")
+    configurations = _configurations(matrix.get("configurations", "study"))
+    if "noise" in matrix and "noise" in workload:
+        raise BadInput("spec key noise is given in both workload and matrix; give it in one")
+    if "noise" in matrix:
+        noise = _noise_axis(matrix["noise"])
+    else:
+        noise = [tuple(resolved["noise"])]
+    resolved["noise"] = list(noise[0])
+    scaling = _string_list(matrix.get("scaling", [resolved["scaling"]]), "matrix.scaling")
+    for i, mode in enumerate(scaling):
+        if mode not in SCALING_MODES:
+            raise BadInput(f"spec key matrix.scaling[{i}] '{mode}' is invalid; choose strong "
+                           "or weak")
+    if "scaling" in matrix:
+        resolved["scaling"] = scaling[0]
+    return SweepSpec(name, description, resolved, models, configurations, noise, scaling, source)
+
+
+def _mapping(value, key: str) -> dict:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise BadInput(f"spec key {key} must be a mapping, not {type(value).__name__}")
+    return value
+
+
+def _no_unknown(d: dict, allowed: tuple, prefix: str) -> None:
+    for key in d:
+        if key not in allowed:
+            raise BadInput(f"unknown spec key {prefix}{key}; allowed here: {', '.join(allowed)}")
+
+
+def _check_type(key: str, value, annotation: str):
+    """A YAML value against a Cell field's annotation ('int', 'str | None', ...)."""
+    options = [a.strip() for a in annotation.split("|")]
+    if value is None:
+        if "None" in options:
+            return None
+        raise BadInput(f"spec key {key} must not be empty")
+    base = options[0]
+    if base == "bool":
+        if isinstance(value, bool):
+            return value
+        raise BadInput(f"spec key {key} must be true or false, not {value!r}")
+    if base == "int":
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise BadInput(f"spec key {key} must be an integer, not {value!r}")
+    if base == "float":
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise BadInput(f"spec key {key} must be a number, not {value!r}")
+    if base == "str":
+        if isinstance(value, str):
+            return value
+        raise BadInput(f"spec key {key} must be text, not {value!r}")
+    if base.startswith("tuple[float"):
+        return list(_sigmas(value, key))
+    return value
+
+
+def _sigmas(value, key: str) -> tuple[float, ...]:
+    values = value if isinstance(value, list) else [value]
+    if not values:
+        raise BadInput(f"spec key {key} is empty; give at least one noise σ")
+    out = []
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise BadInput(f"spec key {key} must hold numbers (noise σ), not {v!r}")
+        out.append(float(v))
+    return tuple(out)
+
+
+def _string_list(value, key: str) -> list[str]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not value:
+        raise BadInput(f"spec key {key} must be a non-empty list")
+    for v in value:
+        if not isinstance(v, str):
+            raise BadInput(f"spec key {key} must hold names, not {v!r}")
+    if len(set(value)) != len(value):
+        raise BadInput(f"spec key {key} lists a name twice")
+    return list(value)
+
+
+def _noise_axis(value) -> list[tuple[float, ...]]:
+    if not isinstance(value, list) or not value:
+        raise BadInput("spec key matrix.noise must be a non-empty list of σ (or lists of σ)")
+    levels = [_sigmas(v, f"matrix.noise[{i}]") for i, v in enumerate(value)]
+    if len(set(levels)) != len(levels):
+        raise BadInput("spec key matrix.noise lists a noise level twice")
+    return levels
+
+
+def _configurations(value) -> list[Configuration] | str:
+    if value == "study":
+        return "study"
+    if not isinstance(value, list) or not value:
+        raise BadInput("spec key matrix.configurations must be `study` or a non-empty list of "
+                       "{strategy, devices, precision, zero}")
+    out = []
+    for i, entry in enumerate(value):
+        key = f"matrix.configurations[{i}]"
+        if isinstance(entry, str):
+            entry = {"strategy": entry}
+        if not isinstance(entry, dict):
+            raise BadInput(f"spec key {key} must be a mapping with a strategy")
+        _no_unknown(entry, CONFIG_KEYS, f"{key}.")
+        if "strategy" not in entry:
+            raise BadInput(f"spec key {key}.strategy is missing")
+        strategy = _check_type(f"{key}.strategy", entry["strategy"], "str")
+        devices = _check_type(f"{key}.devices", entry.get("devices"), "int | None")
+        if devices is not None and devices < 1:
+            raise BadInput(f"spec key {key}.devices {devices} is invalid; it must be at least 1")
+        precision = _check_type(f"{key}.precision", entry.get("precision", "fp32"), "str")
+        if precision not in (*PRECISIONS, "amp"):
+            raise BadInput(f"spec key {key}.precision '{precision}' is invalid; choose one of: "
+                           f"{', '.join(PRECISIONS)}, amp")
+        zero = _check_type(f"{key}.zero", entry.get("zero"), "int | None")
+        if zero is not None and strategy != "deepspeed":
+            raise BadInput(f"spec key {key}.zero applies only to strategy deepspeed, not "
+                           f"'{strategy}'")
+        if zero is not None and zero not in (0, 1, 2, 3):
+            raise BadInput(f"spec key {key}.zero {zero} is invalid; ZeRO stages are 0-3")
+        if strategy == "single" and devices not in (None, 1):
+            raise BadInput(f"spec key {key}.devices {devices} is impossible for strategy "
+                           "single, which uses one device")
+        out.append(Configuration(strategy, devices, precision, zero))
+    return out
+
+
+# --------------------------------------------------------------------------- expansion
+
+def expand(spec: SweepSpec, device_type: str, gpus: int) -> ResolvedSweep:
+    """Cells in index order. `gpus` sizes `study` and default device counts (on a login node
+    that will submit GPU jobs, pass the GPUs a job will get, not the ones visible here)."""
+    from bench import plan
+
+    notes: list[str] = []
+    default_n = max(gpus, 1) if device_type == "cuda" else 2
+    if spec.configurations == "study":
+        study, notes = plan.study_configs(device_type, gpus)
+        configs = [(s, d, p, None) for s, d, p in study]
+    else:
+        configs = []
+        for c in spec.configurations:
+            devices = c.devices if c.devices is not None else (
+                1 if c.strategy == "single" else default_n)
+            precision = plan.amp_precision(device_type) if c.precision == "amp" else c.precision
+            zero = (c.zero if c.zero is not None else 0) if c.strategy == "deepspeed" else None
+            configs.append((c.strategy, devices, precision, zero))
+    base = {k: v for k, v in spec.workload.items() if k not in _EXTRA_WORKLOAD}
+    cells: list[Cell] = []
+    seen: dict[str, int] = {}
+    for model, sigmas, scaling, (strategy, devices, precision, zero), repeat in itertools.product(
+            spec.models, spec.noise, spec.scaling, configs, range(spec.repeats)):
+        cell = Cell.from_dict({**base, "model": model, "noise": list(sigmas), "scaling": scaling,
+                               "strategy": strategy, "devices": devices, "precision": precision,
+                               "zero_stage": zero, "repeat": repeat,
+                               "device_type": device_type})
+        if cell.cell_id in seen:
+            raise BadInput(f"spec {spec.name} yields cell {cell.cell_id} twice; remove the "
+                           "duplicate from matrix.configurations")
+        seen[cell.cell_id] = len(cells)
+        cells.append(cell)
+    return ResolvedSweep(spec, device_type, cells, notes)
+
+
+_FLAG_KEYS = {"--batch": "workload.global_batch", "--timeout": "workload.timeout_s",
+              "--devices": "devices", "--zero": "zero", "--noise": "noise",
+              "--precision": "precision", "--strategy": "strategy", "--model": "matrix.models",
+              "--repeats": "workload.repeats", "--device": "workload.device"}
+
+
+def as_spec_keys(message: str) -> str:
+    """validate_cell speaks in CLI flags; a spec user needs the key to edit."""
+    def key(match: re.Match) -> str:
+        flag = match.group(0)
+        return _FLAG_KEYS.get(flag, "workload." + flag[2:].replace("-", "_"))
+    return re.sub(r"--[a-z][a-z-]*", key, message)
+
+
+def validate(resolved: ResolvedSweep, gpus: int | None) -> None:
+    """plan.validate_cell for every cell; gpus=None: judge each cell as if its GPUs existed
+    (a submission host need not have the compute nodes' GPUs)."""
+    from bench import plan
+    for i, cell in enumerate(resolved.cells):
+        try:
+            plan.validate_cell(cell, cell.devices if gpus is None else gpus)
+        except BadInput as exc:
+            raise BadInput(f"spec {resolved.spec.name}, cell {i} ({cell.cell_id}): "
+                           f"{as_spec_keys(str(exc))}") from None
+
+
+# --------------------------------------------------------------------------- resolved files
+
+def write_resolved(out: Path, resolved: ResolvedSweep) -> None:
+    """spec.yaml (for people; expanding it again gives the same cells) and spec.json (the
+    cells by index: what `bench cell` and Slurm array tasks read)."""
+    import yaml
+
+    from bench import store
+    text = yaml.safe_dump(resolved.resolved_spec(), sort_keys=False, allow_unicode=True,
+                          width=100)
+    header = (f"# resolved from {resolved.spec.source or resolved.spec.name} for "
+              f"device {resolved.device_type}; {len(resolved.cells)} cells\n")
+    data = (header + text).encode()
+    store._atomic_write(Path(out) / SPEC_YAML, lambda f: f.write(data))
+    store.write_json(Path(out) / SPEC_JSON, resolved.to_json())
+
+
+def read_resolved(path: Path) -> dict | None:
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if is_resolved(data) else None
+
+
+def resolved_cells(data: dict) -> list[Cell]:
+    """The cells of a resolved spec.json, by index; each id is checked against its fields."""
+    cells = []
+    for entry in data["cells"]:
+        cell = Cell.from_dict(entry["cell"])
+        if cell.cell_id != entry["cell_id"]:
+            raise BadInput(f"cell {entry['index']} of the resolved spec has id "
+                           f"{entry['cell_id']}, but its fields hash to {cell.cell_id} (written "
+                           "by another version of bench); resolve the spec again")
+        cells.append(cell)
+    return cells

@@ -1,0 +1,2 @@
+"""Slurm: sbatch templates (templates/), their rendering (render.py) and submission
+(submit.py). Standard library only; bench.sweep drives it (`python -m bench slurm`)."""

@@ -1,0 +1,271 @@
+"""Sweep specs: validation (one sentence naming the key), matrix expansion, stable cell ids."""
+import argparse
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import yaml
+
+from bench import spec as specs
+from bench.cell import Cell
+from bench.errors import BadInput
+from conftest import REPO, run_cli
+
+TINY_WORKLOAD = {"steps": 6, "warmup": 2, "global_batch": 8, "width": 4, "depth": 2,
+                 "image_size": 32}
+
+
+def spec_of(matrix=None, workload=None, **top):
+    return {"name": "t", "workload": {**TINY_WORKLOAD, **(workload or {})},
+            "matrix": matrix or {"models": ["unet"], "configurations": [{"strategy": "single"}]},
+            **top}
+
+
+def expand(raw, device_type="cpu", gpus=0):
+    resolved = specs.expand(specs.parse_spec(raw), device_type, gpus)
+    specs.validate(resolved, gpus if device_type == "cpu" else None)
+    return resolved
+
+
+# --------------------------------------------------------------------------- built-ins
+
+def test_paper_is_the_seed_study_corrected():
+    resolved = expand(specs.load_spec("paper").to_dict(), "cuda", 2)
+    cells = resolved.cells
+    # 2 models × 3 σ × 5 configurations × 3 seeds
+    assert len(cells) == 90 and len({c.cell_id for c in cells}) == 90
+    assert {c.model for c in cells} == {"unet", "unetpp"}
+    assert sorted({c.noise for c in cells}) == [(0.1,), (0.2,), (0.3,)]
+    assert {c.repeat for c in cells} == {0, 1, 2}
+    configs = sorted({(c.strategy, c.devices, c.precision) for c in cells})
+    assert configs == [("ddp", 2, "fp16"), ("ddp", 2, "fp32"), ("dp", 2, "fp32"),
+                       ("single", 1, "fp16"), ("single", 1, "fp32")]
+    for c in cells:  # the study's models at one fixed global batch (strong scaling)
+        assert (c.width, c.depth, c.norm, c.residual) == (64, 4, "batch", False)
+        assert c.global_batch == 32 and c.scaling == "strong" and c.noise_mean == 0.1
+    # AMP means bf16 on a CPU machine.
+    cpu = specs.expand(specs.load_spec("paper"), "cpu", 0)
+    assert {c.precision for c in cpu.cells} == {"fp32", "bf16"}
+
+
+def test_scaling_covers_1_2_4_8_devices_strong_and_weak():
+    cells = expand(specs.load_spec("scaling").to_dict(), "cuda", 8).cells
+    assert sorted({(c.scaling, c.devices) for c in cells}) == [
+        (mode, n) for mode in ("strong", "weak") for n in (1, 2, 4, 8)]
+    for c in cells:
+        assert c.effective_global_batch == (32 * c.devices if c.scaling == "weak" else 32)
+
+
+def test_quick_is_what_run_does_without_flags():
+    from bench import plan
+    from bench.cli import build_parser
+    from bench.commands import cells_from_args
+
+    args = build_parser().parse_args(["run"])
+    flag_cells, _ = cells_from_args(args, "cpu", 0)
+    resolved = specs.expand(specs.load_spec("quick"), "cpu", 0)
+    assert [c.cell_id for c in resolved.cells] == [c.cell_id for c in flag_cells]
+    assert {c.model for c in resolved.cells} == {"unet", "unetpp"}
+    assert ("single", 1, "fp32") in {(c.strategy, c.devices, c.precision)
+                                     for c in resolved.cells}
+    assert resolved.notes == plan.study_configs("cpu", 0)[1]
+
+
+# --------------------------------------------------------------------------- expansion, ids
+
+def test_matrix_order_and_product():
+    raw = spec_of({"models": ["unet", "unetpp"], "noise": [0.1, [0.2, 0.3]],
+                   "configurations": [{"strategy": "single"},
+                                      {"strategy": "ddp", "devices": 2, "precision": "amp"},
+                                      {"strategy": "deepspeed", "devices": 2, "zero": 2}]},
+                  {"repeats": 2})
+    cells = expand(raw).cells
+    assert len(cells) == 2 * 2 * 3 * 2
+    # models × noise × scaling × configurations × repeats: repeats vary fastest
+    first = cells[:6]
+    assert [c.repeat for c in first] == [0, 1] * 3
+    assert [(c.strategy, c.precision, c.zero_stage) for c in first[::2]] == [
+        ("single", "fp32", None), ("ddp", "bf16", None), ("deepspeed", "fp32", 2)]
+    assert cells[6].noise == (0.2, 0.3) and cells[12].model == "unetpp"
+
+
+def test_ids_are_stable_across_processes_and_key_order():
+    raw = spec_of({"models": ["unet"], "noise": [0.1, 0.2],
+                   "configurations": [{"strategy": "single"}, {"strategy": "ddp", "devices": 2}]})
+    ids = [c.cell_id for c in expand(raw).cells]
+    assert len(set(ids)) == len(ids) == 4
+    # Key order in the YAML is irrelevant; another interpreter (another hash seed) agrees.
+    shuffled = {"matrix": raw["matrix"], "name": "t",
+                "workload": dict(reversed(list(raw["workload"].items())))}
+    assert [c.cell_id for c in expand(shuffled).cells] == ids
+    code = textwrap.dedent(f"""
+        import json
+        from bench import spec
+        r = spec.expand(spec.parse_spec(json.loads({json.dumps(json.dumps(raw))})), "cpu", 0)
+        print(json.dumps([c.cell_id for c in r.cells]))
+    """)
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                         text=True, env={"PYTHONHASHSEED": "123", "PATH": "/usr/bin:/bin"})
+    assert json.loads(out.stdout) == ids, out.stderr
+    # What is computed is in the id: any workload change gives new ids.
+    changed = spec_of(raw["matrix"], {"lr": 2e-3})
+    assert not set(c.cell_id for c in expand(changed).cells) & set(ids)
+
+
+def test_resolved_spec_expands_to_the_same_cells(tmp_path):
+    raw = spec_of({"models": ["unet"], "configurations": "study"}, {"device": "cpu"})
+    resolved = expand(raw)
+    specs.write_resolved(tmp_path, resolved)
+    again = specs.load_spec(str(tmp_path / "spec.yaml"))
+    assert again.configurations != "study" and again.device == "cpu"
+    assert [c.cell_id for c in specs.expand(again, "cpu", 0).cells] == \
+        [c.cell_id for c in resolved.cells]
+    data = specs.read_resolved(tmp_path / "spec.json")
+    assert [c.cell_id for c in specs.resolved_cells(data)] == [c.cell_id for c in resolved.cells]
+    assert [e["index"] for e in data["cells"]] == list(range(len(resolved.cells)))
+    # A tampered cell no longer matches its id.
+    data["cells"][0]["cell"]["lr"] = 0.5
+    with pytest.raises(BadInput, match="hash to"):
+        specs.resolved_cells(data)
+
+
+def test_spec_file_by_path_and_name_default(tmp_path):
+    path = tmp_path / "my-sweep.yaml"
+    raw = spec_of()
+    del raw["name"]
+    path.write_text(yaml.safe_dump(raw))
+    assert specs.load_spec(str(path)).name == "my-sweep"
+    with pytest.raises(BadInput, match="unknown spec 'nope'"):
+        specs.load_spec("nope")
+    with pytest.raises(BadInput, match="does not exist"):
+        specs.load_spec(str(tmp_path / "missing.yaml"))
+    (tmp_path / "bad.yaml").write_text("workload: {steps: [\n")
+    with pytest.raises(BadInput, match="not valid YAML at line"):
+        specs.load_spec(str(tmp_path / "bad.yaml"))
+
+
+# --------------------------------------------------------------------------- validation
+
+BAD = [
+    ({**spec_of(), "matrixx": {}}, "matrixx"),
+    (spec_of(workload={"stepz": 3}), "workload.stepz"),
+    (spec_of({"models": ["unet"], "configurations": [{"strategy": "single"}], "seeds": 3}),
+     "matrix.seeds"),
+    (spec_of({"models": ["unet"], "configurations": [{"strategy": "ddp", "gpus": 2}]}),
+     "matrix.configurations[0].gpus"),
+    (spec_of(workload={"steps": "ten"}), "workload.steps must be an integer"),
+    (spec_of(workload={"steps": True}), "workload.steps must be an integer"),
+    (spec_of(workload={"lr": "fast"}), "workload.lr must be a number"),
+    (spec_of(workload={"residual": "yes"}), "workload.residual must be true or false"),
+    (spec_of(workload={"repeats": 0}), "workload.repeats 0"),
+    (spec_of(workload={"device": "tpu"}), "workload.device 'tpu'"),
+    (spec_of(workload={"scaling": "medium"}), "workload.scaling 'medium'"),
+    (spec_of({"models": ["unet"], "configurations": [{"strategy": "single"}],
+              "scaling": ["weak", "huge"]}), "matrix.scaling[1] 'huge'"),
+    (spec_of({"models": [], "configurations": "study"}), "matrix.models"),
+    (spec_of({"models": ["unet", "unet"]}), "matrix.models lists a name twice"),
+    (spec_of({"models": ["unet"], "configurations": [{"strategy": "single",
+                                                      "precision": "fp8"}]}),
+     "matrix.configurations[0].precision 'fp8'"),
+    (spec_of({"models": ["unet"], "configurations": [{"strategy": "ddp", "zero": 1}]}),
+     "matrix.configurations[0].zero applies only to strategy deepspeed"),
+    (spec_of({"models": ["unet"], "configurations": [{"strategy": "deepspeed", "zero": 5}]}),
+     "matrix.configurations[0].zero 5"),
+    (spec_of({"models": ["unet"], "configurations": [{"strategy": "single", "devices": 2}]}),
+     "matrix.configurations[0].devices 2 is impossible for strategy single"),
+    (spec_of({"models": ["unet"], "configurations": [{"devices": 2}]}),
+     "matrix.configurations[0].strategy is missing"),
+    (spec_of({"models": ["unet"], "configurations": "all"}), "matrix.configurations"),
+    (spec_of({"models": ["unet"], "configurations": [{"strategy": "single"}],
+              "noise": [0.1, "high"]}), "matrix.noise[1]"),
+    (spec_of({"models": ["unet"], "configurations": [{"strategy": "single"}], "noise": [0.1]},
+             {"noise": [0.2]}), "noise is given in both workload and matrix"),
+    ({**spec_of(), "name": "../escape"}, "spec key name"),
+    ({**spec_of(), "workload": [1, 2]}, "spec key workload must be a mapping"),
+    # Per-cell checks come from plan.validate_cell, translated to spec keys.
+    (spec_of({"models": ["resnet"], "configurations": [{"strategy": "single"}]}),
+     "unknown model 'resnet'"),
+    (spec_of({"models": ["unet"], "configurations": [{"strategy": "warp"}]}),
+     "unknown strategy 'warp'"),
+    (spec_of(workload={"steps": 3, "warmup": 3}), "workload.steps 3 must exceed workload.warmup 3"),
+    (spec_of({"models": ["unet"], "configurations": [{"strategy": "ddp", "devices": 3}]}),
+     "not divisible by 3"),
+    (spec_of({"models": ["unet"], "configurations": [{"strategy": "single",
+                                                      "precision": "fp16"}]}),
+     "fp16 needs a CUDA GPU"),
+    (spec_of({"models": ["unet"], "configurations": [{"strategy": "single"}],
+              "noise": [-0.1]}), "-0.1"),
+    (spec_of(workload={"image_size": 30}), "30"),
+    (spec_of({"models": ["unet"], "configurations": [{"strategy": "single"},
+                                                     {"strategy": "single", "devices": 1}]}),
+     "twice"),
+]
+
+
+@pytest.mark.parametrize("raw,needle", BAD, ids=[n for _, n in BAD])
+def test_bad_specs_name_the_key(raw, needle):
+    with pytest.raises(BadInput) as info:
+        expand(raw)
+    message = str(info.value)
+    assert needle in message
+    assert "\n" not in message
+
+
+def test_validation_speaks_in_spec_keys_not_flags():
+    with pytest.raises(BadInput) as info:
+        expand(spec_of(workload={"lr": -1.0}))
+    assert "--" not in str(info.value) and "workload.lr" in str(info.value)
+
+
+# --------------------------------------------------------------------------- CLI
+
+def test_run_with_a_bad_spec_exits_2_before_any_folder(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(spec_of(workload={"stepz": 3})))
+    out = tmp_path / "results"
+    result = run_cli("run", path, "--out", out)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert lines[0].startswith("bench: error: unknown spec key workload.stepz")
+    assert not out.exists()
+
+
+def test_run_spec_rejects_workload_flags(tmp_path):
+    out = tmp_path / "results"
+    result = run_cli("run", "quick", "--steps", "5", "--out", out)
+    assert result.returncode == 2
+    assert "--steps cannot be combined with spec quick; set workload.steps" in result.stderr
+    assert not out.exists()
+
+
+def test_reject_workload_flags_allows_run_options():
+    from bench.cli import build_parser
+    from bench.sweep import reject_workload_flags
+    args = build_parser().parse_args(["run", "quick", "--out", "x", "--force", "--device", "cpu"])
+    reject_workload_flags(args)  # no error
+    args = build_parser().parse_args(["run", "quick", "--strategy", "ddp"])
+    with pytest.raises(BadInput, match="matrix.configurations"):
+        reject_workload_flags(args)
+    assert isinstance(args, argparse.Namespace)
+
+
+def test_cell_index_out_of_range_and_stale_id(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(spec_of()))
+    result = run_cli("cell", path, "--index", "5", "--out", tmp_path / "o")
+    assert result.returncode == 2 and "--index 5 is out of range; spec t has 1 cells (0-0)" \
+        in result.stderr
+    result = run_cli("cell", path, "--index", "0", "--expect-id", "unet-x", "--out",
+                     tmp_path / "o")
+    assert result.returncode == 2 and "not --expect-id unet-x" in result.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_cell_fields_are_all_workload_keys_or_matrix_axes():
+    import dataclasses
+    defaults = specs.workload_defaults()
+    axes = {"model", "strategy", "devices", "precision", "zero_stage", "repeat", "device_type"}
+    for f in dataclasses.fields(Cell):
+        assert f.name in defaults or f.name in axes, f.name
