@@ -58,6 +58,10 @@ class Cell:
     timeout_s: float = 1800.0
     sample_hz: float = 2.0
     checkpoint_every: int = 0
+    # "clean" (supervised, the default) or "noise2noise" (pairs of noisy realisations from an
+    # obfuscated folder). Left out of to_dict() when "clean", so the ids and fingerprints of
+    # ordinary cells are what they were before the field existed.
+    target: str = "clean"
 
     @property
     def workload_seed(self) -> int:
@@ -86,11 +90,15 @@ class Cell:
         prefix = f"{self.model}-{self.strategy}{self.devices}-{self.precision}"
         if self.zero_stage is not None:
             prefix += f"-z{self.zero_stage}"
+        if self.target != "clean":
+            prefix += "-n2n" if self.target == "noise2noise" else f"-{self.target}"
         return f"{prefix}-r{self.repeat}-{_short_hash(self.to_dict())}"
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["noise"] = list(self.noise)
+        if d["target"] == "clean":
+            del d["target"]
         return d
 
     @classmethod

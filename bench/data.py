@@ -6,7 +6,9 @@ Sources (the ``source`` string):
   into tiles whose train / val / test regions are spatially disjoint;
 - ``nih:PATH``      – a local NIH ChestX-ray14 directory, split by patient;
 - ``folder:PATH``   – any directory tree of PNG / JPEG / DICOM images, split by image;
-- ``synthetic[:N]`` – N procedurally generated images (default 256) for throughput-only runs.
+- ``synthetic[:N]`` – N procedurally generated images (default 256) for throughput-only runs;
+- ``obfuscated:PATH`` – a folder written by ``python -m bench obfuscate`` (bench.obfuscate): noisy
+  realisations only, verified against its manifest; read with ``ObfuscatedDataset``.
 
 ``prepare`` decodes and resizes every image once into ``<cache>/<name>.npy`` (uint16,
 value = round(x * 65535)) plus a JSON sidecar holding the split index lists and metadata;
@@ -39,7 +41,9 @@ from bench.obfuscation import obfuscate, validate_mean, validate_seed, validate_
 
 CACHE_FORMAT_VERSION = 1
 SPLITS = ("train", "val", "test")
-ALLOWED_SOURCES = "chest-sample, nih:PATH, folder:PATH, synthetic or synthetic:N"
+ALLOWED_SOURCES = (
+    "chest-sample, nih:PATH, folder:PATH, obfuscated:PATH, synthetic or synthetic:N"
+)
 DEFAULT_SYNTHETIC_COUNT = 256
 SAMPLE_FILE = "RG1_UNCR.dcm"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm")
@@ -199,6 +203,8 @@ def _plan(source: str, *, image_size: int, seed: int, limit: int | None, skip_ba
         if kind == "nih":
             return _nih_plan(directory, image_size, seed, limit, skip_bad)
         return _folder_plan(directory, image_size, seed, limit, skip_bad)
+    if kind == "obfuscated" and arg:
+        return _obfuscated_plan(_existing_dir(arg), image_size, limit)
     raise BadInput(f"data source {source!r} is unknown; allowed: {ALLOWED_SOURCES}")
 
 
@@ -677,6 +683,67 @@ def _folder_plan(
     return _Plan("folder", f"folder:{directory}", identity, build)
 
 
+# --------------------------------------------------------------------------- obfuscated
+
+
+def _obfuscated_plan(directory: Path, image_size: int, limit: int | None) -> _Plan:
+    """Rows of the cached array: realisation k of image i at k * N + i, then (only when Site
+    One sent them) the clean images at R * N + i. Every file is checked against the manifest
+    on each prepare, cached or not."""
+    from bench.obfuscate import read_manifest
+
+    if limit is not None:
+        raise BadInput(f"limit {limit} cannot be used with an obfuscated source; omit it")
+    manifest = read_manifest(directory)
+    if manifest.image_size != image_size:
+        raise BadInput(
+            f"obfuscated folder {directory} holds {manifest.image_size}-px images; pass "
+            f"--image-size {manifest.image_size} (got {image_size})"
+        )
+    count, realisations = len(manifest.ids), manifest.realisations
+    files = [manifest.noisy_file(i, k) for k in range(realisations) for i in range(count)]
+    if manifest.clean_included:
+        files += [manifest.clean_file(i) for i in range(count)]
+
+    def build(store: _ArrayStore) -> _Built:
+        store.allocate(len(files))
+        for row, path in enumerate(files):
+            pixels = decode_image(path)
+            if pixels.shape != (image_size, image_size):
+                raise BadInput(f"obfuscated file {path} is not {image_size}×{image_size} pixels")
+            store.put(row, pixels)
+        counts = "/".join(str(len(manifest.splits[name])) for name in SPLITS)
+        return _Built(
+            splits=manifest.splits,
+            names=list(manifest.ids),
+            description=(
+                f"obfuscated folder {directory}: {count} images × {realisations} noisy "
+                f"realisations at {image_size}² (σ {manifest.sigma:g}, mean {manifest.mean:g}"
+                f"{', with clean images' if manifest.clean_included else ', no clean images'}), "
+                f"Site One's split train/val/test = {counts}"
+            ),
+            extra={
+                "obfuscated": {
+                    "images": count,
+                    "realisations": realisations,
+                    "sigma": manifest.sigma,
+                    "mean": manifest.mean,
+                    "seed": manifest.seed,
+                    "clean_rows": manifest.clean_included,
+                    "manifest_sha256": manifest.sha256,
+                }
+            },
+        )
+
+    identity = {"path": str(directory), "manifest_sha256": manifest.sha256}
+    return _Plan("obfuscated", f"obfuscated:{directory}", identity, build)
+
+
+def is_obfuscated(prepared: PreparedData) -> bool:
+    """True for data prepared from an obfuscated folder: its images are already noisy."""
+    return prepared.source.startswith("obfuscated:")
+
+
 # --------------------------------------------------------------------------- synthetic
 
 
@@ -844,6 +911,9 @@ class DenoiseDataset:
     ) -> None:
         if isinstance(sigmas, (int, float)) or len(sigmas) == 0:
             raise BadInput(f"noise levels {sigmas!r} are invalid; give a non-empty list of σ")
+        if is_obfuscated(prepared):  # adding noise to noisy images would be a silent error
+            raise BadInput(f"data source {prepared.source} is already noisy; read it with "
+                           "ObfuscatedDataset, not DenoiseDataset")
         self.prepared = prepared
         self.split_name = split
         self.image_ids = prepared.split(split)
@@ -886,6 +956,112 @@ class DenoiseDataset:
     def __getstate__(self) -> dict[str, Any]:
         # Workers re-open the memory map instead of receiving a pickled copy of the pixels.
         return {**self.__dict__, "_images": None}
+
+
+TARGETS = ("clean", "noise2noise")
+
+
+class ObfuscatedDataset:
+    """(input, target) float32 tensors of shape (1, H, W) from one split of an obfuscated folder.
+
+    Nothing is added: the images are Site One's noisy realisations. With ``target
+    "noise2noise"`` (Lehtinen et al. 2018) an item is realisation a as input and realisation
+    b ≠ a of the same image as target, for every ordered pair (so each realisation is input
+    and target in turn), minus the declared noise mean so the target's median is the clean
+    value; only noisy rows are ever read. With ``target "clean"`` an item is realisation a and
+    the clean image, which exists only where Site One sent it. With ``augment`` each pair is
+    seen through the 8 dihedral transforms, like DenoiseDataset.
+    """
+
+    def __init__(self, prepared: PreparedData, split: str, *, target: str, augment: bool) -> None:
+        if not is_obfuscated(prepared):
+            raise BadInput(f"data source {prepared.source} is not an obfuscated folder")
+        info = prepared.metadata()["obfuscated"]
+        folder = prepared.source.partition(":")[2]
+        self.count, realisations = int(info["images"]), int(info["realisations"])
+        if target == "noise2noise":
+            if realisations < 2:
+                raise BadInput(
+                    f"obfuscated folder {folder} has {realisations} realisation per image; "
+                    "--target noise2noise needs 2 or more (obfuscate --realisations 2)"
+                )
+            self.pairs = [(a, b) for a in range(realisations) for b in range(realisations)
+                          if a != b]
+        elif target == "clean":
+            if not info["clean_rows"]:
+                raise BadInput(
+                    f"obfuscated folder {folder} holds no clean images, so --target clean has "
+                    "no targets; use --target noise2noise (Site One would have to send its "
+                    "clean images: obfuscate --include-clean)"
+                )
+            self.pairs = [(a, realisations) for a in range(realisations)]  # row block R: clean
+        else:
+            raise BadInput(f"target {target!r} is unknown; choose one of: {', '.join(TARGETS)}")
+        self.prepared = prepared
+        self.split_name = split
+        self.target = target
+        self.image_ids = prepared.split(split)
+        self.target_offset = np.float32(info["mean"] if target == "noise2noise" else 0.0)
+        self.augment = bool(augment)
+        self._images: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.image_ids) * len(self.pairs) * (DIHEDRAL_VIEWS if self.augment else 1)
+
+    def item(self, index: int) -> tuple[int, int, int, int]:
+        """(image index, input row, target row, dihedral transform) of item ``index``."""
+        if not 0 <= index < len(self):
+            raise IndexError(f"item {index} is out of range for {len(self)} items")
+        rest, transform = divmod(index, DIHEDRAL_VIEWS) if self.augment else (index, 0)
+        base, pair = divmod(rest, len(self.pairs))
+        image = int(self.image_ids[base])
+        first, second = self.pairs[pair]
+        return image, first * self.count + image, second * self.count + image, transform
+
+    def arrays(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        _, input_row, target_row, transform = self.item(index)
+        if self._images is None:
+            self._images = self.prepared.images()
+        source = to_unit(self._images[input_row])
+        target = to_unit(self._images[target_row]) - self.target_offset
+        return dihedral(source, transform), dihedral(target, transform)
+
+    def __getitem__(self, index: int) -> tuple[Any, Any]:
+        import torch
+
+        source, target = self.arrays(index)
+        return (
+            torch.from_numpy(np.ascontiguousarray(source)[None]),
+            torch.from_numpy(np.ascontiguousarray(target)[None]),
+        )
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_images": None}
+
+
+def training_dataset(
+    prepared: PreparedData,
+    split: str,
+    *,
+    target: str,
+    sigmas: Sequence[float],
+    seed: int,
+    noise_mean: float,
+    augment: bool,
+) -> DenoiseDataset | ObfuscatedDataset:
+    """The dataset a training run reads: an obfuscated folder's pairs, or clean images with
+    seeded noise added (the ordinary single-site workload, target "clean" only)."""
+    if is_obfuscated(prepared):
+        return ObfuscatedDataset(prepared, split, target=target, augment=augment)
+    if target not in TARGETS:
+        raise BadInput(f"target {target!r} is unknown; choose one of: {', '.join(TARGETS)}")
+    if target != "clean":
+        raise BadInput(
+            f"--target {target} trains on independent noisy realisations and needs --data "
+            f"obfuscated:PATH (written by python -m bench obfuscate), not {prepared.source}"
+        )
+    return DenoiseDataset(prepared, split, sigmas=sigmas, seed=seed, noise_mean=noise_mean,
+                          augment=augment)
 
 
 class GlobalBatchSampler:

@@ -1,0 +1,263 @@
+"""Back at Site One: saved models, their score on clean images, and the privacy audit.
+
+Every trained cell saves ``model.pt``: ``{"format", "state_dict", "cell", "fingerprint"}`` with
+the cell as a dict of plain values, so ``torch.load(..., weights_only=True)`` reads it and no
+pickled code runs. ``evaluate_model`` (``python -m bench evaluate``) scores such a model on the
+clean test split of a source with ``bench.evaluate.evaluate`` — the code every training run
+uses — and audits, per noise level, what the obfuscation protects and what the model gives
+back:
+
+- protection: the obfuscated (noisy) image against the clean one;
+- recovered: the model's output from that noisy image against the clean one;
+- gap: recovered minus protection (dB of PSNR, SSIM, LPIPS);
+- averaged: the mean of R independent realisations of each image (the realisations a
+  noise2noise export releases), minus the declared noise mean: no model needed.
+
+The noisy test inputs are drawn with ``seed`` (noise stream i + k·2⁴⁰ for realisation k of
+image i, as in an export): fresh realisations at the same σ, statistically the same as the
+released ones, whose key stays secret.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from bench.errors import BadInput
+
+MODEL_FILE = "model.pt"
+MODEL_FORMAT = "bench-model/1"
+STATEMENT = (
+    "Additive Gaussian noise is not a privacy guarantee: it carries no formal bound (it is not "
+    "differential privacy), a denoiser trained on the released images — which needs no clean "
+    "image — gives back much of each clean image, averaging the released realisations lowers "
+    "the noise by the square root of their number, and anyone who learns the noise key can "
+    "subtract the noise exactly."
+)
+
+
+# --------------------------------------------------------------------------- model files
+
+
+def save_model(path: str | Path, state_dict: dict, cell, fingerprint: str) -> None:
+    """Write the trained weights with their cell and fingerprint, atomically."""
+    import torch
+
+    from bench import store
+
+    payload = {
+        "format": MODEL_FORMAT,
+        "state_dict": {k: v.detach().cpu() for k, v in state_dict.items()},
+        "cell": cell.to_dict(),
+        "fingerprint": str(fingerprint),
+    }
+    store._atomic_write(Path(path), lambda handle: torch.save(payload, handle))
+
+
+@dataclass
+class SavedModel:
+    path: Path
+    model: Any  # torch.nn.Module holding the trained weights
+    cell: Any  # bench.cell.Cell
+    fingerprint: str
+
+
+def load_model(path: str | Path) -> SavedModel:
+    """Read a model.pt with ``weights_only=True`` and rebuild its model; BadInput when the file
+    is missing, is not a bench model, or does not fit its own cell."""
+    import pickle
+
+    import torch
+
+    from bench.cell import Cell
+    from bench.train import model_options
+    from models import build_model
+
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise BadInput(f"model file {path} does not exist")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as error:
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:160]
+        raise BadInput(f"model file {path} cannot be loaded: {reason}") from None
+    if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
+        raise BadInput(f"model file {path} is not a bench model (format {MODEL_FORMAT})")
+    try:
+        cell = Cell.from_dict(payload["cell"])
+        model = build_model(cell.model, **model_options(cell))
+        model.load_state_dict(payload["state_dict"])
+    except (KeyError, TypeError, RuntimeError) as error:
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:160]
+        raise BadInput(f"model file {path} does not match its own cell: {reason}") from None
+    return SavedModel(path, model, cell, str(payload.get("fingerprint", "")))
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def evaluate_model(
+    model_path: str | Path,
+    source: str,
+    *,
+    sigmas: Sequence[float] | None = None,
+    seed: int = 0,
+    noise_mean: float | None = None,
+    image_size: int | None = None,
+    limit: int | None = None,
+    skip_bad: bool = False,
+    realisations: int = 2,
+    device: str = "cpu",
+    cache_dir: str | Path | None = None,
+) -> dict[str, Any]:
+    """Score a saved model on the clean test images of ``source`` and audit the privacy the
+    noise gives. σ, noise mean and image size default to the model's own cell; ``seed`` is
+    the split seed of the source (the one given to ``obfuscate``) and seeds the test noise."""
+    from bench.data import prepare
+    from bench.evaluate import evaluate
+    from bench.obfuscation import validate_mean, validate_seed, validate_sigma
+    from models import check_image_size
+
+    saved = load_model(model_path)
+    cell = saved.cell
+    if isinstance(source, str) and source.strip().startswith("obfuscated:"):
+        raise BadInput(f"data source {source!r} holds no clean images; evaluate at Site One on "
+                       "the clean source the folder was made from")
+    sigmas = [validate_sigma(s) for s in (sigmas if sigmas else cell.noise)]
+    noise_mean = validate_mean(cell.noise_mean if noise_mean is None else noise_mean)
+    seed = validate_seed(seed)
+    if isinstance(realisations, bool) or not isinstance(realisations, int) or realisations < 1:
+        raise BadInput(f"--realisations {realisations!r} is invalid; it must be an integer >= 1")
+    image_size = cell.image_size if image_size is None else image_size
+    check_image_size(cell.depth, image_size)
+    prepared = prepare(source, image_size=image_size, seed=seed, limit=limit, skip_bad=skip_bad,
+                       cache_dir=cache_dir)
+    if len(prepared.split("test")) == 0:
+        raise BadInput(f"data source {source} yields no test images at image size {image_size}")
+
+    quality, _ = evaluate(saved.model, prepared, sigmas=sigmas, seed=seed,
+                          noise_mean=noise_mean, device=device)
+    audit = [_audit_level(q, prepared, seed=seed, noise_mean=noise_mean,
+                          realisations=realisations) for q in quality]
+    return {
+        "model": str(saved.path),
+        "cell_id": cell.cell_id,
+        "fingerprint": saved.fingerprint,
+        "model_name": cell.model,
+        "target": cell.target,
+        "trained_on": cell.data,
+        "clean_data_left_site_one": cell.target == "clean",
+        "training_note": _training_note(cell),
+        "data": {"source": prepared.source, "description": prepared.description,
+                 "image_size": image_size, "seed": seed, "noise_mean": noise_mean,
+                 "test_images": len(prepared.split("test"))},
+        "quality": quality,
+        "audit": audit,
+        "statement": STATEMENT,
+    }
+
+
+def _training_note(cell) -> str:
+    if cell.target == "noise2noise":
+        return ("trained with noise2noise on an obfuscated folder: its training read no clean "
+                "image")
+    if cell.data.startswith("obfuscated:"):
+        return ("trained with clean targets that Site One sent with the obfuscated folder: clean "
+                "data left Site One")
+    return ("trained with clean targets on the clean source: the training read clean images, so "
+            "in a two-site setting clean data left Site One")
+
+
+def _audit_level(q: dict, prepared, *, seed: int, noise_mean: float,
+                 realisations: int) -> dict[str, Any]:
+    keys = ("psnr", "ssim", "lpips")
+    protection = {k: q[f"noisy_{k}"] for k in keys}
+    recovered = {k: q[k] for k in keys}
+    gap = {k: (recovered[k] - protection[k]
+               if recovered[k] is not None and protection[k] is not None else None) for k in keys}
+    return {
+        "sigma": q["sigma"],
+        "protection": protection,
+        "recovered": recovered,
+        "gap": gap,
+        "averaged": _averaged_quality(prepared, q["sigma"], seed=seed, noise_mean=noise_mean,
+                                      realisations=realisations),
+    }
+
+
+def _averaged_quality(prepared, sigma: float, *, seed: int, noise_mean: float,
+                      realisations: int) -> dict[str, Any]:
+    """Quality of the mean of ``realisations`` noisy copies of every test image (mean removed)."""
+    import numpy as np
+    import torch
+
+    from bench import metrics
+    from bench.data import to_unit
+    from bench.obfuscate import realisation_image_id
+    from bench.obfuscation import obfuscate
+
+    images = prepared.images()
+    clean, averaged = [], []
+    for index in prepared.split("test"):
+        image = to_unit(images[int(index)])
+        copies = [obfuscate(image, sigma=sigma, seed=seed, mean=noise_mean,
+                            image_id=realisation_image_id(int(index), k))
+                  for k in range(realisations)]
+        clean.append(image)
+        averaged.append(np.clip(np.mean(copies, axis=0) - noise_mean, 0.0, 1.0))
+    as_tensor = [torch.from_numpy(np.stack(a)[:, None].astype(np.float32))
+                 for a in (averaged, clean)]
+    return {"realisations": realisations, **metrics.quality(*as_tensor)}
+
+
+# --------------------------------------------------------------------------- text
+
+
+def audit_lines(report: dict[str, Any]) -> list[str]:
+    """The evaluation and the audit as plain lines, for the CLI to print."""
+    data = report["data"]
+    lines = [
+        f"model {report['model']}: {report['model_name']}, target {report['target']}, trained on "
+        f"{report['trained_on']} (fingerprint {report['fingerprint']})",
+        f"  {report['training_note']}",
+        f"scored at Site One on the clean test split of {data['source']}: {data['test_images']} "
+        f"images at {data['image_size']} px, test noise seed {data['seed']}",
+    ]
+    for q in report["quality"]:
+        rows = [("model output", q["psnr"], q["ssim"], q["lpips"], ""),
+                ("noisy input", q["noisy_psnr"], q["noisy_ssim"], q["noisy_lpips"], "")]
+        lines += _level_rows(q["sigma"], rows)
+    lines.append("privacy audit (higher PSNR / SSIM and lower LPIPS: more of the clean image is "
+                 "visible)")
+    for level in report["audit"]:
+        prot, rec, gap, avg = (level[k] for k in ("protection", "recovered", "gap", "averaged"))
+        rows = [("protection: obfuscated vs clean", prot["psnr"], prot["ssim"], prot["lpips"], ""),
+                ("recovered by the model", rec["psnr"], rec["ssim"], rec["lpips"],
+                 f"gap {_signed(gap['psnr'])} dB"),
+                (f"mean of {avg['realisations']} realisations", avg["psnr"], avg["ssim"],
+                 avg["lpips"], "no model needed")]
+        lines += _level_rows(level["sigma"], rows)
+    lines.append(report["statement"])
+    return lines
+
+
+def _level_rows(sigma: float, rows: list[tuple]) -> list[str]:
+    head = f"σ {sigma:g}"
+    width = max(len(row[0]) for row in rows) + 1
+    out = []
+    for n, (label, psnr, ssim, lpips, tail) in enumerate(rows):
+        lead = head if n == 0 else " " * len(head)
+        text = f"{lead}  {(label + ':').ljust(width)} {_triple(psnr, ssim, lpips)}"
+        out.append(f"{text}  ({tail})" if tail else text)
+    return out
+
+
+def _triple(psnr, ssim, lpips) -> str:
+    def fmt(value, spec: str) -> str:
+        return "—" if value is None else format(value, spec)
+    return f"PSNR {fmt(psnr, '6.2f')} dB  SSIM {fmt(ssim, '.3f')}  LPIPS {fmt(lpips, '.3f')}"
+
+
+def _signed(value) -> str:
+    return "—" if value is None else format(value, "+.2f")
