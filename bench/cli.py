@@ -41,6 +41,9 @@ def add_workload_options(p: argparse.ArgumentParser) -> None:
                    help="group (default: rank-independent), batch or none")
     g.add_argument("--upsample", default=None, help="transpose or bilinear (model default)")
     g.add_argument("--deep-supervision", action="store_true", help="U-Net++ deep supervision")
+    g.add_argument("--target", choices=("clean", "noise2noise"), default="clean",
+                   help="clean (supervised, default) or noise2noise: pairs of noisy realisations "
+                        "from --data obfuscated:PATH, never a clean image (two-site)")
     g.add_argument("--residual", action=argparse.BooleanOptionalAction, default=True,
                    help="output = input + network(input) (default); --no-residual is the "
                         "seed study's plain output")
@@ -68,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     run = sub.add_parser("run", help="train and measure every configuration asked for")
+    run.add_argument("spec", nargs="?", default=None, metavar="SPEC",
+                     help="a sweep spec: a YAML file or a built-in name (quick, paper, "
+                          "scaling); resumable in runs/<name>. Without it, the flags below")
     add_workload_options(run)
     r = run.add_argument_group("running")
     r.add_argument("--out", type=Path, default=None, help="results folder (default runs/<time>)")
@@ -93,7 +99,93 @@ def build_parser() -> argparse.ArgumentParser:
     selfbench.add_argument("--steps", type=int, default=40)
     selfbench.add_argument("--repeats", type=int, default=5)
     selfbench.add_argument("--model", default="unet")
+    add_report_commands(sub)
+    from bench.sweep import add_parsers as add_sweep_commands  # cell, status, slurm
+    add_sweep_commands(sub)
+    add_two_site_commands(sub)
     return parser
+
+
+def add_two_site_commands(sub) -> None:
+    """`obfuscate` (Site One sends only noisy images) and `evaluate` (Site One scores a model)."""
+    ob = sub.add_parser("obfuscate", help="Site One: write noisy realisations of a data source, "
+                                          "with a manifest, for training at Site Two")
+    ob.add_argument("src", metavar="SRC", help="data source, as for --data")
+    ob.add_argument("out", type=Path, metavar="OUT", help="new folder for Site Two")
+    ob.add_argument("--sigma", type=float, required=True, help="noise σ on the [0,1] scale")
+    ob.add_argument("--mean", type=float, default=0.0, help="noise mean (default 0)")
+    ob.add_argument("--realisations", type=int, default=2,
+                    help="independent noisy copies per image (noise2noise needs 2; default 2)")
+    ob.add_argument("--seed", type=int, default=0, help="split seed of SRC (the noise key is a "
+                                                        "fresh secret kept in the mapping file)")
+    ob.add_argument("--image-size", type=int, default=DEFAULTS["image_size"])
+    ob.add_argument("--limit", type=int, default=None, help="use the first N images")
+    ob.add_argument("--skip-bad", action="store_true", help="skip undecodable images")
+    ob.add_argument("--mapping", type=Path, default=None, metavar="FILE",
+                    help="Site One's file of original names and noise key (default "
+                         "OUT.site-one-mapping.json beside OUT; never inside OUT)")
+    ob.add_argument("--include-clean", action="store_true",
+                    help="also send the clean images (the seed study's supervised mode: clean "
+                         "data leaves Site One)")
+    ob.add_argument("--cache-dir", default=None, help="decoded-image cache")
+
+    ev = sub.add_parser("evaluate", help="Site One: score a saved model on the clean test split "
+                                         "and audit how much the noise protects")
+    ev.add_argument("model", type=Path, metavar="MODEL", help="a model.pt from a results folder")
+    ev.add_argument("--data", required=True, help="the clean source, as for --data")
+    ev.add_argument("--sigma", type=float, nargs="+", default=None, metavar="SIGMA",
+                    help="noise levels to audit (default: the model's)")
+    ev.add_argument("--mean", type=float, default=None, help="noise mean (default: the model's)")
+    ev.add_argument("--seed", type=int, default=0,
+                    help="split seed of the source (as given to obfuscate); seeds the test noise")
+    ev.add_argument("--image-size", type=int, default=None, help="default: the model's")
+    ev.add_argument("--limit", type=int, default=None)
+    ev.add_argument("--skip-bad", action="store_true")
+    ev.add_argument("--realisations", type=int, default=2,
+                    help="released realisations per image, for the averaging audit (default 2)")
+    ev.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    ev.add_argument("--json", action="store_true", help="print the report as JSON")
+    ev.add_argument("--out", type=Path, default=None, metavar="FILE",
+                    help="also write the report as JSON")
+    ev.add_argument("--cache-dir", default=None, help="decoded-image cache")
+
+
+def add_report_commands(sub) -> None:
+    """`report` (comparison tables, exports, HTML) and `compare` (the regression gate)."""
+    report = sub.add_parser("report", help="compare the configurations of a results folder: "
+                                           "speedup, efficiency, AMP gain, accuracy parity")
+    report.add_argument("results", type=Path, metavar="DIR", help="results folder")
+    report.add_argument("--format", choices=("md", "csv", "json"), default=None,
+                        help="export instead of (or, with --output, beside) the console tables")
+    report.add_argument("--output", type=Path, default=None, metavar="FILE",
+                        help="write the --format export here (default stdout)")
+    report.add_argument("--html", type=Path, default=None, metavar="FILE",
+                        help="also write a self-contained HTML report with plots")
+    report.add_argument("--baseline", default="single:1:fp32",
+                        metavar="STRATEGY[:DEVICES[:PRECISION[:ZERO]]]",
+                        help="configuration every other is compared against "
+                             "(default single:1:fp32)")
+    report.add_argument("--margin-psnr", type=float, default=0.1, help="PSNR parity margin, dB")
+    report.add_argument("--margin-ssim", type=float, default=0.002, help="SSIM parity margin")
+    report.add_argument("--margin-lpips", type=float, default=0.005, help="LPIPS parity margin")
+    report.add_argument("--confidence", type=float, default=0.95, help="interval confidence")
+
+    gate = sub.add_parser("compare", help="regression gate: exit 1 when NEW is slower or less "
+                                          "accurate than BASELINE beyond the tolerances")
+    gate.add_argument("baseline", type=Path, metavar="BASELINE", help="reference results folder")
+    gate.add_argument("new", type=Path, metavar="NEW", help="results folder to check")
+    gate.add_argument("--tolerance-throughput", type=float, default=7.0, metavar="PCT",
+                      help="largest allowed throughput drop in percent (default 7)")
+    gate.add_argument("--tolerance-psnr", type=float, default=0.1, metavar="DB",
+                      help="largest allowed PSNR drop in dB (default 0.1)")
+    gate.add_argument("--tolerance-ssim", type=float, default=0.002,
+                      help="largest allowed SSIM drop (default 0.002)")
+    gate.add_argument("--tolerance-lpips", type=float, default=0.005,
+                      help="largest allowed LPIPS rise (default 0.005)")
+    gate.add_argument("--soft-fraction", type=float, default=0.8,
+                      help="warn from this share of a tolerance on (default 0.8)")
+    gate.add_argument("--confidence", type=float, default=0.95, help="interval confidence")
+    gate.add_argument("--all", action="store_true", help="list every measure, not only what moved")
 
 
 def main(argv: list[str] | None = None) -> int:

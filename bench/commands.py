@@ -9,6 +9,7 @@ from pathlib import Path
 
 from bench.cell import Cell
 from bench.errors import BadInput
+from bench.sweep import cmd_cell, cmd_slurm, cmd_status  # noqa: F401  (sweep commands)
 
 
 def cells_from_args(args, device_type: str, gpus: int) -> tuple[list[Cell], list[str]]:
@@ -47,6 +48,7 @@ def cells_from_args(args, device_type: str, gpus: int) -> tuple[list[Cell], list
             limit=args.limit, skip_bad=args.skip_bad, channels_last=args.channels_last,
             compile=args.compile, cudnn_benchmark=args.cudnn_benchmark, workers=args.workers,
             pin_memory=args.pin_memory, device_type=device_type,
+            target=getattr(args, "target", "clean"),
             timeout_s=getattr(args, "timeout", 1800.0),
             sample_hz=getattr(args, "sample_hz", 2.0)))
     return cells, notes
@@ -62,14 +64,21 @@ def plan_cells(args):
     for cell in cells:
         plan.validate_cell(cell, gpus)
     prepared = plan.prepare_data(cells, cache_dir=getattr(args, "cache_dir", None))
+    from bench.obfuscate import check_training
+    for cell in cells:  # target vs source, and an obfuscated folder's declared σ and mean
+        check_training(cell, prepared[plan.DataKey.of(cell)])
     plan.check_batch_fits(cells, prepared)
     return cells, prepared, plan.fingerprints(cells, prepared), notes
 
 
 def cmd_run(args) -> int:
+    if getattr(args, "spec", None):  # `run SPEC`: a resumable sweep from a spec
+        from bench.sweep import cmd_run_spec
+        return cmd_run_spec(args)
     from bench import plan, store
     from bench.cli import timestamp
-    from bench.runner import run_cell, should_skip, CellEvent
+    from bench.runner import CellEvent, run_cell, should_skip, termination_requested
+    from bench.train import EXIT_PREEMPTED
     from reports.console import render_summary
     from reports.progress import SweepProgress
 
@@ -79,18 +88,26 @@ def cmd_run(args) -> int:
 
     out.mkdir(parents=True, exist_ok=True)
     store.write_json(out / "sweep.json", {"argv": sys.argv, "cells": [c.to_dict() for c in cells]})
-    records = []
+    records, skipped = [], 0
     with SweepProgress(len(cells)) as progress:
         for cell in cells:
             done = should_skip(out / cell.cell_id, args.force, args.retry_failed)
             if done is not None:
                 progress.on_event(CellEvent("skip", cell, record=done))
                 records.append(done)
+                skipped += 1
                 continue
             data = prepared[plan.DataKey.of(cell)]
             records.append(run_cell(cell, fingerprints[cell], data.to_json(), out,
                                     on_event=progress.on_event))
+            if termination_requested():
+                break  # SIGTERM (preemption): the current cell checkpointed; stop here
+    if skipped:
+        notes.append(f"{skipped} cell(s) already recorded in {out} were skipped "
+                     "(--force re-runs them)")
     render_summary(records, out, notes)
+    if termination_requested():
+        return EXIT_PREEMPTED
     return 0 if all(r.get("status") == "ok" for r in records) else 1
 
 
@@ -124,3 +141,98 @@ def cmd_parity(args) -> int:
     report = run_parity(cells, prepared, fingerprints, rtol=args.rtol)
     render_parity(report)
     return 0 if report["passed"] else 1
+
+
+def _load_results(path: Path, role: str = "results"):
+    from bench import store
+    if not Path(path).is_dir():
+        raise BadInput(f"{role} folder {path} does not exist or is not a folder")
+    frame = store.load(path)
+    if frame.empty and not frame.attrs.get("unreadable"):
+        raise BadInput(f"{role} folder {path} holds no cell records (no */record.json)")
+    return frame
+
+
+def _write_output(path: Path, text: str) -> None:
+    from bench import store
+    try:
+        store._atomic_write(Path(path), lambda f: f.write(text.encode()))
+    except OSError as exc:
+        raise BadInput(f"output file {path} cannot be written: {exc.strerror or exc}") from None
+
+
+def cmd_report(args) -> int:
+    from bench import analysis
+    from reports import console as rc
+
+    fmt = args.format
+    if args.output is not None and fmt is None:
+        fmt = args.output.suffix.lstrip(".").lower()
+        if fmt not in rc.EXPORT_FORMATS:
+            raise BadInput(f"--output {args.output} has no export format; give --format md, "
+                           "csv or json, or a file ending in .md, .csv or .json")
+    margins = analysis.Margins(args.margin_psnr, args.margin_ssim, args.margin_lpips)
+    baseline = analysis.parse_baseline(args.baseline)
+    frame = _load_results(args.results)
+    comp = analysis.compare_configs(frame, baseline, margins, args.confidence)
+    if args.html is not None:
+        from reports.html import render_html
+        _write_output(args.html, render_html(frame, comp, args.results))
+    if fmt is not None and args.output is None:
+        sys.stdout.write(rc.export_report(comp, fmt))
+        return 0
+    rc.render_report(comp, args.results)
+    if fmt is not None:
+        _write_output(args.output, rc.export_report(comp, fmt))
+        rc.console().print(f"{fmt} export: {args.output}")
+    if args.html is not None:
+        rc.console().print(f"HTML report: {args.html}")
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from bench import compare
+    from reports.console import render_gate
+
+    tolerances = compare.Tolerances(args.tolerance_throughput, args.tolerance_psnr,
+                                    args.tolerance_ssim, args.tolerance_lpips,
+                                    args.soft_fraction)
+    base = _load_results(args.baseline, "baseline results")
+    new = _load_results(args.new, "new results")
+    result = compare.compare(base, new, tolerances, args.confidence)
+    render_gate(result, args.baseline, args.new, show_all=args.all)
+    return result.exit_code
+
+
+def cmd_obfuscate(args) -> int:
+    from bench.obfuscate import PRIVACY_NOTE, export_obfuscated
+    result = export_obfuscated(
+        args.src, args.out, sigma=args.sigma, mean=args.mean, realisations=args.realisations,
+        seed=args.seed, image_size=args.image_size, limit=args.limit, skip_bad=args.skip_bad,
+        mapping=args.mapping, include_clean=args.include_clean, cache_dir=args.cache_dir)
+    counts = "/".join(str(result.split_counts[name]) for name in ("train", "val", "test"))
+    print(f"wrote {result.images} images × {result.realisations} noisy realisations "
+          f"(train/val/test {counts}) to {result.out}, checked by {result.out}/manifest.json")
+    if result.clean_included:
+        print("the clean images were included: clean data leaves Site One with this folder")
+    print(f"keep {result.mapping} at Site One: it maps ids to source names and holds the "
+          "noise key")
+    print(f"note: {PRIVACY_NOTE}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from bench import plan, store
+    from bench.audit import audit_lines, evaluate_model
+    device = plan.default_device_type(args.device)
+    if args.out is not None:
+        plan.check_output_dir(args.out)
+    report = evaluate_model(
+        args.model, args.data, sigmas=args.sigma, seed=args.seed, noise_mean=args.mean,
+        image_size=args.image_size, limit=args.limit, skip_bad=args.skip_bad,
+        realisations=args.realisations, device=device, cache_dir=args.cache_dir)
+    if args.out is not None:
+        store.write_json(args.out, report)
+    text = json.dumps(report, indent=2, default=str) if args.json else "\n".join(audit_lines(report))
+    print(text)
+    return 0

@@ -14,7 +14,19 @@ from typing import Callable
 from bench import store
 from bench.cell import SCHEMA_VERSION, Cell, Job
 
+try:
+    import ctypes
+    _LIBC = ctypes.CDLL(None, use_errno=True)
+except (ImportError, OSError):
+    _LIBC = None
+
 POLL_S = 0.25
+_termination = {"requested": False}  # set by SIGTERM to the runner (Slurm preemption)
+
+
+def termination_requested() -> bool:
+    """True once the runner got SIGTERM: the sweep must stop after the current cell."""
+    return _termination["requested"]
 KILL_GRACE_S = 10.0
 LOG_TAIL_CHARS = 4000
 
@@ -48,7 +60,9 @@ def should_skip(cell_dir: Path, force: bool, retry_failed: bool) -> dict | None:
 
 def run_cell(cell: Cell, fingerprint: str, prepared_json: dict, results_dir: Path, *,
              on_event: Callable[[CellEvent], None] = lambda e: None,
-             extra: dict | None = None) -> dict:
+             extra: dict | None = None,
+             wrap_argv: Callable[[list[str]], list[str]] | None = None) -> dict:
+    """`wrap_argv` prefixes the launch (a Slurm array task runs multi-rank cells via srun)."""
     from launchers import get_strategy
 
     cell_dir = Path(results_dir) / cell.cell_id
@@ -60,30 +74,50 @@ def run_cell(cell: Cell, fingerprint: str, prepared_json: dict, results_dir: Pat
                      Job(cell, fingerprint, prepared_json, launch, extra or {}).to_dict())
     argv = get_strategy(cell.strategy).argv(cell, ["-m", "bench.worker", str(cell_dir)],
                                             free_port())
+    if wrap_argv is not None:
+        argv = wrap_argv(argv)
     on_event(CellEvent("start", cell, steps=cell.steps))
     with open(cell_dir / store.LOG, "ab") as log:
         log.write(f"$ {' '.join(argv)}\n".encode())
         log.flush()
         proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True, env=child_env())
+                                start_new_session=True, env=child_env(),
+                                preexec_fn=terminate_with_parent)
     tree = ProcessTree(proc.pid)
-    timed_out = wait_with_progress(proc, tree, cell, cell_dir, on_event,
-                                   deadline=launch + cell.timeout_s)
-    tree.kill_all()
+    try:
+        with forward_sigterm(tree):
+            timed_out = wait_with_progress(proc, tree, cell, cell_dir, on_event,
+                                           deadline=launch + cell.timeout_s)
+    finally:  # also on Ctrl-C: the ranks are in a session of their own and would live on
+        tree.kill_all()
     record = store.read_record(cell_dir)
     if record is None or record.get("cell_id") != cell.cell_id:
         record = failure_record(cell, fingerprint, cell_dir, proc.returncode, timed_out, launch)
+        store.write_json(cell_dir / store.RECORD, record)
+    elif timed_out:
+        # The SIGTERM of the timeout let the ranks checkpoint; the status says why it stopped.
+        record["status"] = "timeout"
+        record["error"] = {"message": f"cell exceeded its timeout of {cell.timeout_s:g} s; "
+                                      + (record.get("error") or {}).get("message", "")}
         store.write_json(cell_dir / store.RECORD, record)
     (cell_dir / store.PROGRESS).unlink(missing_ok=True)
     on_event(CellEvent("end", cell, record=record))
     return record
 
 
+def terminate_with_parent() -> None:
+    """In the child before exec: if the runner dies (even by SIGKILL), the cell's root gets
+    SIGTERM, so its ranks checkpoint and stop instead of living on as orphans that a re-run
+    would race in the same folder (Linux prctl PR_SET_PDEATHSIG)."""
+    if _LIBC is not None:  # no imports here: this runs between fork and exec
+        _LIBC.prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+
+
 def child_env() -> dict:
     env = dict(os.environ)
     # torchrun would otherwise set OMP_NUM_THREADS=1 and warn; each rank sets its own
     # intra-op thread count (cores / ranks) and records it.
-    env.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))
+    env.setdefault("OMP_NUM_THREADS", str(len(os.sched_getaffinity(0))))
     env.setdefault("PYTHONUNBUFFERED", "1")
     return env
 
@@ -118,6 +152,29 @@ class ProcessTree:
     def kill_all(self) -> None:
         self.signal_all(signal.SIGKILL)
         reap_group(self.root.pid)
+
+
+class forward_sigterm:
+    """While a cell runs, SIGTERM to the runner goes to every process of the cell, so its
+    ranks checkpoint at the next step boundary; the runner then stops the sweep."""
+
+    def __init__(self, tree: "ProcessTree"):
+        self.tree = tree
+        self.previous = None
+
+    def __enter__(self):
+        import threading
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGTERM, self._forward)
+        return self
+
+    def _forward(self, signum, frame) -> None:
+        _termination["requested"] = True
+        self.tree.signal_all(signal.SIGTERM)
+
+    def __exit__(self, *exc) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)
 
 
 def wait_with_progress(proc, tree: ProcessTree, cell: Cell, cell_dir: Path, on_event,
@@ -164,17 +221,23 @@ def failure_record(cell: Cell, fingerprint: str, cell_dir: Path, returncode: int
     errors = sorted(cell_dir.glob("error-rank*.txt"))
     first_error = errors[0].read_text() if errors else ""
     message = first_error.splitlines()[0] if first_error else ""
+    try:
+        log = (cell_dir / store.LOG).read_text(errors="replace")
+    except OSError:
+        log = ""
+    log_tail = log[-LOG_TAIL_CHARS:]
+    dead = dead_rank(log)
     if timed_out:
         status, message = "timeout", f"cell exceeded its timeout of {cell.timeout_s:g} s"
+    elif "timed out" in message.lower() or "timeout" in message.lower():
+        status = "timeout"  # a collective gave up: the process-group timeout fired
     else:
         status = "failed"
+        if dead and not message:
+            message = f"rank {dead[0]} was killed by signal {dead[1]}"
         if returncode is not None and returncode < 0:
             message = message or f"killed by signal {signal.Signals(-returncode).name}"
         message = message or f"rank processes exited with status {returncode}"
-    try:
-        log_tail = (cell_dir / store.LOG).read_text(errors="replace")[-LOG_TAIL_CHARS:]
-    except OSError:
-        log_tail = ""
     return {
         "schema_version": SCHEMA_VERSION,
         "cell_id": cell.cell_id,
@@ -184,6 +247,27 @@ def failure_record(cell: Cell, fingerprint: str, cell_dir: Path, returncode: int
         "timing": {"time_to_train_s": time.time() - launch},
         "quality": [],
         "error": {"message": message, "exit_code": returncode,
-                  "ranks_failed": [p.stem.removeprefix("error-rank") for p in errors],
+                  "ranks_failed": [p.stem.removeprefix("error-rank") for p in errors]
+                  or ([dead[0]] if dead else []),
+                  "signal": dead[1] if dead else None,
                   "traceback": first_error[-LOG_TAIL_CHARS:], "log_tail": log_tail},
     }
+
+
+def dead_rank(log: str) -> tuple[int, str] | None:
+    """torchrun's "Root Cause" report names the first rank that failed and how; a rank killed
+    by a signal leaves no traceback of its own, so this is the only place it is named."""
+    import re
+    cause = log.rfind("Root Cause")
+    if cause < 0:
+        return None
+    section = log[cause:]
+    rank = re.search(r"rank\s*:\s*(\d+)", section)
+    code = re.search(r"exitcode\s*:\s*(-?\d+)", section)
+    if not rank or not code or int(code.group(1)) >= 0:
+        return None
+    try:
+        name = signal.Signals(-int(code.group(1))).name
+    except ValueError:
+        name = f"signal {-int(code.group(1))}"
+    return int(rank.group(1)), name

@@ -50,6 +50,11 @@ def write_json(path: Path, obj: Any) -> None:
     _atomic_write(path, lambda f: f.write(data))
 
 
+def write_text(path: Path, text: str) -> None:
+    data = text.encode()
+    _atomic_write(path, lambda f: f.write(data))
+
+
 def write_table(path: Path, frame) -> None:
     """Write a pandas DataFrame as parquet, atomically."""
     _atomic_write(path, lambda f: frame.to_parquet(f, index=False))

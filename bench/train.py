@@ -54,6 +54,9 @@ class ProgressWriter:
             os.replace(tmp, self.path)
 
 
+EXIT_PREEMPTED = 3  # the cell stopped on SIGTERM after saving a checkpoint
+
+
 def run_job(cell_dir: Path) -> int:
     """Entry of a rank process. Returns its exit status; a failure leaves its traceback in
     error-rank<R>.txt so the runner can put it in the cell's record."""
@@ -66,15 +69,25 @@ def run_job(cell_dir: Path) -> int:
         strategy = get_strategy(job.cell.strategy)
         runtime = strategy.init_runtime(job.cell)
         try:
-            train_cell(job, strategy, runtime, cell_dir)
+            preempted = train_cell(job, strategy, runtime, cell_dir)
         finally:
             strategy.shutdown()
     except BaseException as exc:  # noqa: BLE001 - every failure must reach the record
         import traceback
-        (cell_dir / f"error-rank{rank}.txt").write_text(
-            f"{type(exc).__name__}: {exc}\n\n{traceback.format_exc()}")
+        store.write_text(cell_dir / f"error-rank{rank}.txt",
+                         f"{describe_error(exc, job)}\n\n{traceback.format_exc()}")
         return 1
-    return 0
+    return EXIT_PREEMPTED if preempted else 0
+
+
+def describe_error(exc: BaseException, job: "Job | None" = None) -> str:
+    """The first line of a failed cell's record: what happened, in the user's terms."""
+    import torch
+    if isinstance(exc, torch.OutOfMemoryError) and job is not None:
+        return (f"out of memory at a per-device batch of {job.cell.per_device_batch} "
+                f"({job.cell.model}, width {job.cell.width}, image {job.cell.image_size} px): "
+                f"{str(exc).splitlines()[0]}")
+    return f"{type(exc).__name__}: {exc}"
 
 
 @dataclass
@@ -84,11 +97,11 @@ class Training:
     flops_per_step: int | None
 
 
-def build_training(cell: Cell, strategy, runtime, prepared) -> Training:
+def build_training(cell: Cell, strategy, runtime, prepared, start_step: int = 0) -> Training:
     """Seeded model, optimizer, strategy wrapper and the rank's share of the global batches."""
     import torch
 
-    from bench.data import DenoiseDataset, GlobalBatchSampler
+    from bench.data import GlobalBatchSampler, training_dataset
 
     if runtime.device_type == "cuda":
         torch.backends.cudnn.benchmark = cell.cudnn_benchmark
@@ -101,11 +114,13 @@ def build_training(cell: Cell, strategy, runtime, prepared) -> Training:
     if cell.compile:
         engine.model = torch.compile(engine.model)
 
-    dataset = DenoiseDataset(prepared, "train", sigmas=cell.noise, seed=cell.workload_seed,
-                             noise_mean=cell.noise_mean, augment=True)
+    # Clean images plus seeded noise, or (two-site) an obfuscated folder's noisy pairs.
+    dataset = training_dataset(prepared, "train", target=cell.target, sigmas=cell.noise,
+                               seed=cell.workload_seed, noise_mean=cell.noise_mean, augment=True)
     batches = GlobalBatchSampler(len(dataset), global_batch=cell.effective_global_batch,
                                  world_size=runtime.world_size, rank=runtime.rank,
-                                 steps=cell.steps, seed=cell.workload_seed)
+                                 steps=cell.steps, seed=cell.workload_seed,
+                                 start_step=start_step)
     loader = torch.utils.data.DataLoader(
         dataset, batch_sampler=batches, num_workers=cell.workers,
         pin_memory=cell.pin_memory and runtime.device_type == "cuda",
@@ -113,19 +128,30 @@ def build_training(cell: Cell, strategy, runtime, prepared) -> Training:
     return Training(engine, loader, flops_per_step)
 
 
-def train_cell(job: Job, strategy, runtime, cell_dir: Path) -> None:
-    from bench.data import PreparedData
+def train_cell(job: Job, strategy, runtime, cell_dir: Path) -> bool:
+    """Train, gather, evaluate and record one cell; True when it stopped for SIGTERM."""
+    from bench import checkpoint
+    from bench.data import PreparedData, is_obfuscated
 
     cell = job.cell
     sampler = start_telemetry(job, runtime)
     prepared = PreparedData.from_json(job.prepared_data)
-
-    training = build_training(cell, strategy, runtime, prepared)
+    resume = checkpoint.load(cell_dir, cell.cell_id, job.fingerprint)
+    start_step = resume["next_step"] if resume else 0
+    training = build_training(cell, strategy, runtime, prepared, start_step=start_step)
     engine = training.engine
+    if resume:
+        engine.load_training_state(resume)
+        checkpoint.set_rng_state(resume["rng"])
 
+    preemption = checkpoint.Preemption(runtime.world_size, runtime.device_type)
     progress = ProgressWriter(cell_dir, cell.steps) if runtime.is_main else None
-    loop = timed_loop(engine, training.loader, cell, runtime.device, sampler=sampler, progress=progress,
-                      track_grad_norm=bool(job.extra.get("parity")))
+    try:
+        loop = timed_loop(engine, training.loader, cell, runtime.device, sampler=sampler,
+                          progress=progress, start_step=start_step, preemption=preemption,
+                          track_grad_norm=bool(job.extra.get("parity")))
+    finally:
+        preemption.restore()
     _phase(sampler, "eval")
 
     local = {
@@ -134,12 +160,16 @@ def train_cell(job: Job, strategy, runtime, cell_dir: Path) -> None:
         "losses": loop.losses,
         "grad_norms": loop.grad_norms,
         "peak_mem_mb": peak_memory_mb(runtime),
+        "peak_mem_reserved_mb": peak_reserved_mb(runtime),
         "skipped_steps": engine.skipped_steps,
     }
-    per_rank = gather(local, runtime)
+    history = History.resume(resume).extend(gather(local, runtime), loop)
+    if loop.preempted:
+        save_preempted(job, engine, runtime, cell_dir, history, loop, sampler)
+        return True
     state = engine.full_state_dict(runtime)
     if not runtime.is_main:
-        return
+        return False
 
     if progress:
         progress.update(cell.steps, "eval", force=True)
@@ -148,16 +178,86 @@ def train_cell(job: Job, strategy, runtime, cell_dir: Path) -> None:
     eval_model = build_seeded_model(cell)
     eval_model.load_state_dict(state)
     quality, samples = [], {}
-    if not job.extra.get("parity"):  # a parity run compares steps, not trained models
+    # A parity run compares steps, not trained models. Site Two (an obfuscated folder) holds
+    # no clean images: its model is scored back at Site One (`python -m bench evaluate`).
+    if not job.extra.get("parity") and not is_obfuscated(prepared):
         quality, samples = evaluate(eval_model, prepared, sigmas=cell.noise,
                                     seed=cell.workload_seed, noise_mean=cell.noise_mean,
                                     device=runtime.device)
     eval_s = time.monotonic() - eval_start
+    if not job.extra.get("parity"):
+        from bench.audit import MODEL_FILE, save_model
+        save_model(Path(cell_dir) / MODEL_FILE, state, cell, job.fingerprint)
     rows = sampler.stop() if sampler else []
     telemetry_info = (rows, sampler.gpu_reason if sampler else None)
-    write_results(job, strategy, runtime, cell_dir, per_rank, quality, samples, telemetry_info,
+    write_results(job, strategy, runtime, cell_dir, history, quality, samples, telemetry_info,
                   window=loop.window, eval_s=eval_s,
                   flops_per_step=training.flops_per_step, data_info=prepared)
+    (Path(cell_dir) / checkpoint.CHECKPOINT).unlink(missing_ok=True)
+    return False
+
+
+@dataclass
+class History:
+    """Per-rank step data over every segment of a cell (one segment unless it was resumed)."""
+    per_rank: list[dict]
+    timed: list[bool]  # per step: inside a timed window (not warm-up, not re-warm-up)
+    train_time_s: float  # sum of the segments' timed windows
+    segments: list[dict]
+
+    @classmethod
+    def resume(cls, payload: dict | None) -> "History":
+        if not payload:
+            return cls([], [], 0.0, [])
+        h = payload["history"]
+        return cls(h["per_rank"], h["timed"], h["train_time_s"], h["segments"])
+
+    def extend(self, per_rank: list[dict], loop: "LoopResult") -> "History":
+        keys = ("step_times_s", "data_wait_s", "losses", "grad_norms")
+        if not self.per_rank:
+            self.per_rank = [{k: [] for k in keys} for _ in per_rank]
+        for old, new in zip(self.per_rank, per_rank):
+            for k in keys:
+                old[k] = list(old[k]) + list(new[k])
+            old["peak_mem_mb"] = max(old.get("peak_mem_mb", 0.0), new["peak_mem_mb"])
+            old["peak_mem_reserved_mb"] = new["peak_mem_reserved_mb"]
+            old["skipped_steps"] = old.get("skipped_steps", 0) + new["skipped_steps"]
+        self.timed += [loop.timed_from <= s for s in range(loop.start_step, loop.end_step)]
+        if loop.window:
+            self.train_time_s += loop.window[1] - loop.window[0]
+        self.segments.append({"start_step": loop.start_step, "end_step": loop.end_step,
+                              "timed_from": loop.timed_from})
+        return self
+
+    def to_dict(self) -> dict:
+        return {"per_rank": self.per_rank, "timed": self.timed,
+                "train_time_s": self.train_time_s, "segments": self.segments}
+
+
+def save_preempted(job: Job, engine, runtime, cell_dir: Path, history: History,
+                   loop: "LoopResult", sampler) -> None:
+    """Checkpoint (when the strategy supports it) and a `preempted` record, from rank 0."""
+    from bench import checkpoint
+    if sampler:
+        sampler.stop()
+    if not runtime.is_main:
+        return
+    saved = engine.supports_checkpoint
+    if saved:
+        checkpoint.save(cell_dir, {"cell_id": job.cell.cell_id, "fingerprint": job.fingerprint,
+                                   "next_step": loop.end_step, "rng": checkpoint.rng_state(),
+                                   **engine.training_state(), "history": history.to_dict()})
+    store.write_json(Path(cell_dir) / store.RECORD, {
+        "schema_version": SCHEMA_VERSION, "cell_id": job.cell.cell_id,
+        "cell": job.cell.to_dict(), "fingerprint": job.fingerprint, "status": "preempted",
+        "timing": {"steps_done": loop.end_step, "train_time_s": history.train_time_s,
+                   "time_to_train_s": time.time() - job.launch_time},
+        "quality": [], "checkpoint": checkpoint.CHECKPOINT if saved else None,
+        "error": {"message": f"stopped by SIGTERM after step {loop.end_step} of {job.cell.steps}"
+                             + ("; a re-run resumes from the checkpoint" if saved else
+                                f"; {job.cell.strategy} has no checkpoint support here, a "
+                                "re-run starts over")},
+    })
 
 
 @dataclass
@@ -166,11 +266,23 @@ class LoopResult:
     data_wait_s: list[float]
     losses: list[float]
     grad_norms: list[float]
-    window: tuple[float, float]  # time.monotonic() bounds of the timed steps
+    window: tuple[float, float] | None  # time.monotonic() bounds of the timed steps
+    start_step: int = 0
+    end_step: int = 0  # steps [start_step, end_step) ran
+    timed_from: int = 0  # first timed step; the ones before warm the caches up
+    preempted: bool = False
+
+
+def first_timed_step(cell: Cell, start_step: int) -> int:
+    """Warm-up at the start; after a resume the caches are cold again, so the first `warmup`
+    steps of the new segment are trained but not timed (as long as one timed step is left)."""
+    if start_step == 0:
+        return cell.warmup
+    return max(cell.warmup, min(start_step + cell.warmup, cell.steps - 1))
 
 
 def timed_loop(engine, loader, cell: Cell, device: str, *, sampler=None, progress=None,
-               track_grad_norm: bool = False) -> LoopResult:
+               start_step: int = 0, preemption=None, track_grad_norm: bool = False) -> LoopResult:
     """Warm-up steps, then the timed window: the only code whose time is reported.
 
     Inside the window nothing synchronises with the device except what training itself
@@ -184,10 +296,15 @@ def timed_loop(engine, loader, cell: Cell, device: str, *, sampler=None, progres
     timer = StepTimer(device_type)
     losses, waits, grad_norms = [], [], []
     window_start = None
+    timed_from = first_timed_step(cell, start_step)
+    end_step, preempted = cell.steps, False
     _phase(sampler, "warmup")
     batch_iter = iter(loader)
-    for step in range(cell.steps):
-        if step == cell.warmup:
+    for step in range(start_step, cell.steps):
+        if preemption is not None and preemption.should_stop(step):
+            end_step, preempted = step, True
+            break
+        if step == timed_from:
             synchronize(device_type)
             window_start = time.monotonic()
             _phase(sampler, "timed")
@@ -205,12 +322,12 @@ def timed_loop(engine, loader, cell: Cell, device: str, *, sampler=None, progres
         if track_grad_norm:  # parity checks only: reading the norm synchronises
             grad_norms.append(engine.grad_norm())
         if progress:
-            progress.update(step + 1, "warmup" if step < cell.warmup else "timed")
+            progress.update(step + 1, "warmup" if step < timed_from else "timed")
     synchronize(device_type)
-    window_end = time.monotonic()
-    return LoopResult(timer.step_times_s(), waits,
-                      [float(v) for v in torch.stack(losses).float().cpu()], grad_norms,
-                      (window_start, window_end))
+    window = (window_start, time.monotonic()) if window_start is not None else None
+    loss_values = [float(v) for v in torch.stack(losses).float().cpu()] if losses else []
+    return LoopResult(timer.step_times_s(), waits, loss_values, grad_norms, window,
+                      start_step, end_step, timed_from, preempted)
 
 
 def _phase(sampler, name: str) -> None:
@@ -272,6 +389,14 @@ def peak_memory_mb(runtime) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def peak_reserved_mb(runtime) -> float | None:
+    """What the caching allocator held at its peak: the memory other jobs could not use."""
+    import torch
+    if runtime.device_type != "cuda":
+        return None
+    return torch.cuda.max_memory_reserved(runtime.device) / 2**20
+
+
 def gather(local: dict, runtime) -> list[dict]:
     """Every rank's timings on rank 0, once, after the timed window (never inside it)."""
     if runtime.world_size == 1:
@@ -289,7 +414,7 @@ def first_nonfinite(losses: list[float]) -> int | None:
     return None
 
 
-def write_results(job: Job, strategy, runtime, cell_dir: Path, per_rank: list[dict],
+def write_results(job: Job, strategy, runtime, cell_dir: Path, history: History,
                   quality: list[dict], samples: dict, telemetry_info: tuple, *,
                   window: tuple[float, float], eval_s: float, flops_per_step: int | None,
                   data_info) -> None:
@@ -300,12 +425,13 @@ def write_results(job: Job, strategy, runtime, cell_dir: Path, per_rank: list[di
     from bench.timing import summarize_steps
 
     cell = job.cell
+    per_rank = history.per_rank
     steps = np.arange(cell.steps)
     # The step that counts is the slowest rank's; the loss is the mean over equal shards.
     step_times = np.max([r["step_times_s"] for r in per_rank], axis=0)
     waits = np.max([r["data_wait_s"] for r in per_rank], axis=0)
     losses = np.mean([r["losses"] for r in per_rank], axis=0)
-    warm = steps < cell.warmup
+    warm = ~np.asarray(history.timed, dtype=bool)
     table = pd.DataFrame({"step": steps, "loss": losses, "step_time_s": step_times,
                           "data_wait_s": waits, "warmup": warm})
     for r, rank in enumerate(per_rank):
@@ -315,18 +441,19 @@ def write_results(job: Job, strategy, runtime, cell_dir: Path, per_rank: list[di
     store.write_table(Path(cell_dir) / store.STEPS, table)
 
     timed_images = cell.effective_global_batch * int((~warm).sum())
-    train_time_s = window[1] - window[0]
+    train_time_s = history.train_time_s
     timed = step_times[~warm]
     timing = {
         "train_time_s": train_time_s,
         "time_to_train_s": time.time() - job.launch_time,
         "eval_time_s": eval_s,
         "timed_steps": int((~warm).sum()),
-        "warmup_steps": cell.warmup,
+        "warmup_steps": int(warm.sum()),
         "throughput_img_s": timed_images / train_time_s if train_time_s > 0 else None,
         "data_wait_frac": float(waits[~warm].sum() / max(train_time_s, 1e-12)),
         "peak_mem_mb": max(r["peak_mem_mb"] for r in per_rank),
         "peak_mem_mb_per_rank": [r["peak_mem_mb"] for r in per_rank],
+        "peak_mem_reserved_mb_per_rank": [r.get("peak_mem_reserved_mb") for r in per_rank],
         "clock": "cuda-events" if runtime.device_type == "cuda" else "host-monotonic",
         **summarize_steps(timed),
     }
@@ -359,6 +486,8 @@ def write_results(job: Job, strategy, runtime, cell_dir: Path, per_rank: list[di
         "fingerprint": job.fingerprint,
         "status": "diverged" if diverged_at is not None else "ok",
         "diverged_at_step": diverged_at,
+        "resumed": len(history.segments) > 1,
+        "segments": history.segments,
         "runtime": {
             "world_size": runtime.world_size, "per_device_batch": cell.per_device_batch,
             "global_batch": cell.effective_global_batch, "lr": cell.effective_lr,
@@ -382,6 +511,8 @@ def write_results(job: Job, strategy, runtime, cell_dir: Path, per_rank: list[di
         "env": env,
         "error": None,
     }
+    from bench.obfuscate import record_fields
+    record.update(record_fields(cell, data_info, record["notes"], Path(cell_dir)))
     store.write_json(Path(cell_dir) / store.RECORD, record)
 
 

@@ -70,6 +70,8 @@ def l1_loss(output, target):
 class Engine:
     """One optimizer step of a wrapped model. Subclasses override what differs."""
 
+    supports_checkpoint = True  # training_state() captures everything a resume needs
+
     def __init__(self, model, optimizer, precision: Precision):
         self.model = model
         self.optimizer = optimizer
@@ -96,8 +98,21 @@ class Engine:
         return loss.detach()
 
     def unwrapped(self):
-        """The plain module (for gradient norms and single-process evaluation)."""
-        return getattr(self.model, "module", self.model)
+        """The plain module (for gradient norms, checkpoints and evaluation), seen through
+        torch.compile's and the parallel wrappers' layers."""
+        model = getattr(self.model, "_orig_mod", self.model)
+        return getattr(model, "module", model)
+
+    def training_state(self) -> dict:
+        scaler = self.precision.scaler
+        return {"model": self.unwrapped().state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scaler": scaler.state_dict() if scaler is not None else None}
+
+    def load_training_state(self, state: dict) -> None:
+        self.unwrapped().load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.precision.scaler is not None and state.get("scaler"):
+            self.precision.scaler.load_state_dict(state["scaler"])
 
     def full_state_dict(self, runtime: Runtime) -> dict | None:
         """Collective: every rank calls it; rank 0 receives the full fp32 weights on CPU."""
@@ -127,7 +142,7 @@ class Strategy:
 
     def init_runtime(self, cell) -> Runtime:
         import torch
-        threads = max(1, (os.cpu_count() or 1) // (cell.devices if self.distributed else 1))
+        threads = max(1, usable_cores() // (cell.devices if self.distributed else 1))
         if cell.device_type == "cpu":
             torch.set_num_threads(threads)
         device = "cuda:0" if cell.device_type == "cuda" else "cpu"
@@ -142,6 +157,15 @@ class Strategy:
 
     def shutdown(self) -> None:
         pass
+
+
+def usable_cores() -> int:
+    """Cores this process may run on: Slurm and cgroups bind tasks to a subset of the node,
+    and threads beyond it would measure oversubscription rather than the strategy."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 def validate_common(cell, visible_gpus: int, strategy: Strategy) -> None:
@@ -166,7 +190,7 @@ def validate_common(cell, visible_gpus: int, strategy: Strategy) -> None:
 def torchrun_argv(cell, entry: list[str], port: int) -> list[str]:
     """Standalone single-node rendezvous on a free port chosen by the runner; under Slurm
     the multi-node template passes its own rendezvous arguments instead."""
-    rdzv = os.environ.get("BENCH_RDZV")  # "host:port,nnodes,node_rank" set by Slurm scripts
+    rdzv = os.environ.get("BENCH_RDZV")  # "host:port,nnodes,rdzv_id" set by Slurm scripts
     if rdzv:
         endpoint, nnodes, job_id = rdzv.split(",")
         nproc = cell.devices // int(nnodes)
@@ -194,7 +218,7 @@ def init_distributed(cell, timeout_s: float) -> Runtime:
         device, backend = f"cuda:{local_rank}", "nccl"
     else:
         # N ranks share the cores; oversubscribing threads would measure contention, not DDP.
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get(
+        torch.set_num_threads(max(1, usable_cores() // int(os.environ.get(
             "LOCAL_WORLD_SIZE", world))))
         device, backend = "cpu", "gloo"
     dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s),

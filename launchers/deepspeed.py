@@ -10,6 +10,10 @@ from launchers.ddp import destroy_process_group
 
 
 class DeepSpeedEngine(Engine):
+    # Sharded parameters and optimizer state need the strategy's own checkpoint format; a
+    # preempted cell of this strategy is recorded as such and starts over when re-run.
+    supports_checkpoint = False
+
     def __init__(self, ds_engine, precision: Precision):
         super().__init__(ds_engine, ds_engine.optimizer, precision)
         import torch

@@ -5,6 +5,10 @@ from launchers.ddp import destroy_process_group
 
 
 class FSDPEngine(Engine):
+    # Sharded parameters and optimizer state need the strategy's own checkpoint format; a
+    # preempted cell of this strategy is recorded as such and starts over when re-run.
+    supports_checkpoint = False
+
     def full_state_dict(self, runtime: Runtime) -> dict | None:
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
         # Collective: shards are gathered; only rank 0 keeps the full CPU copy.

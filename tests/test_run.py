@@ -12,8 +12,9 @@ from conftest import TINY, run_cli
 @pytest.fixture(scope="module")
 def single_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("run") / "results"
-    result = run_cli("run", *TINY, "--model", "unet", "--strategy", "single", "--out", out,
-                     "--noise", "0.1", "0.2")
+    # Long enough a timed window (~40 steps) for the 20 Hz sampler to see it several times.
+    result = run_cli("run", *TINY, "--steps", "40", "--sample-hz", "20", "--model", "unet",
+                     "--strategy", "single", "--out", out, "--noise", "0.1", "0.2")
     assert result.returncode == 0, result.stdout + result.stderr
     (cell_dir,) = [d for d in out.iterdir() if d.is_dir()]
     return result, cell_dir, json.loads((cell_dir / store.RECORD).read_text())
@@ -35,10 +36,10 @@ def test_throughput_is_global_samples_over_timed_wall_time(single_run):
     _, cell_dir, record = single_run
     timing = record["timing"]
     steps = pd.read_parquet(cell_dir / store.STEPS)
-    assert len(steps) == 6 and int(steps["warmup"].sum()) == 2
+    assert len(steps) == 40 and int(steps["warmup"].sum()) == 2
     timed = steps[~steps["warmup"]]
-    assert timing["timed_steps"] == 4
-    assert timing["throughput_img_s"] == pytest.approx(8 * 4 / timing["train_time_s"])
+    assert timing["timed_steps"] == 38
+    assert timing["throughput_img_s"] == pytest.approx(8 * 38 / timing["train_time_s"])
     # The wall window holds the timed steps and their data waits, and little else.
     inside = timed["step_time_s"].sum() + timed["data_wait_s"].sum()
     assert inside <= timing["train_time_s"] * 1.0001
@@ -75,17 +76,19 @@ def test_telemetry_covers_the_timed_window(single_run):
 
 def test_summary_is_printed(single_run):
     result, _, _ = single_run
-    assert "bench summary" in result.stdout and "PSNR" in result.stdout
+    assert "speedup summary" in result.stdout and "noisy input" in result.stdout
 
 
 def test_rerun_skips_ok_cells(single_run, tmp_path):
     result, cell_dir, record = single_run
     out = cell_dir.parent
-    again = run_cli("run", *TINY, "--model", "unet", "--strategy", "single", "--out", out,
-                    "--noise", "0.1", "0.2")
+    again = run_cli("run", *TINY, "--steps", "40", "--sample-hz", "20", "--model", "unet",
+                    "--strategy", "single", "--out", out, "--noise", "0.1", "0.2")
     assert again.returncode == 0
-    assert "skipped" in again.stdout
+    assert "were skipped" in again.stdout
     assert json.loads((cell_dir / store.RECORD).read_text())["timing"] == record["timing"]
+    launches = [l for l in (cell_dir / store.LOG).read_text().splitlines() if l.startswith("$ ")]
+    assert len(launches) == 1
 
 
 @pytest.mark.parametrize("model", ["unet", "unetpp"])

@@ -1,0 +1,82 @@
+"""Every malformed input: one sentence on stderr naming the problem, exit status 2, and no
+results folder left behind — checked before any work starts."""
+import numpy as np
+import pytest
+
+from conftest import TINY, run_cli
+
+
+BAD = [
+    (["--data", "folder:/nonexistent/xrays"], "does not exist"),
+    (["--model", "resnet"], "unknown model 'resnet'"),
+    (["--noise", "-0.1"], "-0.1"),
+    (["--batch", "0"], "batch 0"),
+    (["--steps", "3", "--warmup", "3"], "must exceed --warmup"),
+    (["--strategy", "warp"], "unknown strategy 'warp'"),
+    (["--precision", "fp8"], "unknown precision 'fp8'"),
+    (["--strategy", "single", "--precision", "fp16"], "fp16 needs a CUDA GPU"),
+    (["--strategy", "ddp", "--devices", "3", "--batch", "8"], "not divisible by 3"),
+    (["--strategy", "deepspeed", "--zero", "4", "--devices", "2"], "ZeRO stage 4"),
+    (["--strategy", "ddp", "--zero", "1"], "applies only to --strategy deepspeed"),
+    (["--device", "cuda"], "no CUDA GPU is visible"),
+    (["--image-size", "30"], "30"),
+    (["--norm", "layer"], "layer"),
+    (["--lr", "-1"], "learning rate"),
+    (["--repeats", "0"], "--repeats 0"),
+    (["--batch", "100000"], "exceeds"),
+    (["--strategy", "deepspeed", "--devices", "2", "--precision", "fp16"], "fp16 needs a CUDA GPU"),
+    (["--strategy", "fsdp", "--devices", "0"], "--devices 0"),
+    (["--scaling", "diagonal"], "unknown scaling 'diagonal'"),
+    (["--data", "martian:/x"], "martian"),
+]
+
+
+@pytest.mark.parametrize("args,needle", BAD, ids=[" ".join(a) for a, _ in BAD])
+def test_bad_input_exits_2_with_one_sentence_and_no_results(tmp_path, args, needle):
+    out_dir = tmp_path / "results"
+    result = run_cli("run", *TINY, "--out", out_dir, *args)
+    assert result.returncode == 2, result.stderr + result.stdout
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("bench: error: "), result.stderr
+    assert needle in lines[0]
+    assert not out_dir.exists()
+
+
+def _folder_with(tmp_path, broken_name: str, broken_bytes: bytes | None = None, dicom=False):
+    from PIL import Image
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i in range(4):
+        Image.fromarray((np.random.default_rng(i).random((40, 40)) * 255).astype("uint8")).save(
+            folder / f"ok{i}.png")
+    if dicom:
+        import pydicom
+        from pydicom.dataset import FileMetaDataset
+        from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+        meta = FileMetaDataset()
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1"
+        meta.MediaStorageSOPInstanceUID = generate_uid()
+        ds = pydicom.Dataset()
+        ds.file_meta = meta
+        ds.PatientName = "Nobody"
+        ds.Modality = "CR"
+        ds.save_as(folder / broken_name, enforce_file_format=True)
+    else:
+        (folder / broken_name).write_bytes(broken_bytes)
+    return folder
+
+
+@pytest.mark.parametrize("name,content,dicom", [
+    ("broken.png", b"\x89PNG\r\n\x1a\nnot really", False),
+    ("empty.jpg", b"", False),
+    ("nopixels.dcm", None, True),
+], ids=["corrupt-png", "empty-jpeg", "dicom-without-pixels"])
+def test_undecodable_image_is_named(tmp_path, name, content, dicom):
+    folder = _folder_with(tmp_path, name, content, dicom)
+    out_dir = tmp_path / "results"
+    result = run_cli("run", *TINY, "--out", out_dir, "--data", f"folder:{folder}")
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and name in lines[0], result.stderr
+    assert not out_dir.exists()

@@ -1,0 +1,45 @@
+"""Results folders are data, never code; bad training ends as a status, not a crash."""
+import os
+import pickle
+
+import pytest
+import torch
+
+from bench import checkpoint, store
+from conftest import TINY, run_cli
+
+
+class Payload:
+    def __reduce__(self):
+        return (os.system, ("echo pwned > /tmp/bench-pwned",))
+
+
+def test_checkpoint_loading_refuses_code(tmp_path):
+    torch.save({"cell_id": "x", "fingerprint": "y", "evil": Payload()}, tmp_path / "checkpoint.pt")
+    with pytest.raises(pickle.UnpicklingError):
+        checkpoint.load(tmp_path, "x", "y")
+    assert not os.path.exists("/tmp/bench-pwned")
+
+
+def test_checkpoint_of_another_cell_is_ignored(tmp_path):
+    checkpoint.save(tmp_path, {"cell_id": "other", "fingerprint": "y", "next_step": 3})
+    assert checkpoint.load(tmp_path, "x", "y") is None
+    assert checkpoint.load(tmp_path, "other", "y")["next_step"] == 3
+
+
+def test_non_finite_loss_is_recorded_as_diverged(tmp_path):
+    out = tmp_path / "results"
+    result = run_cli("run", *TINY, "--model", "unet", "--strategy", "single", "--out", out,
+                     "--lr", "1e12", "--steps", "12")
+    assert result.returncode == 1
+    (record,) = store.records(out)[0]
+    assert record["status"] == "diverged"
+    assert isinstance(record["diverged_at_step"], int) and record["diverged_at_step"] < 12
+
+
+def test_out_of_memory_message_names_the_batch():
+    from bench.cell import Cell, Job
+    from bench.train import describe_error
+    job = Job(Cell(global_batch=64, devices=2, strategy="ddp", image_size=256), "fp", "{}", 0.0)
+    text = describe_error(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB"), job)
+    assert text.startswith("out of memory at a per-device batch of 32")
