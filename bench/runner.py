@@ -229,11 +229,13 @@ def failure_record(cell: Cell, fingerprint: str, cell_dir: Path, returncode: int
     dead = dead_rank(log)
     if timed_out:
         status, message = "timeout", f"cell exceeded its timeout of {cell.timeout_s:g} s"
-    elif "timed out" in message.lower() or "timeout" in message.lower():
+    elif not dead and ("timed out" in message.lower() or "timeout" in message.lower()):
         status = "timeout"  # a collective gave up: the process-group timeout fired
     else:
         status = "failed"
-        if dead and not message:
+        if dead:
+            # The killed rank is the cause; its peers' "connection reset" errors are the
+            # consequence, and they are often written first.
             message = f"rank {dead[0]} was killed by signal {dead[1]}"
         if returncode is not None and returncode < 0:
             message = message or f"killed by signal {signal.Signals(-returncode).name}"

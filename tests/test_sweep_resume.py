@@ -106,6 +106,6 @@ def test_status_and_summary_of_a_partly_failed_sweep(tmp_path):
     saved = json.loads((tmp_path / "summary.json").read_text())
     assert saved["counts"] == summary["counts"]
     assert len(saved["configurations"]) == 1
-    assert saved["configurations"][0]["timing.throughput_img_s"] == 10.0
+    assert saved["configurations"][0]["throughput_median"] == 10.0
     human = run_cli("status", tmp_path)
     assert human.returncode == 0 and "3 cells: 1 ok, 1 failed, 1 missing" in human.stdout
