@@ -257,19 +257,22 @@ def failure_record(cell: Cell, fingerprint: str, cell_dir: Path, returncode: int
 
 
 def dead_rank(log: str) -> tuple[int, str] | None:
-    """torchrun's "Root Cause" report names the first rank that failed and how; a rank killed
-    by a signal leaves no traceback of its own, so this is the only place it is named."""
+    """The rank a signal killed, from torchrun's failure report. A killed rank leaves no
+    traceback of its own, and the report's "root cause" may name a peer that merely lost its
+    connection, so every listed failure is read: the signal that is not torchrun's own
+    SIGTERM to the survivors is the cause."""
     import re
-    cause = log.rfind("Root Cause")
-    if cause < 0:
+    report = log.rfind("Failures:")
+    if report < 0:
         return None
-    section = log[cause:]
-    rank = re.search(r"rank\s*:\s*(\d+)", section)
-    code = re.search(r"exitcode\s*:\s*(-?\d+)", section)
-    if not rank or not code or int(code.group(1)) >= 0:
-        return None
-    try:
-        name = signal.Signals(-int(code.group(1))).name
-    except ValueError:
-        name = f"signal {-int(code.group(1))}"
-    return int(rank.group(1)), name
+    entries = re.findall(r"rank\s*:\s*(\d+).*?exitcode\s*:\s*(-?\d+)", log[report:], re.S)
+    killed = []
+    for rank, code in entries:
+        if int(code) < 0:
+            try:
+                name = signal.Signals(-int(code)).name
+            except ValueError:
+                name = f"signal {-int(code)}"
+            killed.append((int(rank), name))
+    killed.sort(key=lambda k: k[1] == "SIGTERM")  # a non-SIGTERM death is the cause
+    return killed[0] if killed else None

@@ -43,3 +43,29 @@ def test_out_of_memory_message_names_the_batch():
     job = Job(Cell(global_batch=64, devices=2, strategy="ddp", image_size=256), "fp", "{}", 0.0)
     text = describe_error(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB"), job)
     assert text.startswith("out of memory at a per-device batch of 32")
+
+
+TORCHRUN_REPORT = """bench.worker FAILED
+-------------------------------------------------------
+Failures:
+[1]:
+  rank      : {survivor} (local_rank: {survivor})
+  exitcode  : {survivor_code} (pid: 11)
+-------------------------------------------------------
+Root Cause (first observed failure):
+[0]:
+  rank      : {killed} (local_rank: {killed})
+  exitcode  : -9 (pid: 10)
+"""
+
+
+def test_the_killed_rank_is_the_cause_whichever_torchrun_lists_first():
+    from bench.runner import dead_rank
+    killed_first = TORCHRUN_REPORT.format(killed=1, survivor=0, survivor_code=-15)
+    assert dead_rank(killed_first) == (1, "SIGKILL")
+    # Both deaths seen in one poll: the "root cause" may name the survivor (exit 1).
+    swapped = TORCHRUN_REPORT.replace("exitcode  : -9", "exitcode  : 1").replace(
+        "exitcode  : {survivor_code}", "exitcode  : -9").format(killed=0, survivor=1,
+                                                                 survivor_code=None)
+    assert dead_rank(swapped) == (1, "SIGKILL")
+    assert dead_rank("Traceback: no torchrun report") is None
