@@ -465,11 +465,10 @@ def write_results(job: Job, strategy, runtime, cell_dir: Path, history: History,
             telemetry_rows, timed_start_s=window[0], timed_end_s=window[1],
             images=timed_images, gpu_indices=gpu_indices(cell), gpu_reason=gpu_reason)
     env = envinfo.capture()
-    dtype = {"fp32": "fp32", "tf32": "tf32", "bf16": "bf16", "fp16": "fp16"}[cell.precision]
     device_name = env["gpus"][0] if env["gpus"] and cell.device_type == "cuda" else env["cpu"]
     if flops_per_step and timing["step_time_median_s"]:
-        value, reason = mfu(flops_per_step, timing["step_time_median_s"], device_name, dtype,
-                            cell.devices)
+        value, reason = mfu(flops_per_step, timing["step_time_median_s"], device_name,
+                            cell.precision, cell.devices)
         telemetry_summary.update({
             "flops_per_step": flops_per_step,
             "tflops": flops_per_step / timing["step_time_median_s"] / 1e12,

@@ -159,6 +159,25 @@ class Strategy:
         pass
 
 
+class DistributedStrategy(Strategy):
+    """One process per device, launched by torchrun, joined into one process group."""
+    distributed = True
+
+    def argv(self, cell, entry: list[str], port: int) -> list[str]:
+        return torchrun_argv(cell, entry, port)
+
+    def init_runtime(self, cell) -> Runtime:
+        return init_distributed(cell, cell.timeout_s)
+
+    def shutdown(self) -> None:
+        """Ranks leave together: a rank that tears gloo down while rank 0 still evaluates can
+        abort the process ("terminate called without an active exception", seen on CPU)."""
+        import torch.distributed as dist
+        if dist.is_initialized():
+            dist.barrier()
+            dist.destroy_process_group()
+
+
 def usable_cores() -> int:
     """Cores this process may run on: Slurm and cgroups bind tasks to a subset of the node,
     and threads beyond it would measure oversubscription rather than the strategy."""

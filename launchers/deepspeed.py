@@ -4,9 +4,7 @@ A torch optimizer is passed in rather than named in the config: a named one woul
 a fused op (~80 s on CPU, environment.md) and change the optimizer between strategies.
 """
 from bench.errors import BadInput
-from launchers.base import (Engine, Precision, Runtime, Strategy, init_distributed, l1_loss,
-                            torchrun_argv)
-from launchers.ddp import destroy_process_group
+from launchers.base import DistributedStrategy, Engine, Precision, Runtime, l1_loss
 
 
 class DeepSpeedEngine(Engine):
@@ -48,9 +46,8 @@ class DeepSpeedEngine(Engine):
         return state if runtime.is_main else None
 
 
-class DeepSpeed(Strategy):
+class DeepSpeed(DistributedStrategy):
     name = "deepspeed"
-    distributed = True
     description = "DeepSpeed ZeRO (torchrun-launched ranks)"
 
     def validate(self, cell, visible_gpus: int) -> None:
@@ -60,12 +57,6 @@ class DeepSpeed(Strategy):
             raise BadInput(f"ZeRO stage {cell.zero_stage} does not exist; choose 0, 1, 2 or 3")
         if cell.precision == "tf32":
             raise BadInput("DeepSpeed takes fp32, bf16 or fp16; tf32 is not one of its precisions")
-
-    def argv(self, cell, entry, port):
-        return torchrun_argv(cell, entry, port)
-
-    def init_runtime(self, cell) -> Runtime:
-        return init_distributed(cell, cell.timeout_s)
 
     def config(self, cell) -> dict:
         return {
@@ -89,6 +80,3 @@ class DeepSpeed(Strategy):
                                              config=self.config(cell), dist_init_required=False)
         return DeepSpeedEngine(ds_engine, Precision(cell.precision, runtime.device_type,
                                                     autocast=False))
-
-    def shutdown(self) -> None:
-        destroy_process_group()

@@ -1,7 +1,6 @@
 """PyTorch FSDP (fully_shard): parameters, gradients and optimizer state sharded over ranks."""
 from bench.errors import BadInput
-from launchers.base import Engine, Precision, Runtime, Strategy, init_distributed, torchrun_argv
-from launchers.ddp import destroy_process_group
+from launchers.base import DistributedStrategy, Engine, Precision, Runtime
 
 
 class FSDPEngine(Engine):
@@ -19,21 +18,14 @@ class FSDPEngine(Engine):
         return {k: (v.float() if v.is_floating_point() else v) for k, v in state.items()}
 
 
-class FSDP(Strategy):
+class FSDP(DistributedStrategy):
     name = "fsdp"
-    distributed = True
     description = "FSDP (fully_shard) with a mixed-precision policy"
 
     def validate(self, cell, visible_gpus: int) -> None:
         super().validate(cell, visible_gpus)
         if cell.precision == "fp16" and cell.device_type != "cuda":
             raise BadInput("FSDP fp16 needs CUDA; use bf16 on CPU")
-
-    def argv(self, cell, entry, port):
-        return torchrun_argv(cell, entry, port)
-
-    def init_runtime(self, cell) -> Runtime:
-        return init_distributed(cell, cell.timeout_s)
 
     def wrap(self, model, optimizer, cell, runtime: Runtime) -> Engine:
         import torch
@@ -48,6 +40,3 @@ class FSDP(Strategy):
         optimizer = type(optimizer)(model.parameters(), **optimizer.defaults)
         return FSDPEngine(model, optimizer,
                           Precision(cell.precision, runtime.device_type, autocast=False))
-
-    def shutdown(self) -> None:
-        destroy_process_group()
