@@ -10,7 +10,10 @@ from bench import store
 from conftest import TINY, run_cli
 from faultlib import finish, start_cli, wait_for_step
 
-RUN = [*TINY, "--steps", "40", "--warmup", "2", "--model", "unet", "--sample-hz", "0"]
+# Long enough (~5 s at ~16 ms a step here) that SIGTERM always lands mid-run: progress is
+# reported at most twice a second, so a short cell could finish before the signal arrives.
+STEPS = 300
+RUN = [*TINY, "--steps", str(STEPS), "--warmup", "2", "--model", "unet", "--sample-hz", "0"]
 
 
 @pytest.mark.parametrize("strategy", ["single", "ddp"])
@@ -24,7 +27,7 @@ def test_preempted_cell_resumes_to_identical_weights(tmp_path, strategy):
     record = json.loads((cell_dir / store.RECORD).read_text())
     assert record["status"] == "preempted", record
     stopped = record["timing"]["steps_done"]
-    assert 12 <= stopped < 40
+    assert 12 <= stopped < STEPS
     assert (cell_dir / "checkpoint.pt").exists()
 
     resumed = run_cli("run", *RUN, "--strategy", strategy, "--out", interrupted)
@@ -43,6 +46,6 @@ def test_preempted_cell_resumes_to_identical_weights(tmp_path, strategy):
     for qa, qb in zip(a["quality"], b["quality"]):
         assert qa["psnr"] == qb["psnr"] and qa["ssim"] == qb["ssim"]
     # Throughput counts timed steps only: the resumed segment re-warms its caches untimed.
-    assert a["timing"]["timed_steps"] == 40 - 2 - 2
+    assert a["timing"]["timed_steps"] == STEPS - 2 - 2
     assert steps_a["warmup"].sum() == 4
     assert list(interrupted.glob("*/checkpoint.pt")) == []  # removed once the cell is ok
