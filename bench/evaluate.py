@@ -21,6 +21,10 @@ def evaluate(model, prepared, *, sigmas: Sequence[float], seed: int, noise_mean:
     from bench.data import DenoiseDataset
 
     model = model.to(device).float().eval()
+    if device.startswith("cuda"):
+        # A tf32 cell turned TF32 on for this process; evaluation is fp32 for every cell.
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
     quality, samples = [], {}
     for sigma in sigmas:
         dataset = DenoiseDataset(prepared, "test", sigmas=[sigma], seed=seed,

@@ -91,6 +91,10 @@ def validate_cell(cell: Cell, gpus: int) -> None:
     width = cell.width
     build_model(cell.model, **{**model_options(cell), "width": 1 if width >= 1 else width})
     check_image_size(cell.depth, cell.image_size)
+    from bench.metrics import LPIPS_MIN_SIDE
+    if cell.image_size < LPIPS_MIN_SIDE:  # found now, not after training, at evaluation
+        raise BadInput(f"image size {cell.image_size} is too small to evaluate; LPIPS's AlexNet "
+                       f"needs at least {LPIPS_MIN_SIDE} px")
 
 
 @dataclass(frozen=True)

@@ -241,6 +241,9 @@ def parse_spec(raw: dict, default_name: str = "sweep", source: str = "") -> Swee
 
     workload = _mapping(raw.get("workload"), "workload")
     matrix = _mapping(raw.get("matrix"), "matrix")
+    if "matrix" in raw and not matrix:  # written but left empty: a mistake, not "the default"
+        raise BadInput("spec key matrix is empty; give models, configurations or noise, or "
+                       "leave the key out for the default study matrix")
     types = _field_types()
     _no_unknown(workload, tuple(types), "workload.")
     _no_unknown(matrix, MATRIX_KEYS, "matrix.")

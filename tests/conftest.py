@@ -24,6 +24,7 @@ def run_cli(*args, timeout=900, env=None):
                           capture_output=True, text=True, timeout=timeout, env=full_env)
 
 
-# Small, fast workload shared by end-to-end tests: every strategy trains the same thing.
-TINY = ["--steps", "6", "--warmup", "2", "--batch", "8", "--width", "4", "--depth", "2",
+# Small, fast workload shared by end-to-end tests: every strategy trains the same thing, on
+# the CPU (gloo ranks) even where a GPU is visible, so the suite means the same everywhere.
+TINY = ["--device", "cpu", "--steps", "6", "--warmup", "2", "--batch", "8", "--width", "4", "--depth", "2",
         "--image-size", "32", "--sample-hz", "5"]

@@ -2,7 +2,7 @@
 import subprocess
 import sys
 
-from conftest import REPO, TINY, run_cli
+from conftest import REPO, run_cli
 
 
 def test_help_lists_commands_without_importing_torch():
@@ -19,12 +19,6 @@ def test_env_json():
     out = run_cli("env", "--json")
     assert out.returncode == 0, out.stderr
     info = json.loads(out.stdout)
-    assert info["torch"] and info["cpu"] and "git_commit" in info and info["gpus"] == []
-
-
-def test_unwritable_output_folder(tmp_path):
-    # Root may write anywhere, so make the parent a regular file: nothing can be created there.
-    blocker = tmp_path / "a-file"
-    blocker.write_text("x")
-    result = run_cli("run", *TINY, "--out", blocker / "results")
-    assert result.returncode == 2 and "cannot be created" in result.stderr, result.stderr
+    assert info["torch"] and info["cpu"] and "git_commit" in info
+    import torch
+    assert len(info["gpus"]) == torch.cuda.device_count()

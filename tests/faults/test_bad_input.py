@@ -20,6 +20,8 @@ BAD = [
     (["--strategy", "ddp", "--zero", "1"], "applies only to --strategy deepspeed"),
     (["--device", "cuda"], "no CUDA GPU is visible"),
     (["--image-size", "30"], "30"),
+    (["--image-size", "16"], "too small to evaluate"),  # divides by 2**depth, but LPIPS can't
+    (["--strategy", "deepspeed", "--zero", "-1", "--devices", "2"], "ZeRO stage -1"),
     (["--norm", "layer"], "layer"),
     (["--lr", "-1"], "learning rate"),
     (["--repeats", "0"], "--repeats 0"),
@@ -40,6 +42,38 @@ def test_bad_input_exits_2_with_one_sentence_and_no_results(tmp_path, args, need
     assert len(lines) == 1 and lines[0].startswith("bench: error: "), result.stderr
     assert needle in lines[0]
     assert not out_dir.exists()
+
+
+SPECS = [
+    ("name: x\nmatrix: [unclosed\n", "not valid YAML"),
+    ("name: x\nworkload: {steps: 4}\nmatrx: {}\n", "matrx"),
+    ("name: x\nmatrix: {}\n", "matrix is empty"),
+    ("name: x\nmatrix: {configurations: []}\n", "non-empty list"),
+    ("name: x\nmatrix: {configurations: [{strategy: warp}]}\n", "warp"),
+    ("name: x\nworkload: {steps: two}\n", "workload.steps"),
+]
+
+
+@pytest.mark.parametrize("text,needle", SPECS, ids=["malformed-yaml", "unknown-key",
+                         "empty-matrix", "no-configurations", "unknown-strategy", "bad-type"])
+def test_bad_spec_exits_2_with_one_sentence_and_no_results(tmp_path, text, needle):
+    spec, out_dir = tmp_path / "sweep.yaml", tmp_path / "results"
+    spec.write_text(text)
+    result = run_cli("run", spec, "--out", out_dir)
+    assert result.returncode == 2, result.stderr + result.stdout
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("bench: error: "), result.stderr
+    assert needle in lines[0]
+    assert not out_dir.exists()
+
+
+def test_unwritable_output_folder_is_named(tmp_path):
+    # Root may write anywhere, so make the parent a regular file: nothing can be created there.
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    result = run_cli("run", *TINY, "--out", blocker / "results")
+    assert result.returncode == 2 and "cannot be created" in result.stderr, result.stderr
+    assert len([line for line in result.stderr.splitlines() if line.strip()]) == 1
 
 
 def _folder_with(tmp_path, broken_name: str, broken_bytes: bytes | None = None, dicom=False):
