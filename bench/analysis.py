@@ -280,7 +280,7 @@ _KEEP = {"cell.model", "fingerprint", "cell.strategy", "cell.devices", "cell.pre
          "telemetry.energy_per_img_j", "telemetry.gpu_busy_pct_mean", "telemetry.power_mean_w",
          "telemetry.cpu_pct_mean", "telemetry.mfu", "telemetry.input_bound",
          "telemetry.timed_start_s"}
-_KEEP_PREFIXES = ("timing.", "quality[")
+_KEEP_PREFIXES = ("timing.", "quality[", "audit.")
 
 
 def prepare(frame: pd.DataFrame) -> pd.DataFrame:
@@ -394,8 +394,8 @@ def speedups(frame: pd.DataFrame, baseline=BASELINE,
              confidence: float = CONFIDENCE) -> pd.DataFrame:
     """`config_stats` plus, against the baseline of the same workload group: speedup of
     throughput and of training time (ratios of geometric means over repeats, Welch t interval
-    on the logs), scaling efficiency = throughput speedup / devices (labelled strong or weak
-    from cell.scaling), time saving %, and a note when run-to-run variation rivals the effect."""
+    on the logs), scaling efficiency = throughput speedup / (devices / baseline devices) (labelled strong
+    or weak from cell.scaling; undefined where the devices do not change), time saving %, and a note when run-to-run variation rivals the effect."""
     base = _as_baseline(baseline)
     stats = config_stats(frame, confidence)
     if stats.empty:
@@ -404,7 +404,7 @@ def speedups(frame: pd.DataFrame, baseline=BASELINE,
     extra = {c: [] for c in ("is_baseline", "speedup_throughput", "speedup_ci_low",
                              "speedup_ci_high", "speedup_p_value", "speedup_test",
                              "speedup_time", "efficiency", "efficiency_kind", "time_saving_pct",
-                             "variation_note")}
+                             "devices_vs_baseline", "variation_note")}
     base_rows = {}
     for group, g in _groups(rows):
         gkey = tuple(group[k] for k in GROUP_KEYS)
@@ -419,7 +419,8 @@ def speedups(frame: pd.DataFrame, baseline=BASELINE,
         extra["efficiency_kind"].append(s["scaling"])
         if found is None:
             for col in ("speedup_throughput", "speedup_ci_low", "speedup_ci_high",
-                        "speedup_p_value", "speedup_time", "efficiency", "time_saving_pct"):
+                        "speedup_p_value", "speedup_time", "efficiency", "time_saving_pct",
+                        "devices_vs_baseline"):
                 extra[col].append(math.nan)
             extra["is_baseline"].append(False)
             extra["speedup_test"].append("")
@@ -438,7 +439,12 @@ def speedups(frame: pd.DataFrame, baseline=BASELINE,
         extra["speedup_p_value"].append(math.nan if is_base else r["p_value"])
         extra["speedup_test"].append("" if is_base else r["test"])
         extra["speedup_time"].append(t["estimate"])
-        extra["efficiency"].append(r["estimate"] / int(s["cell.devices"]))
+        # Scaling is relative to the baseline's devices (a 2-device baseline makes 4 devices
+        # a 2x scale-up); with no change in devices there is no scaling to be efficient at.
+        scale = int(s["cell.devices"]) / int(bkey[CONFIG_KEYS.index("cell.devices")])
+        extra["devices_vs_baseline"].append(scale)
+        extra["efficiency"].append(1.0 if is_base else
+                                   r["estimate"] / scale if scale != 1 else math.nan)
         extra["time_saving_pct"].append(100 * (1 - 1 / t["estimate"])
                                         if t["estimate"] and math.isfinite(t["estimate"])
                                         else math.nan)
@@ -676,6 +682,46 @@ def notes(frame: pd.DataFrame, baseline=BASELINE,
     return out
 
 
+AUDIT_PARTS = ("protection", "recovered", "gap")
+
+
+def privacy_audit(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per model, configuration, target and σ: what the obfuscation protects (noisy vs clean),
+    what the model recovers (output vs clean) and the gap, means over repeats; plus the mean
+    of the released realisations where a Site One `bench evaluate` measured it."""
+    rows = prepare(frame)
+    if "audit.levels" not in rows:
+        return pd.DataFrame()
+    out = []
+    for _, r in rows.iterrows():
+        levels = r["audit.levels"]
+        if not isinstance(levels, (list, tuple)):
+            continue
+        for level in levels:
+            entry = {"cell.model": r["cell.model"], "config": r["config"],
+                     "cell.devices": r["cell.devices"], "cell.precision": r["cell.precision"],
+                     "target": r.get("audit.target"), "measured_at": r.get("audit.measured_at"),
+                     "clean_data_left_site_one": r.get("audit.clean_data_left_site_one"),
+                     "sigma": float(level["sigma"])}
+            for part in AUDIT_PARTS:
+                for metric in QUALITY_METRICS:
+                    entry[f"{part}_{metric}"] = (level.get(part) or {}).get(metric)
+            averaged = level.get("averaged") or {}
+            entry["averaged_realisations"] = averaged.get("realisations")
+            entry["averaged_psnr"] = averaged.get("psnr")
+            out.append(entry)
+    if not out:
+        return pd.DataFrame()
+    long = pd.DataFrame(out)
+    keys = ["cell.model", "config", "cell.devices", "cell.precision", "target", "measured_at",
+            "clean_data_left_site_one", "sigma"]
+    values = [c for c in long.columns if c not in keys]
+    long[values] = long[values].apply(pd.to_numeric, errors="coerce")
+    table = long.groupby(keys, sort=False, dropna=False)[values].mean().reset_index()
+    table["n"] = long.groupby(keys, sort=False, dropna=False).size().to_numpy()
+    return table.sort_values(["cell.model", "sigma"], kind="stable").reset_index(drop=True)
+
+
 @dataclass
 class Comparison:
     """Everything a report shows, computed once."""
@@ -691,6 +737,7 @@ class Comparison:
     confidence: float
     sigma: float | None
     records: int = 0
+    privacy: pd.DataFrame = field(default_factory=pd.DataFrame)
     warmup_steps: list[int] = field(default_factory=list)
     clocks: list[str] = field(default_factory=list)
 
@@ -715,6 +762,7 @@ def compare_configs(frame: pd.DataFrame, baseline=BASELINE, margins: Margins = M
         baseline=base, margins=margins, confidence=confidence,
         sigma=summary.attrs.get("sigma") if not summary.empty else None,
         records=len(frame),
+        privacy=privacy_audit(frame),
         warmup_steps=sorted({int(w) for w in _finite(_column(rows, "timing.warmup_steps"))}),
         clocks=sorted({str(c) for c in _column(rows, "timing.clock", None) if isinstance(c, str)}),
     )

@@ -169,21 +169,50 @@ def _training_note(cell) -> str:
             "in a two-site setting clean data left Site One")
 
 
-def _audit_level(q: dict, prepared, *, seed: int, noise_mean: float,
-                 realisations: int) -> dict[str, Any]:
+def audit_level(q: dict) -> dict[str, Any]:
+    """One σ of the audit from one entry of a record's quality list: the obfuscated image
+    against the clean one (protection), the model's output (recovered) and the gap."""
     keys = ("psnr", "ssim", "lpips")
-    protection = {k: q[f"noisy_{k}"] for k in keys}
-    recovered = {k: q[k] for k in keys}
+    protection = {k: q.get(f"noisy_{k}") for k in keys}
+    recovered = {k: q.get(k) for k in keys}
     gap = {k: (recovered[k] - protection[k]
                if recovered[k] is not None and protection[k] is not None else None) for k in keys}
-    return {
-        "sigma": q["sigma"],
-        "protection": protection,
-        "recovered": recovered,
-        "gap": gap,
-        "averaged": _averaged_quality(prepared, q["sigma"], seed=seed, noise_mean=noise_mean,
-                                      realisations=realisations),
-    }
+    return {"sigma": q["sigma"], "protection": protection, "recovered": recovered, "gap": gap}
+
+
+def record_audit(cell, quality: list[dict], measured_at: str,
+                 levels: list[dict] | None = None) -> dict[str, Any]:
+    """The `audit` section of a record: every training run scores its model against clean
+    test images, which is exactly what the audit needs; `bench evaluate` at Site One replaces
+    it with its own (which adds the averaged realisations)."""
+    return {"measured_at": measured_at, "target": cell.target,
+            "clean_data_left_site_one": cell.target == "clean",
+            "training_note": _training_note(cell),
+            "levels": levels if levels is not None else [audit_level(q) for q in quality],
+            "statement": STATEMENT}
+
+
+def attach_to_record(report: dict[str, Any]) -> Path | None:
+    """Put a Site One evaluation's audit into the record of the cell that saved the model,
+    when that record sits beside it; the record file it updated, or None."""
+    from bench import store
+    from bench.cell import Cell
+    cell_dir = Path(report["model"]).parent
+    record = store.read_record(cell_dir)
+    if record is None or record.get("cell_id") != report["cell_id"]:
+        return None
+    record["audit"] = record_audit(Cell.from_dict(record["cell"]), report["quality"],
+                                   f"bench evaluate on {report['data']['source']}",
+                                   levels=report["audit"])
+    store.write_json(cell_dir / store.RECORD, record)
+    return cell_dir / store.RECORD
+
+
+def _audit_level(q: dict, prepared, *, seed: int, noise_mean: float,
+                 realisations: int) -> dict[str, Any]:
+    return {**audit_level(q),
+            "averaged": _averaged_quality(prepared, q["sigma"], seed=seed, noise_mean=noise_mean,
+                                          realisations=realisations)}
 
 
 def _averaged_quality(prepared, sigma: float, *, seed: int, noise_mean: float,

@@ -77,7 +77,7 @@ def cmd_run(args) -> int:
         return cmd_run_spec(args)
     from bench import plan, store
     from bench.cli import timestamp
-    from bench.runner import CellEvent, run_cell, should_skip, termination_requested
+    from bench.runner import run_cells, termination_requested
     from bench.train import EXIT_PREEMPTED
     from reports.console import render_summary
     from reports.progress import SweepProgress
@@ -88,20 +88,9 @@ def cmd_run(args) -> int:
 
     out.mkdir(parents=True, exist_ok=True)
     store.write_json(out / "sweep.json", {"argv": sys.argv, "cells": [c.to_dict() for c in cells]})
-    records, skipped = [], 0
     with SweepProgress(len(cells)) as progress:
-        for cell in cells:
-            done = should_skip(out / cell.cell_id, args.force, args.retry_failed)
-            if done is not None:
-                progress.on_event(CellEvent("skip", cell, record=done))
-                records.append(done)
-                skipped += 1
-                continue
-            data = prepared[plan.DataKey.of(cell)]
-            records.append(run_cell(cell, fingerprints[cell], data.to_json(), out,
-                                    on_event=progress.on_event))
-            if termination_requested():
-                break  # SIGTERM (preemption): the current cell checkpointed; stop here
+        records, skipped = run_cells(cells, out, prepared, fingerprints, force=args.force,
+                                     retry_failed=args.retry_failed, on_event=progress.on_event)
     if skipped:
         notes.append(f"{skipped} cell(s) already recorded in {out} were skipped "
                      "(--force re-runs them)")
@@ -223,7 +212,7 @@ def cmd_obfuscate(args) -> int:
 
 def cmd_evaluate(args) -> int:
     from bench import plan, store
-    from bench.audit import audit_lines, evaluate_model
+    from bench.audit import attach_to_record, audit_lines, evaluate_model
     device = plan.default_device_type(args.device)
     if args.out is not None:
         plan.check_output_dir(args.out)
@@ -233,6 +222,9 @@ def cmd_evaluate(args) -> int:
         realisations=args.realisations, device=device, cache_dir=args.cache_dir)
     if args.out is not None:
         store.write_json(args.out, report)
+    updated = attach_to_record(report)  # so `bench report` shows this audit too
     text = json.dumps(report, indent=2, default=str) if args.json else "\n".join(audit_lines(report))
     print(text)
+    if updated is not None and not args.json:
+        print(f"audit written into {updated}")
     return 0

@@ -237,7 +237,7 @@ class History:
 def save_preempted(job: Job, engine, runtime, cell_dir: Path, history: History,
                    loop: "LoopResult", sampler) -> None:
     """Checkpoint (when the strategy supports it) and a `preempted` record, from rank 0."""
-    from bench import checkpoint
+    from bench import checkpoint, envinfo
     if sampler:
         sampler.stop()
     if not runtime.is_main:
@@ -257,6 +257,7 @@ def save_preempted(job: Job, engine, runtime, cell_dir: Path, history: History,
                              + ("; a re-run resumes from the checkpoint" if saved else
                                 f"; {job.cell.strategy} has no checkpoint support here, a "
                                 "re-run starts over")},
+        "env": envinfo.capture(),
     })
 
 
@@ -306,6 +307,7 @@ def timed_loop(engine, loader, cell: Cell, device: str, *, sampler=None, progres
             break
         if step == timed_from:
             synchronize(device_type)
+            _mark(sampler, "window_start")  # outside the window: it reads NVML
             window_start = time.monotonic()
             _phase(sampler, "timed")
         t_wait = time.perf_counter()
@@ -325,6 +327,8 @@ def timed_loop(engine, loader, cell: Cell, device: str, *, sampler=None, progres
             progress.update(step + 1, "warmup" if step < timed_from else "timed")
     synchronize(device_type)
     window = (window_start, time.monotonic()) if window_start is not None else None
+    if window is not None:
+        _mark(sampler, "window_end")
     loss_values = [float(v) for v in torch.stack(losses).float().cpu()] if losses else []
     return LoopResult(timer.step_times_s(), waits, loss_values, grad_norms, window,
                       start_step, end_step, timed_from, preempted)
@@ -333,6 +337,11 @@ def timed_loop(engine, loader, cell: Cell, device: str, *, sampler=None, progres
 def _phase(sampler, name: str) -> None:
     if sampler is not None:
         sampler.set_phase(name)
+
+
+def _mark(sampler, name: str) -> None:
+    if sampler is not None:
+        sampler.mark(name)
 
 
 def start_telemetry(job: Job, runtime):
@@ -416,7 +425,7 @@ def first_nonfinite(losses: list[float]) -> int | None:
 
 def write_results(job: Job, strategy, runtime, cell_dir: Path, history: History,
                   quality: list[dict], samples: dict, telemetry_info: tuple, *,
-                  window: tuple[float, float], eval_s: float, flops_per_step: int | None,
+                  window: tuple[float, float] | None, eval_s: float, flops_per_step: int | None,
                   data_info) -> None:
     import pandas as pd
 
@@ -461,9 +470,14 @@ def write_results(job: Job, strategy, runtime, cell_dir: Path, history: History,
     telemetry_summary = {}
     if telemetry_rows:
         store.write_table(Path(cell_dir) / store.TELEMETRY, telemetry.to_table(telemetry_rows))
+    if telemetry_rows and window is not None:
+        # This process sampled only the last segment of a resumed cell: its images alone.
+        last = history.segments[-1]
+        segment_steps = max(0, last["end_step"] - max(last["timed_from"], last["start_step"]))
         telemetry_summary = telemetry.summarize(
             telemetry_rows, timed_start_s=window[0], timed_end_s=window[1],
-            images=timed_images, gpu_indices=gpu_indices(cell), gpu_reason=gpu_reason)
+            images=cell.effective_global_batch * segment_steps, gpu_indices=gpu_indices(cell),
+            gpu_reason=gpu_reason)
     env = envinfo.capture()
     device_name = env["gpus"][0] if env["gpus"] and cell.device_type == "cuda" else env["cpu"]
     if flops_per_step and timing["step_time_median_s"]:
@@ -510,6 +524,9 @@ def write_results(job: Job, strategy, runtime, cell_dir: Path, history: History,
         "env": env,
         "error": None,
     }
+    if quality:
+        from bench.audit import record_audit
+        record["audit"] = record_audit(cell, quality, "training run (clean test split)")
     from bench.obfuscate import record_fields
     record.update(record_fields(cell, data_info, record["notes"], Path(cell_dir)))
     store.write_json(Path(cell_dir) / store.RECORD, record)

@@ -171,14 +171,15 @@ def render_report(comp, results_dir: Path | None = None, *, brief: bool = False,
         noisy = [f"{QUALITY_UNITS[m][0]} {fmt(first.get(f'{m}_noisy_mean'), QUALITY_UNITS[m][1])}"
                  for m in QUALITY_UNITS]
         out.print(f"noisy input (what the model must beat): {', '.join(noisy)}")
-        out.print("[dim]eff. = throughput speedup / devices (s strong, w weak scaling); "
-                  "GPU busy % = share of time a kernel ran[/dim]")
+        out.print("[dim]eff. = throughput speedup / (devices / baseline devices) (s strong, "
+                  "w weak scaling); GPU busy % = share of time a kernel ran[/dim]")
         if not brief:
             _render_throughput_stats(g, pct)
     if not brief:
         _render_quality(comp, pct)
         _render_pairs(comp.amp, "AMP gain (vs fp32, same strategy and devices)", pct)
         _render_pairs(comp.ddp_dp, "DDP vs DataParallel (same devices and precision)", pct)
+        _render_privacy(comp.privacy)
     for note in [*comp.notes, *notes]:
         out.print(f"[dim]note: {note}[/dim]")
     for _, f in comp.failures.iterrows():
@@ -205,6 +206,31 @@ def _render_throughput_stats(g, pct: str) -> None:
                           else None, ".1f"),
                       fmt(row["data_wait_frac"], ".1%"),
                       fmt(row["time_to_train_median"], ".1f"))
+    console().print(table)
+
+
+PRIVACY_COLUMNS = ("model", "config", "target", "σ", "protection PSNR", "recovered PSNR",
+                   "gap dB", "protection SSIM", "recovered SSIM", "mean of releases PSNR",
+                   "n", "measured by")
+
+
+def _render_privacy(privacy) -> None:
+    """What the noise protects against what a model trained on it gives back."""
+    from bench.audit import STATEMENT
+    if privacy.empty:
+        return
+    table = Table(title="privacy audit: obfuscated and denoised test images against the clean "
+                        "ones (higher = more of the clean image visible)",
+                  caption=STATEMENT, caption_justify="left")
+    for name in PRIVACY_COLUMNS:
+        table.add_column(name, justify="left" if name in ("model", "config", "target",
+                                                          "measured by") else "right")
+    for _, r in privacy.iterrows():
+        table.add_row(r["cell.model"], f"{r['config']} ×{r['cell.devices']} {r['cell.precision']}",
+                      r["target"] or "—", f"{r['sigma']:g}", fmt(r["protection_psnr"], ".2f"),
+                      fmt(r["recovered_psnr"], ".2f"), fmt(r["gap_psnr"], "+.2f"),
+                      fmt(r["protection_ssim"], ".3f"), fmt(r["recovered_ssim"], ".3f"),
+                      fmt(r["averaged_psnr"], ".2f"), str(r["n"]), r["measured_at"] or "—")
     console().print(table)
 
 

@@ -156,7 +156,8 @@ def method_section(comp) -> str:
         f"whole {pct} interval of Δ lies within ±margin (PSNR {m.psnr:g} dB, SSIM {m.ssim:g}, "
         f"LPIPS {m.lpips:g}); <i>worse</i> / <i>better</i> when it lies wholly on one side of "
         "zero; otherwise <i>inconclusive (n too small)</i> — more repeats would narrow it.",
-        "<b>Scaling efficiency</b> = throughput speedup / devices, labelled strong (fixed global "
+        "<b>Scaling efficiency</b> = throughput speedup / (devices / the baseline's devices), "
+        "blank where the device count does not change; labelled strong (fixed global "
         "batch) or weak (fixed per-device batch) from each cell's scaling mode. Only cells with "
         "the same workload fingerprint are ever compared.",
     ]
@@ -334,6 +335,28 @@ def quality_section(comp) -> str:
     return "".join(out)
 
 
+def privacy_section(privacy: pd.DataFrame) -> str:
+    """The two-site question: how much of the clean image the noise hides, and how much a model
+    trained on noisy images gives back."""
+    from bench.audit import STATEMENT
+
+    if privacy.empty:
+        return ""
+    rows = [[esc(r["cell.model"]), esc(f"{r['config']} ×{r['cell.devices']} {r['cell.precision']}"),
+             esc(r["target"] or "—"), fmt(r["sigma"], "g"), fmt(r["protection_psnr"], ".2f"),
+             fmt(r["recovered_psnr"], ".2f"), fmt(r["gap_psnr"], "+.2f"),
+             fmt(r["protection_ssim"], ".3f"), fmt(r["recovered_ssim"], ".3f"),
+             fmt(r["averaged_psnr"], ".2f"), str(r["n"]), esc(r["measured_at"] or "—")]
+            for _, r in privacy.iterrows()]
+    return ("<h2>Privacy audit</h2><p>Protection: the obfuscated (noisy) test image against the "
+            "clean one. Recovered: the model's output from it. Higher PSNR / SSIM means more of "
+            "the clean image is visible.</p>"
+            + table(["model", "configuration", "target", "σ", "protection PSNR",
+                     "recovered PSNR", "gap dB", "protection SSIM", "recovered SSIM",
+                     "mean of releases PSNR", "n", "measured by"], rows, left={0, 1, 2, 11})
+            + f"<p class='box'><b>{esc(STATEMENT)}</b></p>")
+
+
 def samples_section(samples: list[dict]) -> str:
     if not samples:
         return ""
@@ -389,6 +412,7 @@ def render_html(frame: pd.DataFrame, comp, results_dir) -> str:
     body.append(pairs_section("DDP vs DataParallel (same devices and precision)", comp.ddp_dp,
                               comp))
     body.append(quality_section(comp))
+    body.append(privacy_section(comp.privacy))
     body.append(samples_section(samples))
     body.append(environment_section(frame))
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"

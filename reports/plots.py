@@ -96,7 +96,7 @@ def speedup_efficiency(summary: pd.DataFrame, confidence: float):
         err = _half_widths(s["speedup_throughput"], s["speedup_ci_low"], s["speedup_ci_high"])
         label = f"{config} {precision}"
         ax_s.errorbar(x, s["speedup_throughput"], yerr=err, marker="o", capsize=3, label=label)
-        ax_e.errorbar(x, s["efficiency"], yerr=err / s["cell.devices"].to_numpy(float),
+        ax_e.errorbar(x, s["efficiency"], yerr=err / s["devices_vs_baseline"].to_numpy(float),
                       marker="o", capsize=3, label=label)
     kinds = sorted({str(k) for k in summary["efficiency_kind"].dropna()})
     ax_s.set_title(f"throughput speedup vs devices ({confidence:.0%} CI)")

@@ -261,8 +261,14 @@ def test_configurable_baseline_and_sigmas():
     table = analysis.summary_table(frame_of(recs), baseline="ddp:2:fp32")
     ddp = row(table, **{"cell.strategy": "ddp", "cell.precision": "fp32"})
     assert ddp["is_baseline"] and ddp["speedup_throughput"] == pytest.approx(1.0)
-    assert row(table, **{"cell.strategy": "ddp", "cell.precision": "bf16"})[
-        "speedup_throughput"] == pytest.approx(1.5)
+    bf16 = row(table, **{"cell.strategy": "ddp", "cell.precision": "bf16"})
+    assert bf16["speedup_throughput"] == pytest.approx(1.5)
+    # Efficiency is relative to the baseline's 2 devices: same devices, no scaling to rate;
+    # the 1-device cell is a 0.5x scale-down running at 1/1.8 of the speed.
+    assert math.isnan(bf16["efficiency"]) and ddp["efficiency"] == pytest.approx(1.0)
+    single = row(table, **{"cell.strategy": "single"})
+    assert single["devices_vs_baseline"] == 0.5
+    assert single["efficiency"] == pytest.approx((1 / 1.8) / 0.5)
     assert table.attrs["sigma"] == 0.1
     q = analysis.quality_deltas(frame_of(recs))
     assert sorted(set(q["sigma"])) == [0.1, 0.2]
@@ -299,3 +305,23 @@ def test_bad_baseline_and_margins_are_bad_input():
 def test_empty_frame_gives_empty_tables():
     comp = analysis.compare_configs(pd.DataFrame())
     assert comp.summary.empty and comp.quality.empty and comp.notes == []
+
+
+def test_privacy_audit_means_over_repeats_and_keeps_site_one_averages():
+    from bench.audit import audit_level
+    recs = []
+    for r, psnr in enumerate((27.0, 29.0)):
+        rec = record(repeat=r, psnr=psnr)
+        levels = [audit_level(q) for q in rec["quality"]]
+        if r == 1:  # a Site One evaluation also measured the averaged releases
+            levels[0]["averaged"] = {"realisations": 2, "psnr": 23.0}
+        rec["audit"] = {"measured_at": "run", "target": "clean",
+                        "clean_data_left_site_one": True, "levels": levels}
+        recs.append(rec)
+    recs.append(record(strategy="ddp", devices=2))  # a record without an audit adds no row
+    table = analysis.privacy_audit(frame_of(recs))
+    (row_,) = table.to_dict("records")
+    assert row_["protection_psnr"] == 20.0 and row_["recovered_psnr"] == pytest.approx(28.0)
+    assert row_["gap_psnr"] == pytest.approx(8.0) and row_["n"] == 2
+    assert row_["averaged_psnr"] == 23.0  # mean over the repeats that measured it
+    assert analysis.privacy_audit(frame_of([record()])).empty

@@ -178,6 +178,17 @@ def test_noise2noise_model_beats_the_noisy_input_at_site_one(tmp_path):
     for needle in ("protection: obfuscated vs clean", "recovered by the model",
                    "not a privacy guarantee", f"{recovered:6.2f} dB", f"{protection:6.2f} dB"):
         assert needle in scored.stdout, needle
+    # Site Two's record had no audit (no clean image there); Site One's evaluation put it in,
+    # and the report shows it with the statement.
+    (record,) = store.records(results)[0]
+    assert record["audit"]["measured_at"].startswith("bench evaluate")
+    assert record["audit"]["levels"][0]["recovered"]["psnr"] == recovered
+    assert record["audit"]["clean_data_left_site_one"] is False
+    shown = run_cli("report", results)
+    assert shown.returncode == 0, shown.stderr
+    text = " ".join(shown.stdout.split())
+    assert "privacy audit" in text and "not a privacy guarantee" in text
+    assert f"{recovered:.2f}" in text and f"{protection:.2f}" in text
 
 
 def test_evaluate_rejects_what_it_cannot_score(tmp_path):
