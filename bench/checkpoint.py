@@ -7,12 +7,15 @@ CPU all-reduce every CHECK_EVERY steps (never per step, so GPUs keep their pipel
 from __future__ import annotations
 
 import io
+import logging
+import os
 import signal
 from pathlib import Path
 
 from bench import store
 
 CHECKPOINT = "checkpoint.pt"
+UNREADABLE = "checkpoint.unreadable.pt"
 CHECK_EVERY = 10  # steps between the ranks' agreement on a pending SIGTERM
 
 
@@ -78,7 +81,16 @@ def load(cell_dir: Path, cell_id: str, fingerprint: str) -> dict | None:
     path = Path(cell_dir) / CHECKPOINT
     if not path.exists():
         return None
-    payload = torch.load(path, map_location="cpu", weights_only=True)
-    if payload.get("cell_id") != cell_id or payload.get("fingerprint") != fingerprint:
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - truncated, foreign or refused: never resume it
+        # Kept aside for inspection; the cell starts over instead of failing on every re-run.
+        os.replace(path, path.with_name(UNREADABLE))
+        logging.getLogger(__name__).warning(
+            "%s could not be loaded (%s: %s); the cell starts over", path,
+            type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
+        return None
+    if not isinstance(payload, dict) or payload.get("cell_id") != cell_id \
+            or payload.get("fingerprint") != fingerprint:
         return None
     return payload

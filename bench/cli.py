@@ -80,8 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--timeout", type=float, default=1800.0, help="seconds per cell")
     r.add_argument("--sample-hz", type=float, default=2.0, help="telemetry rate (0 = off)")
     r.add_argument("--force", action="store_true", help="re-run cells that are already ok")
-    r.add_argument("--no-retry-failed", dest="retry_failed", action="store_false",
-                   help="keep failed cells' records instead of re-running them")
+    r.add_argument("--retry-failed", action=argparse.BooleanOptionalAction, default=True,
+                   help="re-run cells whose record is failed, timeout or diverged (default); "
+                        "--no-retry-failed keeps them. Preempted cells always resume")
     r.add_argument("--cache-dir", default=None, help="decoded-image cache (default ~/.cache/bench)")
 
     parity = sub.add_parser("parity", help="compare per-step loss and gradient norm of "

@@ -51,6 +51,18 @@ def nvidia_driver() -> str | None:
         return None
 
 
+def placement() -> dict:
+    """Where and how a cell ran: host, Slurm ids, visible GPUs, command, commit. Cheap and
+    torch-free, so even the record of a cell that never started carries it."""
+    return {
+        "hostname": socket.gethostname(),
+        "git_commit": git_commit(),
+        "command": sys.argv,
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        "slurm": {k.lower(): os.environ[k] for k in SLURM_VARS if k in os.environ},
+    }
+
+
 def capture() -> dict:
     """Everything needed to interpret a number later. Imports torch (the caller needs it)."""
     import torch
@@ -69,11 +81,7 @@ def capture() -> dict:
         "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
-        "hostname": socket.gethostname(),
-        "git_commit": git_commit(),
-        "command": sys.argv,
-        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
-        "slurm": {k.lower(): os.environ[k] for k in SLURM_VARS if k in os.environ},
+        **placement(),
     }
     for module in ("deepspeed", "torchvision", "lpips", "torchmetrics", "numpy"):
         info[module] = _version_of(module)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from bench import store
+from bench import envinfo, store
 from bench.cell import SCHEMA_VERSION, Cell, Job
 
 try:
@@ -49,13 +49,40 @@ def free_port() -> int:
 
 
 def should_skip(cell_dir: Path, force: bool, retry_failed: bool) -> dict | None:
-    """A re-run skips a cell whose record is `ok`; failed cells rerun unless told otherwise."""
+    """A re-run skips a cell whose record is `ok`; failed cells rerun unless told otherwise;
+    a preempted cell always resumes (it did not fail). `force` also discards a checkpoint, so
+    the cell starts over."""
+    from bench.checkpoint import CHECKPOINT
+    if force:
+        (Path(cell_dir) / CHECKPOINT).unlink(missing_ok=True)
+        return None
     record = store.read_record(cell_dir)
-    if record is None or force:
+    if record is None or record.get("status") == "preempted":
         return None
     if record.get("status") == "ok" or not retry_failed:
         return record
     return None
+
+
+def run_cells(cells, out: Path, prepared: dict, fingerprints: dict, *, force: bool,
+              retry_failed: bool, on_event=lambda e: None) -> tuple[list[dict], int]:
+    """Each cell in order, in its own process group with its timeout, skipping what
+    `should_skip` says; stops after the current cell on SIGTERM. (records, skipped count)"""
+    from bench.plan import DataKey
+    records, skipped = [], 0
+    for cell in cells:
+        done = should_skip(out / cell.cell_id, force, retry_failed)
+        if done is not None:
+            on_event(CellEvent("skip", cell, record=done))
+            records.append(done)
+            skipped += 1
+            continue
+        data = prepared[DataKey.of(cell)]
+        records.append(run_cell(cell, fingerprints[cell], data.to_json(), out,
+                                on_event=on_event))
+        if termination_requested():
+            break  # SIGTERM (preemption): the current cell checkpointed; a re-run resumes
+    return records, skipped
 
 
 def run_cell(cell: Cell, fingerprint: str, prepared_json: dict, results_dir: Path, *,
@@ -253,6 +280,7 @@ def failure_record(cell: Cell, fingerprint: str, cell_dir: Path, returncode: int
                   or ([dead[0]] if dead else []),
                   "signal": dead[1] if dead else None,
                   "traceback": first_error[-LOG_TAIL_CHARS:], "log_tail": log_tail},
+        "env": envinfo.placement(),  # which node and Slurm task failed, for a retry
     }
 
 

@@ -3,7 +3,8 @@
 Two interleaved comparisons in one process, same seeded model, batch and data each time:
 1. bench's timed loop vs. a bare hand-written PyTorch loop (target ratio ≤ 1.03);
 2. bench's loop with the telemetry sampler at 10 Hz vs. sampling off (target ratio ≥ 0.99).
-Interleaving (A B A B ...) keeps slow drifts of the machine from favouring one side.
+Interleaving in a rotating order (A B C, B C A, C A B, ...) keeps slow drifts of the machine
+and first-run effects from favouring one side.
 """
 from __future__ import annotations
 
@@ -16,13 +17,14 @@ from bench.cell import Cell
 
 def _bench_loop_s(cell: Cell, strategy, runtime, prepared, sample_hz: float = 0.0) -> float:
     """Seconds per timed step of bench's own loop (data loading included, like the bare loop)."""
-    from bench.train import build_training, timed_loop
+    from bench.train import build_training, gpu_indices, timed_loop
 
     training = build_training(cell, strategy, runtime, prepared)
     sampler = None
     if sample_hz > 0:
         from bench.telemetry import Sampler
-        sampler = Sampler(sample_hz, gpu_indices=[], root_pid=os.getpid(), t0=0.0)
+        # The GPU the cell uses is sampled too: NVML reads are part of the cost measured.
+        sampler = Sampler(sample_hz, gpu_indices=gpu_indices(cell), root_pid=os.getpid(), t0=0.0)
         sampler.start()
     try:
         loop = timed_loop(training.engine, training.loader, cell, runtime.device, sampler=sampler)
@@ -73,10 +75,13 @@ def overhead_ratio(model: str = "unet", steps: int = 40, repeats: int = 5,
     strategy = get_strategy("single")
     runtime = strategy.init_runtime(cell)
     bare, plain, sampled = [], [], []
-    for _ in range(repeats):
-        bare.append(_bare_loop_s(cell, runtime, prepared))
-        plain.append(_bench_loop_s(cell, strategy, runtime, prepared))
-        sampled.append(_bench_loop_s(cell, strategy, runtime, prepared, sample_hz=sample_hz))
+    runs = [lambda: bare.append(_bare_loop_s(cell, runtime, prepared)),
+            lambda: plain.append(_bench_loop_s(cell, strategy, runtime, prepared)),
+            lambda: sampled.append(_bench_loop_s(cell, strategy, runtime, prepared,
+                                                 sample_hz=sample_hz))]
+    for r in range(repeats):
+        for k in range(len(runs)):  # the order rotates, so no side always runs first
+            runs[(r + k) % len(runs)]()
     med = statistics.median
     return {
         "model": model, "device": runtime.device, "threads": runtime.threads,

@@ -134,31 +134,10 @@ def _prepare(cells, cache_dir):
 
 # --------------------------------------------------------------------------- local sweep
 
-def run_sweep(resolved, out: Path, prepared: dict, fingerprints: dict, *, force: bool,
-              retry_failed: bool, on_event=lambda e: None) -> list[dict]:
-    """Every cell of the sweep in index order, each in its own process group with its timeout;
-    cells whose record is ok are skipped (failed ones too, unless retry_failed)."""
-    from bench import plan
-    from bench.runner import CellEvent, run_cell, should_skip, termination_requested
-
-    records = []
-    for cell in resolved.cells:
-        done = should_skip(out / cell.cell_id, force, retry_failed)
-        if done is not None:
-            on_event(CellEvent("skip", cell, record=done))
-            records.append(done)
-            continue
-        data = prepared[plan.DataKey.of(cell)]
-        records.append(run_cell(cell, fingerprints[cell], data.to_json(), out,
-                                on_event=on_event))
-        if termination_requested():
-            break  # SIGTERM: the current cell checkpointed; a re-run resumes the rest
-    return records
-
-
 def cmd_run_spec(args) -> int:
     from bench import plan
     from bench import spec as specs
+    from bench.runner import run_cells
     from reports.progress import SweepProgress
 
     reject_workload_flags(args)
@@ -170,8 +149,8 @@ def cmd_run_spec(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     specs.write_resolved(out, resolved)
     with SweepProgress(len(resolved.cells)) as progress:
-        records = run_sweep(resolved, out, prepared, fingerprints, force=args.force,
-                            retry_failed=args.retry_failed, on_event=progress.on_event)
+        run_cells(resolved.cells, out, prepared, fingerprints, force=args.force,
+                  retry_failed=args.retry_failed, on_event=progress.on_event)
     status = sweep_status(out)
     write_summary(out, status)
     _render_summary(out, status, resolved.notes)

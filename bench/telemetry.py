@@ -4,7 +4,9 @@ rate beside training, plus pure functions that turn the samples into a timed-win
 Clock protocol: every row carries `t_s` = time.monotonic() - t0. A caller that wants exact
 phase boundaries reads `sampler.now_s()` *before* `set_phase("timed")` and *after*
 `set_phase("eval")`; the sampler reads the phase before the clock, so every sample tagged "timed"
-has timed_start_s <= t_s.
+has timed_start_s <= t_s. The caller also takes one sample itself just before the window opens
+and just after it closes (`mark`), so the energy counter brackets the window exactly instead of
+covering only the span between the thread's first and last sample.
 
 What the numbers mean:
 - `gpu_busy_pct` is NVML utilization.gpu: the share of the sample period in which *any* kernel
@@ -29,6 +31,7 @@ import psutil
 log = logging.getLogger(__name__)
 
 PHASES = ("setup", "warmup", "timed", "eval")
+WINDOW_MARKS = ("window_start", "window_end")  # the caller's own samples at the boundaries
 
 # NVML per-GPU fields; a row holds them as f"{field}_{gpu_index}" (see gpu_col).
 GPU_FIELDS = (
@@ -130,6 +133,7 @@ class Sampler:
         self.gpu_reason: str | None = None
         self.reasons: dict[str, str] = {}   # backend/field -> first error seen, stated once
         self._rows: list[dict[str, Any]] = []
+        self._lock = threading.Lock()  # the thread and mark() never sample at the same time
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._nvml: Any = None
@@ -144,6 +148,19 @@ class Sampler:
 
     def set_phase(self, name: str) -> None:
         self.phase = name
+
+    def mark(self, name: str) -> None:
+        """One sample now, on the caller's thread, tagged `name` (a WINDOW_MARKS entry). Call it
+        outside the timed window: an NVML read takes about a millisecond."""
+        if self._thread is None:
+            return
+        try:
+            row = self.sample()
+        except Exception as exc:  # noqa: BLE001 - telemetry never stops training
+            self._note("sampler", repr(exc))
+            return
+        row["phase"] = name
+        self._rows.append(row)
 
     def start(self) -> None:
         if self._thread is not None:
@@ -283,6 +300,10 @@ class Sampler:
     # -- sampling ---------------------------------------------------------------------------
     def sample(self) -> dict[str, Any]:
         """Takes one sample now (the thread calls this; public so overhead can be measured)."""
+        with self._lock:
+            return self._sample()
+
+    def _sample(self) -> dict[str, Any]:
         phase = self.phase              # phase before clock: see the module docstring
         cpu0 = time.thread_time()
         row: dict[str, Any] = {"t_s": self.now_s(), "wall_time_s": time.time(), "phase": phase}
@@ -392,25 +413,37 @@ def _vals(rows: Sequence[dict[str, Any]], key: str) -> list[float]:
     return [v for v in (_num(r.get(key)) for r in rows) if v is not None]
 
 
+def _bracketed(rows, win, timed_start_s: float, timed_end_s: float) -> list[dict[str, Any]]:
+    """The window's samples with the last start mark before it and the first end mark after
+    it, where the caller took them."""
+    starts = [r for r in rows if r.get("phase") == WINDOW_MARKS[0] and r["t_s"] <= timed_start_s]
+    ends = [r for r in rows if r.get("phase") == WINDOW_MARKS[1] and r["t_s"] >= timed_end_s]
+    head = [max(starts, key=lambda r: r["t_s"])] if starts else []
+    tail = [min(ends, key=lambda r: r["t_s"])] if ends else []
+    return head + sorted(win, key=lambda r: r["t_s"]) + tail
+
+
 def summarize(rows: Sequence[dict[str, Any]], *, timed_start_s: float, timed_end_s: float,
               images: int, gpu_indices: Sequence[int],
               gpu_reason: str | None = None) -> dict[str, Any]:
     """Telemetry over the timed window only: samples tagged "timed" whose t_s lies inside
     [timed_start_s, timed_end_s].
 
-    A coarse sampler covers only part of a short window: `samples_in_window` and
-    `window_coverage` (span of the samples / timed duration) say how much. Energy is measured
-    over the samples' span, so energy_per_img_j = energy_j / images underestimates by about
-    that coverage.
+    Means (GPU busy, power, CPU) use the timed samples; energy uses them bracketed by the
+    caller's boundary marks (`Sampler.mark`), so it covers the whole window even when the
+    thread sampled it only once. `window_coverage` (span of the energy samples / timed
+    duration) says how much was covered: ~1 with marks, less without.
     """
     win = [r for r in window(rows, "timed") if timed_start_s <= r["t_s"] <= timed_end_s]
-    t = [float(r["t_s"]) for r in win]
+    bracket = _bracketed(rows, win, timed_start_s, timed_end_s)
+    t = [float(r["t_s"]) for r in bracket]
     timed_s = timed_end_s - timed_start_s
     covered = (t[-1] - t[0]) if len(t) >= 2 else 0.0
     out: dict[str, Any] = {
         "timed_start_s": timed_start_s, "timed_end_s": timed_end_s, "timed_s": timed_s,
         "samples_in_window": len(win),
         "first_sample_s": t[0] if t else None, "last_sample_s": t[-1] if t else None,
+        "window_marked": len(bracket) - len(win) == 2,
         "covered_s": covered,
         "window_coverage": covered / timed_s if timed_s > 0 else None,
         "cpu_pct_mean": _mean(_vals(win, "proc_cpu_pct")),
@@ -421,8 +454,8 @@ def summarize(rows: Sequence[dict[str, Any]], *, timed_start_s: float, timed_end
     for i in gpu_indices:
         busy = _vals(win, gpu_col("gpu_busy_pct", i))
         power = _vals(win, gpu_col("power_w", i))
-        e, how = energy_joules(t, [r.get(gpu_col("energy_mj", i)) for r in win],
-                               [r.get(gpu_col("power_w", i)) for r in win])
+        e, how = energy_joules(t, [r.get(gpu_col("energy_mj", i)) for r in bracket],
+                               [r.get(gpu_col("power_w", i)) for r in bracket])
         per_gpu[str(i)] = {
             "gpu_busy_pct_mean": _mean(busy), "gpu_busy_pct_p90": _p90(busy),
             "mem_used_peak_mb": max(_vals(win, gpu_col("gpu_mem_used_mb", i)), default=None),

@@ -62,8 +62,11 @@ def test_quality_per_noise_level_with_noisy_input_beside(single_run):
 def test_telemetry_covers_the_timed_window(single_run):
     _, cell_dir, record = single_run
     table = pd.read_parquet(cell_dir / store.TELEMETRY)
-    assert {"setup", "warmup", "timed", "eval"} >= set(table["phase"])
+    assert {"setup", "warmup", "timed", "eval", "window_start", "window_end"} >= \
+        set(table["phase"])
     tele = record["telemetry"]
+    # The boundary marks bracket the window: energy and coverage span all of it.
+    assert tele["window_marked"] and tele["window_coverage"] >= 1.0
     timed_rows = table[table["phase"] == "timed"]
     assert tele["samples_in_window"] == len(timed_rows) > 0
     # The summary's window is the steps table's timed phase, on one clock.

@@ -364,6 +364,25 @@ def test_summarize_known_values():
     assert s2["samples_in_window"] == 3 and s2["per_gpu"]["0"]["gpu_busy_pct_mean"] == 40.0
 
 
+def test_boundary_marks_make_energy_cover_the_whole_window():
+    rows = _synthetic_rows()
+    for t, phase in ((1.4, "window_start"), (11.6, "window_end"), (0.5, "window_start")):
+        mark = dict(rows[0], t_s=t, phase=phase)
+        mark[gpu_col("energy_mj", 0)] = int(10**9 + 300_000 * t)
+        mark[gpu_col("gpu_busy_pct", 0)] = 5000.0  # a mark never enters the means
+        rows.append(mark)
+    s = summarize(rows, timed_start_s=1.5, timed_end_s=11.5, images=500, gpu_indices=[0])
+    g0 = s["per_gpu"]["0"]
+    # 300 W from the last start mark (1.4 s) to the first end mark (11.6 s), not 2..11 s.
+    assert g0["energy_j"] == pytest.approx(300.0 * 10.2)
+    assert s["window_marked"] and s["covered_s"] == pytest.approx(10.2)
+    assert s["window_coverage"] == pytest.approx(1.02)
+    assert g0["gpu_busy_pct_mean"] == pytest.approx(55.0) and s["samples_in_window"] == 10
+    unmarked = summarize(_synthetic_rows(), timed_start_s=1.5, timed_end_s=11.5, images=500,
+                         gpu_indices=[0])
+    assert not unmarked["window_marked"]
+
+
 def test_summarize_no_samples_in_window():
     s = summarize(_synthetic_rows(), timed_start_s=100.0, timed_end_s=101.0, images=5,
                   gpu_indices=[0])

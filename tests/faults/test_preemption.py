@@ -29,6 +29,7 @@ def test_preempted_cell_resumes_to_identical_weights(tmp_path, strategy):
     stopped = record["timing"]["steps_done"]
     assert 12 <= stopped < STEPS
     assert (cell_dir / "checkpoint.pt").exists()
+    assert record["env"]["hostname"] and "slurm" in record["env"]
 
     resumed = run_cli("run", *RUN, "--strategy", strategy, "--out", interrupted)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr

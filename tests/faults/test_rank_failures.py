@@ -2,6 +2,7 @@
 the sweep's other cells complete."""
 import json
 import signal
+import socket
 
 from bench import store
 from conftest import TINY
@@ -23,6 +24,8 @@ def test_sigkilled_rank_fails_the_cell_and_the_sweep_goes_on(tmp_path):
     record = json.loads((cell_dir / store.RECORD).read_text())
     assert record["status"] == "failed"
     assert record["error"]["message"] == "rank 1 was killed by signal SIGKILL", record["error"]
+    # A failed record still says where it ran (node, Slurm ids), so a retry can be aimed.
+    assert record["env"]["hostname"] == socket.gethostname() and "slurm" in record["env"]
     assert processes_of(cell_dir) == []
     others = [r for r in store.records(out)[0] if r["cell_id"] != record["cell_id"]]
     assert [r["status"] for r in others] == ["ok"]

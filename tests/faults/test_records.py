@@ -15,10 +15,24 @@ class Payload:
 
 
 def test_checkpoint_loading_refuses_code(tmp_path):
+    if os.path.exists("/tmp/bench-pwned"):
+        os.remove("/tmp/bench-pwned")
     torch.save({"cell_id": "x", "fingerprint": "y", "evil": Payload()}, tmp_path / "checkpoint.pt")
-    with pytest.raises(pickle.UnpicklingError):
-        checkpoint.load(tmp_path, "x", "y")
+    # Refused by weights_only=True, never executed; set aside so the cell starts over.
+    assert checkpoint.load(tmp_path, "x", "y") is None
     assert not os.path.exists("/tmp/bench-pwned")
+    assert not (tmp_path / checkpoint.CHECKPOINT).exists()
+    assert (tmp_path / checkpoint.UNREADABLE).exists()
+    with pytest.raises(pickle.UnpicklingError):  # what load() caught: the refusal itself
+        torch.load(tmp_path / checkpoint.UNREADABLE, weights_only=True)
+
+
+def test_truncated_checkpoint_means_start_over(tmp_path):
+    checkpoint.save(tmp_path, {"cell_id": "x", "fingerprint": "y", "next_step": 3})
+    data = (tmp_path / checkpoint.CHECKPOINT).read_bytes()
+    (tmp_path / checkpoint.CHECKPOINT).write_bytes(data[: len(data) // 2])
+    assert checkpoint.load(tmp_path, "x", "y") is None
+    assert not (tmp_path / checkpoint.CHECKPOINT).exists()
 
 
 def test_checkpoint_of_another_cell_is_ignored(tmp_path):
@@ -69,3 +83,19 @@ def test_the_killed_rank_is_the_cause_whichever_torchrun_lists_first():
                                                                  survivor_code=None)
     assert dead_rank(swapped) == (1, "SIGKILL")
     assert dead_rank("Traceback: no torchrun report") is None
+
+
+def test_rerun_policy_per_status(tmp_path):
+    from bench.runner import should_skip
+    for status in ("ok", "failed", "preempted"):
+        store.write_json(tmp_path / status / store.RECORD, {"cell_id": status, "status": status})
+    assert should_skip(tmp_path / "ok", force=False, retry_failed=True)["status"] == "ok"
+    assert should_skip(tmp_path / "failed", force=False, retry_failed=True) is None
+    assert should_skip(tmp_path / "failed", force=False, retry_failed=False)["status"] == "failed"
+    # A preempted cell did not fail: it resumes whatever the retry policy.
+    assert should_skip(tmp_path / "preempted", force=False, retry_failed=False) is None
+    # --force starts over: an ok cell reruns and a checkpoint is discarded.
+    checkpoint.save(tmp_path / "preempted", {"cell_id": "preempted"})
+    assert should_skip(tmp_path / "ok", force=True, retry_failed=True) is None
+    assert should_skip(tmp_path / "preempted", force=True, retry_failed=True) is None
+    assert not (tmp_path / "preempted" / checkpoint.CHECKPOINT).exists()
