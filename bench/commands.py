@@ -61,13 +61,21 @@ def plan_cells(args):
     device_type = plan.default_device_type(args.device)
     gpus = plan.visible_gpus()
     cells, notes = cells_from_args(args, device_type, gpus)
+    epochs = getattr(args, "epochs", None)
+    if epochs is not None and epochs < 1:
+        raise BadInput(f"--epochs {epochs} is invalid; it must be at least 1")
     for cell in cells:
-        plan.validate_cell(cell, gpus)
+        # With --epochs the steps come from the data: only the warm-up bound waits for it.
+        plan.validate_cell(cell.replace(steps=cell.warmup + 1) if epochs else cell, gpus)
     prepared = plan.prepare_data(cells, cache_dir=getattr(args, "cache_dir", None))
     from bench.obfuscate import check_training
     for cell in cells:  # target vs source, and an obfuscated folder's declared σ and mean
         check_training(cell, prepared[plan.DataKey.of(cell)])
     plan.check_batch_fits(cells, prepared)
+    if epochs is not None:
+        cells = plan.steps_for_epochs(cells, prepared, epochs)
+        notes.append(f"--epochs {epochs}: {', '.join(sorted({str(c.steps) for c in cells}))} "
+                     "steps per cell")
     return cells, prepared, plan.fingerprints(cells, prepared), notes
 
 

@@ -138,13 +138,18 @@ def prepare(
     limit: int | None = None,
     skip_bad: bool = False,
     cache_dir: str | Path | None = None,
+    noisy_only: bool = False,
 ) -> PreparedData:
-    """Decode ``source`` once into the cache (or find it there) and describe the result."""
+    """Decode ``source`` once into the cache (or find it there) and describe the result.
+    ``noisy_only``: of an obfuscated folder, open only the noisy files, never a clean image
+    Site One may have sent along (noise2noise training at Site Two)."""
     image_size = _validate_image_size(image_size)
     seed = validate_seed(seed)
     limit = _validate_limit(limit)
-    plan = _plan(source, image_size=image_size, seed=seed, limit=limit, skip_bad=bool(skip_bad))
-    key = _cache_key(plan, image_size=image_size, seed=seed, limit=limit, skip_bad=bool(skip_bad))
+    plan = _plan(source, image_size=image_size, seed=seed, limit=limit, skip_bad=bool(skip_bad),
+                 noisy_only=bool(noisy_only))
+    key = _cache_key(plan, image_size=image_size, seed=seed, limit=limit, skip_bad=bool(skip_bad),
+                     **({"noisy_only": True} if noisy_only else {}))
     root = cache_root(cache_dir)
     stem = root / f"{plan.kind}-{image_size}px-{key[:24]}"
     npy_path, meta_path = stem.with_suffix(".npy"), stem.with_suffix(".json")
@@ -187,7 +192,8 @@ def cache_root(cache_dir: str | Path | None = None) -> Path:
     return Path(cache_dir).expanduser()
 
 
-def _plan(source: str, *, image_size: int, seed: int, limit: int | None, skip_bad: bool) -> _Plan:
+def _plan(source: str, *, image_size: int, seed: int, limit: int | None, skip_bad: bool,
+          noisy_only: bool = False) -> _Plan:
     if not isinstance(source, str):
         raise BadInput(f"data source {source!r} is not a string; allowed: {ALLOWED_SOURCES}")
     kind, has_arg, arg = source.strip().partition(":")
@@ -204,7 +210,7 @@ def _plan(source: str, *, image_size: int, seed: int, limit: int | None, skip_ba
             return _nih_plan(directory, image_size, seed, limit, skip_bad)
         return _folder_plan(directory, image_size, seed, limit, skip_bad)
     if kind == "obfuscated" and arg:
-        return _obfuscated_plan(_existing_dir(arg), image_size, limit)
+        return _obfuscated_plan(_existing_dir(arg), image_size, limit, noisy_only)
     raise BadInput(f"data source {source!r} is unknown; allowed: {ALLOWED_SOURCES}")
 
 
@@ -686,7 +692,8 @@ def _folder_plan(
 # --------------------------------------------------------------------------- obfuscated
 
 
-def _obfuscated_plan(directory: Path, image_size: int, limit: int | None) -> _Plan:
+def _obfuscated_plan(directory: Path, image_size: int, limit: int | None,
+                     noisy_only: bool = False) -> _Plan:
     """Rows of the cached array: realisation k of image i at k * N + i, then (only when Site
     One sent them) the clean images at R * N + i. Every file is checked against the manifest
     on each prepare, cached or not."""
@@ -694,7 +701,7 @@ def _obfuscated_plan(directory: Path, image_size: int, limit: int | None) -> _Pl
 
     if limit is not None:
         raise BadInput(f"limit {limit} cannot be used with an obfuscated source; omit it")
-    manifest = read_manifest(directory)
+    manifest = read_manifest(directory, skip_clean=noisy_only)
     if manifest.image_size != image_size:
         raise BadInput(
             f"obfuscated folder {directory} holds {manifest.image_size}-px images; pass "
@@ -702,7 +709,8 @@ def _obfuscated_plan(directory: Path, image_size: int, limit: int | None) -> _Pl
         )
     count, realisations = len(manifest.ids), manifest.realisations
     files = [manifest.noisy_file(i, k) for k in range(realisations) for i in range(count)]
-    if manifest.clean_included:
+    with_clean = manifest.clean_included and not noisy_only
+    if with_clean:
         files += [manifest.clean_file(i) for i in range(count)]
 
     def build(store: _ArrayStore) -> _Built:
@@ -729,7 +737,7 @@ def _obfuscated_plan(directory: Path, image_size: int, limit: int | None) -> _Pl
                     "sigma": manifest.sigma,
                     "mean": manifest.mean,
                     "seed": manifest.seed,
-                    "clean_rows": manifest.clean_included,
+                    "clean_rows": with_clean,
                     "manifest_sha256": manifest.sha256,
                 }
             },

@@ -105,11 +105,13 @@ class DataKey:
     seed: int
     limit: int | None
     skip_bad: bool
+    noisy_only: bool = False  # noise2noise: the data layer opens no clean image at all
 
     @classmethod
     def of(cls, cell: Cell) -> "DataKey":
         # The split depends on the base seed only: every repeat evaluates on the same images.
-        return cls(cell.data, cell.image_size, cell.seed, cell.limit, cell.skip_bad)
+        return cls(cell.data, cell.image_size, cell.seed, cell.limit, cell.skip_bad,
+                   cell.target == "noise2noise")
 
 
 def prepare_data(cells: list[Cell], cache_dir: str | None = None) -> dict[DataKey, object]:
@@ -117,11 +119,35 @@ def prepare_data(cells: list[Cell], cache_dir: str | None = None) -> dict[DataKe
     prepared = {}
     for key in dict.fromkeys(DataKey.of(c) for c in cells):
         prepared[key] = prepare(key.source, image_size=key.image_size, seed=key.seed,
-                                limit=key.limit, skip_bad=key.skip_bad, cache_dir=cache_dir)
+                                limit=key.limit, skip_bad=key.skip_bad, cache_dir=cache_dir,
+                                noisy_only=key.noisy_only)
         if len(prepared[key].split("train")) == 0 or len(prepared[key].split("test")) == 0:
             raise BadInput(f"data source {key.source} yields no training or no test images "
                            f"at image size {key.image_size}")
     return prepared
+
+
+def steps_for_epochs(cells: list[Cell], prepared: dict, epochs: int) -> list[Cell]:
+    """The cells with `steps` = epochs × the full global batches of one pass over the
+    training set the sampler draws from (its incomplete tail is dropped, as in training)."""
+    from bench.data import training_dataset
+    if epochs < 1:
+        raise BadInput(f"--epochs {epochs} is invalid; it must be at least 1")
+    out = []
+    for cell in cells:
+        items = len(training_dataset(prepared[DataKey.of(cell)], "train", target=cell.target,
+                                     sigmas=cell.noise, seed=cell.workload_seed,
+                                     noise_mean=cell.noise_mean, augment=True))
+        per_epoch = items // cell.effective_global_batch
+        if per_epoch < 1:
+            raise BadInput(f"global batch {cell.effective_global_batch} exceeds the {items} "
+                           f"training items of {cell.data}: not one step per epoch")
+        steps = epochs * per_epoch
+        if steps <= cell.warmup:
+            raise BadInput(f"--epochs {epochs} gives {steps} steps, which must exceed --warmup "
+                           f"{cell.warmup}, or no step would be timed")
+        out.append(cell.replace(steps=steps))
+    return out
 
 
 def check_batch_fits(cells: list[Cell], prepared: dict) -> None:

@@ -94,7 +94,8 @@ def add_parsers(sub) -> None:
 _SPEC_KEY_OF_FLAG = {"batch": "workload.global_batch", "timeout": "workload.timeout_s",
                      "model": "matrix.models", "strategy": "matrix.configurations",
                      "precision": "matrix.configurations", "devices": "matrix.configurations",
-                     "zero": "matrix.configurations", "noise": "matrix.noise"}
+                     "zero": "matrix.configurations", "noise": "matrix.noise",
+                     "epochs": "workload.steps"}
 _RUN_OPTIONS_WITH_SPEC = {"command", "spec", "out", "force", "retry_failed", "cache_dir", "device"}
 
 
@@ -197,13 +198,23 @@ def srun_wrapper(cell):
     return lambda argv: [*words, *argv]
 
 
+def allocated_nodes() -> int:
+    """Nodes of the Slurm allocation this array task runs on (its script's rendezvous says
+    how many; 1 outside Slurm)."""
+    rdzv = os.environ.get("BENCH_RDZV", "")
+    try:
+        return max(1, int(rdzv.split(",")[1])) if rdzv else 1
+    except (IndexError, ValueError):
+        return 1
+
+
 def cmd_cell(args) -> int:
     from bench import plan
     from bench import spec as specs
     from bench.runner import run_cell, should_skip
 
     cell, resolved, default_out = _cell_of(args)
-    gpus = plan.visible_gpus()
+    gpus = plan.visible_gpus() * allocated_nodes()  # a multi-node cell spans the allocation
     try:
         plan.validate_cell(cell, gpus)
     except BadInput as exc:

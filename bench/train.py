@@ -385,7 +385,10 @@ def count_flops(model, cell: Cell, runtime) -> int | None:
     example = torch.zeros(batch, 1, cell.image_size, cell.image_size, device=runtime.device)
     try:
         flops = train_step_flops(copy.deepcopy(model), example)
-    except Exception:  # counting is a nicety; it must never stop a run
+    except Exception as exc:  # noqa: BLE001 - counting is a nicety; it never stops a run
+        import logging
+        logging.getLogger(__name__).warning("FLOPs not counted, so no MFU: %s: %s",
+                                            type(exc).__name__, exc)
         return None
     return int(flops * cell.effective_global_batch / batch)
 
@@ -464,6 +467,10 @@ def write_results(job: Job, strategy, runtime, cell_dir: Path, history: History,
         "peak_mem_mb_per_rank": [r["peak_mem_mb"] for r in per_rank],
         "peak_mem_reserved_mb_per_rank": [r.get("peak_mem_reserved_mb") for r in per_rank],
         "clock": "cuda-events" if runtime.device_type == "cuda" else "host-monotonic",
+        # Each rank's own median timed step: a straggler shows up here before it shows in
+        # the slowest-rank step time that counts.
+        "step_time_median_s_per_rank": [float(np.median(np.asarray(r["step_times_s"])[~warm]))
+                                        if (~warm).any() else None for r in per_rank],
         **summarize_steps(timed),
     }
     telemetry_rows, gpu_reason = telemetry_info
@@ -487,6 +494,9 @@ def write_results(job: Job, strategy, runtime, cell_dir: Path, history: History,
             "flops_per_step": flops_per_step,
             "tflops": flops_per_step / timing["step_time_median_s"] / 1e12,
             "mfu": value, "mfu_note": reason})
+    elif runtime.is_main:
+        telemetry_summary.update({"mfu": None, "mfu_note": "FLOPs could not be counted (the "
+                                                           "reason is in cell.log)"})
     telemetry_summary["input_bound"] = timing["data_wait_frac"] > INPUT_BOUND_FRAC
     if samples:
         np.savez_compressed(Path(cell_dir) / "samples.npz", **samples)

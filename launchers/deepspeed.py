@@ -27,6 +27,12 @@ class DeepSpeedEngine(Engine):
             self.skipped_steps = int(self.model.skipped_steps)
         return loss.detach()
 
+    def grad_norm(self) -> float | None:
+        """The global norm DeepSpeed computed in its last step (ZeRO 1-3, or clipping on);
+        None where it computed none: its step() has already freed the gradients."""
+        norm = self.model.get_global_grad_norm()
+        return None if norm is None else float(norm)
+
     def full_state_dict(self, runtime: Runtime) -> dict | None:
         import deepspeed
         from deepspeed.utils import safe_get_full_fp32_param

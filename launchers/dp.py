@@ -13,7 +13,10 @@ class DataParallel(Strategy):
         else:
             # Without GPUs DataParallel has no replicas and simply calls the module; the
             # record states this so nobody reads a CPU "dp" figure as a parallel one.
-            wrapped = torch.nn.DataParallel(model, device_ids=[])
+            # Where CUDA exists (--device cpu on a GPU node) DataParallel refuses an empty
+            # device list, so the module is used as is: the same thing it would run.
+            wrapped = model if torch.cuda.is_available() else \
+                torch.nn.DataParallel(model, device_ids=[])
         return Engine(wrapped, optimizer, Precision(cell.precision, runtime.device_type))
 
     def notes(self, cell) -> list[str]:

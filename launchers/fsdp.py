@@ -8,6 +8,18 @@ class FSDPEngine(Engine):
     # preempted cell of this strategy is recorded as such and starts over when re-run.
     supports_checkpoint = False
 
+    def grad_norm(self) -> float:
+        """Collective: each rank holds a shard of every gradient (a DTensor); the squares of
+        the local shards add up across ranks to the full norm."""
+        import torch
+        import torch.distributed as dist
+        local = [p.grad.to_local().detach().float().pow(2).sum()
+                 for p in self.model.parameters() if p.grad is not None]
+        total = torch.stack(local).sum() if local else torch.zeros(())
+        total = total.to(next(self.model.parameters()).device)
+        dist.all_reduce(total)
+        return float(total.sqrt())
+
     def full_state_dict(self, runtime: Runtime) -> dict | None:
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
         # Collective: shards are gathered; only rank 0 keeps the full CPU copy.

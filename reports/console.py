@@ -140,7 +140,7 @@ def render_report(comp, results_dir: Path | None = None, *, brief: bool = False,
                               "over repeats", caption_justify="left")
         for name in ("config", "dev", "prec", "n", "img/s", "train s", "speedup", "eff.",
                      "saving", *(QUALITY_UNITS[m][0] for m in QUALITY_UNITS),
-                     "GPU busy %" if has_gpu else "CPU %", "J/img" if has_gpu else "MFU"):
+                     *(("GPU busy %", "J/img") if has_gpu else ("CPU %",)), "MFU"):
             table.add_column(name, justify="left" if name in ("config", "prec") else "right")
         for _, row in g.iterrows():
             quality = []
@@ -165,8 +165,9 @@ def render_report(comp, results_dir: Path | None = None, *, brief: bool = False,
                 fmt(row["time_saving_pct"], "+.1f") + ("%" if _finite(row["time_saving_pct"])
                                                        else ""),
                 *quality,
-                fmt(row["gpu_busy_pct"] if has_gpu else row["cpu_pct"], ".0f"),
-                fmt(row["energy_per_img_j"] if has_gpu else row["mfu"], ".3g"))
+                *((fmt(row["gpu_busy_pct"], ".0f"), fmt(row["energy_per_img_j"], ".3g"))
+                  if has_gpu else (fmt(row["cpu_pct"], ".0f"),)),
+                fmt(row["mfu"], ".1%"))
         out.print(table)
         noisy = [f"{QUALITY_UNITS[m][0]} {fmt(first.get(f'{m}_noisy_mean'), QUALITY_UNITS[m][1])}"
                  for m in QUALITY_UNITS]

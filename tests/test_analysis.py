@@ -325,3 +325,13 @@ def test_privacy_audit_means_over_repeats_and_keeps_site_one_averages():
     assert row_["gap_psnr"] == pytest.approx(8.0) and row_["n"] == 2
     assert row_["averaged_psnr"] == 23.0  # mean over the repeats that measured it
     assert analysis.privacy_audit(frame_of([record()])).empty
+
+
+def test_input_bound_cells_are_named_with_their_wait():
+    slow = record(strategy="ddp", devices=2, cell_id="slow-cell")
+    slow["telemetry"]["input_bound"] = True
+    slow["timing"]["data_wait_frac"] = 0.25
+    comp = analysis.compare_configs(frame_of([record(), slow]))
+    assert "slow-cell is input-bound: data-loader wait was 25% of its window" in comp.notes
+    assert not any("input-bound" in n for n in analysis.compare_configs(
+        frame_of([record()])).notes)

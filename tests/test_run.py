@@ -75,6 +75,9 @@ def test_telemetry_covers_the_timed_window(single_run):
     assert timed_rows["t_s"].max() <= tele["timed_end_s"]
     assert tele["gpu_busy_pct_mean"] is None and tele["gpu_reason"]
     assert tele["cpu_pct_mean"] > 0 and tele["rss_peak_mb"] > 50
+    # FLOPs are counted on every cell; MFU needs a known peak, and says why when it has none.
+    assert tele["flops_per_step"] > 0 and tele["tflops"] > 0 and tele["mfu_note"]
+    assert tele["mfu"] is None or 0 < tele["mfu"] < 1
 
 
 def test_summary_is_printed(single_run):
@@ -105,3 +108,16 @@ def test_default_workload_beats_the_noisy_input(tmp_path, model):
     q = record["quality"][0]
     assert q["psnr"] > q["noisy_psnr"] + 1.0, q
     assert q["ssim"] > q["noisy_ssim"], q
+
+
+def test_epochs_set_the_steps_from_the_training_set(tmp_path):
+    out = tmp_path / "results"
+    result = run_cli("run", *TINY, "--epochs", "1", "--batch", "32", "--model", "unet",
+                     "--strategy", "single", "--sample-hz", "0", "--out", out)
+    assert result.returncode == 0, result.stdout + result.stderr
+    (record,) = store.records(out)[0]
+    # One pass over every training tile in its 8 dihedral views, in full global batches.
+    expected = record["data"]["train_images"] * 8 // 32
+    assert record["cell"]["steps"] == expected == len(pd.read_parquet(
+        f"{record['_dir']}/{store.STEPS}"))
+    assert f"--epochs 1: {expected} steps per cell" in " ".join(result.stdout.split())

@@ -189,3 +189,11 @@ def test_slurm_command_bad_input(tmp_path):
     assert result.returncode == 2 and "--submit needs sbatch" in result.stderr, result.stderr
     assert not out.exists()
     assert os.environ.get("PATH")  # the test's own environment is untouched
+
+
+def test_a_multi_node_cell_counts_the_allocation_s_nodes(monkeypatch):
+    from bench.sweep import allocated_nodes
+    monkeypatch.delenv("BENCH_RDZV", raising=False)
+    assert allocated_nodes() == 1
+    monkeypatch.setenv("BENCH_RDZV", "node1:29500,4,1234")  # what array.sbatch exports
+    assert allocated_nodes() == 4

@@ -49,6 +49,10 @@ def test_each_strategy_trains_the_same_workload(sweep, key):
         from launchers.base import usable_cores
         assert record["runtime"]["threads_per_rank"] == max(1, usable_cores() // 2)
         assert len(record["timing"]["peak_mem_mb_per_rank"]) == 2
+        # The step that counts is the slowest rank's: never below either rank's own median.
+        per_rank = record["timing"]["step_time_median_s_per_rank"]
+        assert len(per_rank) == 2 and all(t > 0 for t in per_rank)
+        assert record["timing"]["step_time_median_s"] >= max(per_rank) - 1e-12
     else:
         assert record["runtime"]["world_size"] == 1
 
@@ -67,7 +71,7 @@ def test_dp_on_cpu_says_it_has_no_replicas(sweep):
     assert any("no device replicas" in n for n in sweep[("dp", "fp32", None)]["notes"])
 
 
-PARITY = ["--model", "unet", "--width", "4", "--depth", "2", "--image-size", "32",
+PARITY = ["--device", "cpu", "--model", "unet", "--width", "4", "--depth", "2", "--image-size", "32",
           "--batch", "8", "--check-steps", "5", "--strategy", "ddp", "--devices", "2"]
 
 
@@ -77,8 +81,32 @@ def test_parity_ddp_matches_single_with_group_norm():
     assert "within tolerance" in result.stdout and "parity: passed" in result.stdout
 
 
+@pytest.mark.parametrize("strategy,zero", [("deepspeed", "2"), ("fsdp", None)])
+def test_parity_of_sharded_strategies_includes_their_gradient_norm(strategy, zero):
+    """ZeRO-2 and FSDP free or shard their gradients; the norm is read their way and must
+    match single-device fp32 as closely as DDP's does."""
+    args = [*PARITY[:-4], "--strategy", strategy, "--devices", "2", "--norm", "group"]
+    result = run_cli("parity", *args, *(["--zero", zero] if zero else []))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "within tolerance" in result.stdout and "parity: passed" in result.stdout
+    assert "no gradient norm" not in result.stdout
+
+
 def test_parity_detects_batchnorm_per_rank_statistics():
     """The check can fail: BatchNorm on 2 ranks normalises each half-batch separately."""
     result = run_cli("parity", *PARITY, "--norm", "batch")
     assert result.returncode == 1, result.stdout + result.stderr
     assert "diverges" in result.stdout and "per rank" in result.stdout
+
+
+@pytest.mark.parametrize("strategy", ["dp", "ddp", "deepspeed", "fsdp"])
+def test_more_gpus_than_visible_is_refused_before_launch(strategy):
+    # The check every strategy runs on the visible-GPU count it is given (no GPU needed).
+    from bench.cell import Cell
+    from bench.errors import BadInput
+    from launchers import get_strategy
+    cell = Cell(strategy=strategy, devices=4, device_type="cuda", global_batch=16,
+                zero_stage=1 if strategy == "deepspeed" else None)
+    with pytest.raises(BadInput, match="--devices 4 asks for more GPUs than the 2 visible"):
+        get_strategy(strategy).validate(cell, 2)
+    get_strategy(strategy).validate(cell, 4)  # enough GPUs: accepted

@@ -207,3 +207,18 @@ def test_evaluate_rejects_what_it_cannot_score(tmp_path):
     assert os.stat(junk).st_size > 0
     with pytest.raises(BadInput, match="holds no clean images"):
         audit.evaluate_model(junk, "obfuscated:/anywhere")
+
+
+def test_noise2noise_opens_no_clean_file_even_when_site_one_sent_them(tmp_path):
+    folder = _folder(tmp_path)
+    out = tmp_path / "outbox"
+    made = run_cli("obfuscate", f"folder:{folder}", out, "--sigma", "0.1", "--image-size", SIZE,
+                   "--include-clean")
+    assert made.returncode == 0, made.stderr
+    shutil.rmtree(out / ob.CLEAN_DIR)  # from now on, whatever opens a clean file fails
+    trained = run_cli("run", "--data", f"obfuscated:{out}", "--target", "noise2noise",
+                      "--image-size", SIZE, "--steps", "4", *SMALL, "--out", tmp_path / "n2n")
+    assert trained.returncode == 0, trained.stdout + trained.stderr
+    supervised = run_cli("run", "--data", f"obfuscated:{out}", "--target", "clean",
+                         "--image-size", SIZE, "--steps", "4", *SMALL, "--out", tmp_path / "sup")
+    assert supervised.returncode == 2 and "is missing" in supervised.stderr, supervised.stderr

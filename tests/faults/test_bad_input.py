@@ -25,6 +25,7 @@ BAD = [
     (["--norm", "layer"], "layer"),
     (["--lr", "-1"], "learning rate"),
     (["--repeats", "0"], "--repeats 0"),
+    (["--epochs", "0"], "--epochs 0"),
     (["--batch", "100000"], "exceeds"),
     (["--strategy", "deepspeed", "--devices", "2", "--precision", "fp16"], "fp16 needs a CUDA GPU"),
     (["--strategy", "fsdp", "--devices", "0"], "--devices 0"),
