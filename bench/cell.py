@@ -19,7 +19,7 @@ SCALING_MODES = ("strong", "weak")
 # differ only here did the same work and may be compared (DESIGN.md, identical workloads).
 EXECUTION_FIELDS = frozenset({
     "strategy", "devices", "precision", "zero_stage", "repeat", "timeout_s", "sample_hz",
-    "device_type", "checkpoint_every",
+    "device_type",
 })
 
 
@@ -57,7 +57,6 @@ class Cell:
     device_type: str = "cpu"
     timeout_s: float = 1800.0
     sample_hz: float = 2.0
-    checkpoint_every: int = 0
     # "clean" (supervised, the default) or "noise2noise" (pairs of noisy realisations from an
     # obfuscated folder). Left out of to_dict() when "clean", so the ids and fingerprints of
     # ordinary cells are what they were before the field existed.

@@ -120,10 +120,25 @@ def cmd_env(args) -> int:
 
 
 def cmd_selfbench(args) -> int:
-    from bench.selfbench import overhead_ratio
+    from bench.selfbench import WARMUP, overhead_ratio
     from reports.console import console
+    if args.steps <= WARMUP:
+        raise BadInput(f"--steps {args.steps} must exceed the {WARMUP} warm-up steps selfbench runs")
+    if args.repeats < 1:
+        raise BadInput(f"--repeats {args.repeats} is invalid; it must be at least 1")
     result = overhead_ratio(model=args.model, steps=args.steps, repeats=args.repeats)
     console().print_json(json.dumps(result))
+    share = result["sampler_cpu_share"]
+    console().print(
+        f"harness/bare {result['harness_overhead_ratio']:.3f} (target {result['harness_target']}"
+        f"; per repeat {min(result['harness_ratio_per_repeat']):.3f}–"
+        f"{max(result['harness_ratio_per_repeat']):.3f}) · unsampled/sampled at "
+        f"{result['sample_hz']:g} Hz {result['sampling_throughput_ratio']:.3f} (target "
+        f"{result['sampling_target']}; per repeat {min(result['sampling_ratio_per_repeat']):.3f}"
+        f"–{max(result['sampling_ratio_per_repeat']):.3f}) · sampler "
+        + (f"{result['sampler_cpu_ms_per_sample']:.2f} ms CPU per sample = {share:.2%} of the "
+           f"{result['threads']} threads" if share is not None else "took no sample")
+        + f" · step-time CV {result['step_time_cv'] or 0:.1%}")
     return 0
 
 

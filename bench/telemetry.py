@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 PHASES = ("setup", "warmup", "timed", "eval")
 WINDOW_MARKS = ("window_start", "window_end")  # the caller's own samples at the boundaries
+TREE_RESCAN_S = 2.0  # how often the cell's process tree is listed again
 
 # NVML per-GPU fields; a row holds them as f"{field}_{gpu_index}" (see gpu_col).
 GPU_FIELDS = (
@@ -139,6 +140,7 @@ class Sampler:
         self._nvml: Any = None
         self._gpus: list[_NvmlGpu] = []
         self._procs: dict[int, psutil.Process] = {}
+        self._tree_listed = -math.inf
         self._last_core_times: list[Any] | None = None
 
     # -- caller API -------------------------------------------------------------------------
@@ -232,7 +234,13 @@ class Sampler:
     def _tree(self) -> list[tuple[psutil.Process, bool]]:
         """Root and all descendants as (process, has_cpu_baseline). Process objects are cached
         so cpu_percent measures since the previous sample; a process seen for the first time
-        is primed here and contributes CPU from the next sample on."""
+        is primed here and contributes CPU from the next sample on. Listing descendants reads
+        every process's /proc entry (most of a sample's cost), and a cell's ranks and workers
+        start before its timed window, so the tree is listed again only every TREE_RESCAN_S."""
+        now = time.monotonic()
+        if self._procs and now - self._tree_listed < TREE_RESCAN_S:
+            return [(p, True) for p in self._procs.values()]
+        self._tree_listed = now
         root = self._procs.get(self.root_pid) or psutil.Process(self.root_pid)
         found = [root, *root.children(recursive=True)]
         live: dict[int, psutil.Process] = {}
