@@ -719,7 +719,8 @@ def privacy_audit(frame: pd.DataFrame) -> pd.DataFrame:
     long[values] = long[values].apply(pd.to_numeric, errors="coerce")
     table = long.groupby(keys, sort=False, dropna=False)[values].mean().reset_index()
     table["n"] = long.groupby(keys, sort=False, dropna=False).size().to_numpy()
-    return table.sort_values(["cell.model", "sigma"], kind="stable").reset_index(drop=True)
+    return table.sort_values(["cell.model", "sigma", "cell.devices", "config", "cell.precision"],
+                             kind="stable").reset_index(drop=True)
 
 
 @dataclass

@@ -536,7 +536,7 @@ def write_results(job: Job, strategy, runtime, cell_dir: Path, history: History,
     }
     if quality:
         from bench.audit import record_audit
-        record["audit"] = record_audit(cell, quality, "training run (clean test split)")
+        record["audit"] = record_audit(cell, quality, "training run")
     from bench.obfuscate import record_fields
     record.update(record_fields(cell, data_info, record["notes"], Path(cell_dir)))
     store.write_json(Path(cell_dir) / store.RECORD, record)
