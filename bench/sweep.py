@@ -201,11 +201,9 @@ def srun_wrapper(cell):
 def allocated_nodes() -> int:
     """Nodes of the Slurm allocation this array task runs on (its script's rendezvous says
     how many; 1 outside Slurm)."""
-    rdzv = os.environ.get("BENCH_RDZV", "")
-    try:
-        return max(1, int(rdzv.split(",")[1])) if rdzv else 1
-    except (IndexError, ValueError):
-        return 1
+    from launchers.base import slurm_rendezvous
+    rdzv = slurm_rendezvous()
+    return rdzv[1] if rdzv else 1
 
 
 def cmd_cell(args) -> int:

@@ -206,13 +206,27 @@ def validate_common(cell, visible_gpus: int, strategy: Strategy) -> None:
         raise BadInput(f"--zero applies only to --strategy deepspeed, not '{strategy.name}'")
 
 
+def slurm_rendezvous() -> tuple[str, int, str] | None:
+    """(endpoint, nodes, id) of the c10d rendezvous an array task's script exported as
+    BENCH_RDZV="host:port,nnodes,rdzv_id"; None outside such a task."""
+    rdzv = os.environ.get("BENCH_RDZV", "").strip()
+    if not rdzv:
+        return None
+    try:
+        endpoint, nnodes, job_id = rdzv.split(",")
+        return endpoint, max(1, int(nnodes)), job_id
+    except ValueError:
+        raise BadInput(f"BENCH_RDZV={rdzv!r} is malformed; the Slurm script sets it to "
+                       "host:port,nodes,id") from None
+
+
 def torchrun_argv(cell, entry: list[str], port: int) -> list[str]:
     """Standalone single-node rendezvous on a free port chosen by the runner; under Slurm
     the multi-node template passes its own rendezvous arguments instead."""
-    rdzv = os.environ.get("BENCH_RDZV")  # "host:port,nnodes,rdzv_id" set by Slurm scripts
+    rdzv = slurm_rendezvous()
     if rdzv:
-        endpoint, nnodes, job_id = rdzv.split(",")
-        nproc = cell.devices // int(nnodes)
+        endpoint, nnodes, job_id = rdzv
+        nproc = cell.devices // nnodes
         return [sys.executable, "-m", "torch.distributed.run", f"--nnodes={nnodes}",
                 f"--nproc-per-node={nproc}", "--rdzv-backend=c10d",
                 f"--rdzv-endpoint={endpoint}", f"--rdzv-id={job_id}", *entry]

@@ -197,3 +197,7 @@ def test_a_multi_node_cell_counts_the_allocation_s_nodes(monkeypatch):
     assert allocated_nodes() == 1
     monkeypatch.setenv("BENCH_RDZV", "node1:29500,4,1234")  # what array.sbatch exports
     assert allocated_nodes() == 4
+    from bench.errors import BadInput
+    monkeypatch.setenv("BENCH_RDZV", "node1:29500")
+    with pytest.raises(BadInput, match="BENCH_RDZV='node1:29500' is malformed"):
+        allocated_nodes()
