@@ -11,6 +11,7 @@ import psutil
 import yaml
 
 from bench import spec as specs
+from bench import store
 from conftest import REPO, run_cli
 
 SPEC = {"name": "resume", "workload": {"steps": 6, "warmup": 2, "global_batch": 8, "width": 4,
@@ -109,3 +110,22 @@ def test_status_and_summary_of_a_partly_failed_sweep(tmp_path):
     assert saved["configurations"][0]["throughput_median"] == 10.0
     human = run_cli("status", tmp_path)
     assert human.returncode == 0 and "3 cells: 1 ok, 1 failed, 1 missing" in human.stdout
+
+
+def test_concurrent_array_tasks_write_only_their_own_cells(tmp_path):
+    """Two array tasks of one sweep start at the same moment in the same results folder:
+    each writes its own cell folder, and the shared spec files stay whole."""
+    spec_file, out = tmp_path / "resume.yaml", tmp_path / "results"
+    spec_file.write_text(yaml.safe_dump(SPEC))
+    tasks = [subprocess.Popen([sys.executable, "-m", "bench", "cell", str(spec_file),
+                               "--index", str(i), "--out", str(out)], cwd=REPO,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for i in (0, 1)]
+    outputs = [t.communicate(timeout=600)[0] for t in tasks]
+    assert [t.returncode for t in tasks] == [0, 0], outputs
+    cells = specs.expand(specs.load_spec(str(spec_file)), "cpu", 0).cells
+    records = {r["cell_id"]: r for r in store.records(out)[0]}
+    assert set(records) == {c.cell_id for c in cells}  # one folder each, none shared
+    assert all(r["status"] == "ok" for r in records.values())
+    assert len(json.loads((out / specs.SPEC_JSON).read_text())["cells"]) == 2
+    assert not list(out.glob(".*.tmp")) and not list(out.glob("*/.*.tmp"))
