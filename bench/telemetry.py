@@ -3,8 +3,8 @@ rate beside training, plus pure functions that turn the samples into a timed-win
 
 Clock protocol: every row carries `t_s` = time.monotonic() - t0. A caller that wants exact
 phase boundaries reads `sampler.now_s()` *before* `set_phase("timed")` and *after*
-`set_phase("eval")`; the sampler reads the phase before the clock, so every sample tagged "timed"
-has timed_start_s <= t_s. The caller also takes one sample itself just before the window opens
+`set_phase("eval")`; a sample reads phase and clock under the lock set_phase takes, so every
+sample tagged "timed" has timed_start_s <= t_s <= timed_end_s. The caller also takes one sample itself just before the window opens
 and just after it closes (`mark`), so the energy counter brackets the window exactly instead of
 covering only the span between the thread's first and last sample.
 
@@ -149,7 +149,10 @@ class Sampler:
         return time.monotonic() - (self.t0 if self.t0 is not None else 0.0)
 
     def set_phase(self, name: str) -> None:
-        self.phase = name
+        """Under the sampling lock: a sample is wholly before the switch or wholly after it,
+        so a boundary read after set_phase returns bounds every sample of the old phase."""
+        with self._lock:
+            self.phase = name
 
     def mark(self, name: str) -> None:
         """One sample now, on the caller's thread, tagged `name` (a WINDOW_MARKS entry). Call it

@@ -326,6 +326,7 @@ def timed_loop(engine, loader, cell: Cell, device: str, *, sampler=None, progres
         if progress:
             progress.update(step + 1, "warmup" if step < timed_from else "timed")
     synchronize(device_type)
+    _phase(sampler, "eval")  # before the end is read: no "timed" sample can come after it
     window = (window_start, time.monotonic()) if window_start is not None else None
     if window is not None:
         _mark(sampler, "window_end")

@@ -215,6 +215,7 @@ def render_array(job: ArrayJob, *, sweep: str, spec_path: Path, out: Path, index
         "SPEC": shlex.quote(str(spec_path)),
         "OUT": shlex.quote(str(out)),
         "INDEX_FILE": shlex.quote(str(index_path)),
+        "REPORT_LINES": "\n".join(options.report_lines),
     })
 
 

@@ -171,8 +171,11 @@ class LocalSlurm:
             argv += ["-j", ",".join(job_ids)]
         out = self.client(*argv)
         if out.returncode != 0:
-            # squeue -j answers "Invalid job id" once every job has left slurmctld's memory.
-            return []
+            # squeue -j answers "Invalid job id" once every job has left slurmctld's memory;
+            # any other failure (a busy slurmctld timing out) says nothing: ask again.
+            if "invalid job id" in (out.stderr + out.stdout).lower():
+                return []
+            return [f"unknown (squeue failed: {out.stderr.strip()[:200]})"]
         return [line for line in out.stdout.splitlines()
                 if line.strip() and line.split()[-1] not in FINAL_STATES]
 

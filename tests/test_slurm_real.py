@@ -12,7 +12,7 @@ import yaml
 
 from bench import spec as specs
 from conftest import REPO
-from slurm_cluster import LocalSlurm, missing_requirements
+from slurm_cluster import FINAL_STATES, LocalSlurm, missing_requirements
 
 pytestmark = pytest.mark.skipif(missing_requirements() is not None,
                                 reason=missing_requirements() or "")
@@ -117,13 +117,18 @@ def test_preempted_task_requeues_itself_and_resumes(cluster, tmp_path):
     sent = cluster.client("scancel", "--batch", "--signal=TERM", task)
     assert sent.returncode == 0, sent.stderr
 
-    # The task requeues itself; Slurm holds a requeued job back for a while: release it.
+    # The task requeues itself; Slurm holds a requeued job back for a while: release it, then
+    # wait for that second run to end. Judged by the task's own state, not by squeue's list,
+    # which a busy slurmctld can leave empty for a moment mid-requeue.
     released = False
-    while cluster.active_jobs([array_id]) and time.monotonic() < deadline:
+    while time.monotonic() < deadline:
         state = cluster.job_state(task)
         if not released and state.get("JobState") == "PENDING" and state.get("Restarts") == "1":
             cluster.client("scontrol", "update", f"JobId={task}", "StartTime=now")
             released = True
+        ended = state.get("JobState") in FINAL_STATES
+        if state.get("Restarts") == "1" and ended and (released or state["JobState"] == "COMPLETED"):
+            break
         time.sleep(0.5)
     cluster.wait_for([array_id, jobs["aggregate"]], timeout_s=max(1, deadline - time.monotonic()))
     log = next((out / "slurm" / "logs").glob("bench-preempt-*_0.out")).read_text()
@@ -133,3 +138,7 @@ def test_preempted_task_requeues_itself_and_resumes(cluster, tmp_path):
     assert record["resumed"] and record["env"]["slurm"]["slurm_restart_count"] == "1"
     assert record["env"]["slurm"]["slurm_array_job_id"] == array_id
     assert record["segments"][0]["end_step"] < 60 and record["segments"][-1]["end_step"] == 60
+    # Whenever the summary job ran, the requeued run's own refresh leaves the sweep's summary
+    # saying what finally happened.
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["complete"] and [c["status"] for c in summary["cells"]] == ["ok"], summary
