@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 DAEMONS = ("munged", "slurmctld", "slurmd")
+CRED_EXPIRE_S = 10  # the requeue hold: short for tests (Slurm's default is 120 s)
 CLIENTS = ("sbatch", "squeue", "scontrol", "scancel", "srun")
 FINAL_STATES = frozenset({"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL",
                           "PREEMPTED", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE"})
@@ -68,7 +69,9 @@ class LocalSlurm:
             "SlurmdUser=root",
             "AuthType=auth/munge",
             "CredType=cred/munge",
-            f"AuthInfo=socket={root / 'munge.socket'}",
+            # cred_expire also sets how long a requeued job waits before it may start again
+            # (slurm.conf(5)); a relaunch inside that window fails "Job credential revoked".
+            f"AuthInfo=socket={root / 'munge.socket'},cred_expire={CRED_EXPIRE_S}",
             f"StateSaveLocation={root / 'state'}",
             f"SlurmdSpoolDir={root / 'spool'}",
             f"SlurmctldPidFile={root / 'slurmctld.pid'}",
