@@ -394,8 +394,9 @@ def speedups(frame: pd.DataFrame, baseline=BASELINE,
              confidence: float = CONFIDENCE) -> pd.DataFrame:
     """`config_stats` plus, against the baseline of the same workload group: speedup of
     throughput and of training time (ratios of geometric means over repeats, Welch t interval
-    on the logs), scaling efficiency = throughput speedup / (devices / baseline devices) (labelled strong
-    or weak from cell.scaling; undefined where the devices do not change), time saving %, and a note when run-to-run variation rivals the effect."""
+    on the logs), scaling efficiency = throughput speedup / (devices / baseline devices)
+    (labelled strong or weak from cell.scaling; undefined where the devices do not change),
+    time saving %, and a note when run-to-run variation rivals the effect."""
     base = _as_baseline(baseline)
     stats = config_stats(frame, confidence)
     if stats.empty:

@@ -129,20 +129,15 @@ def prepare_data(cells: list[Cell], cache_dir: str | None = None) -> dict[DataKe
 
 def steps_for_epochs(cells: list[Cell], prepared: dict, epochs: int) -> list[Cell]:
     """The cells with `steps` = epochs × the full global batches of one pass over the
-    training set the sampler draws from (its incomplete tail is dropped, as in training)."""
+    training set the sampler draws from (its incomplete tail is dropped, as in training).
+    Called after `check_batch_fits`, so every epoch holds at least one batch."""
     from bench.data import training_dataset
-    if epochs < 1:
-        raise BadInput(f"--epochs {epochs} is invalid; it must be at least 1")
     out = []
     for cell in cells:
         items = len(training_dataset(prepared[DataKey.of(cell)], "train", target=cell.target,
                                      sigmas=cell.noise, seed=cell.workload_seed,
                                      noise_mean=cell.noise_mean, augment=True))
-        per_epoch = items // cell.effective_global_batch
-        if per_epoch < 1:
-            raise BadInput(f"global batch {cell.effective_global_batch} exceeds the {items} "
-                           f"training items of {cell.data}: not one step per epoch")
-        steps = epochs * per_epoch
+        steps = epochs * (items // cell.effective_global_batch)
         if steps <= cell.warmup:
             raise BadInput(f"--epochs {epochs} gives {steps} steps, which must exceed --warmup "
                            f"{cell.warmup}, or no step would be timed")

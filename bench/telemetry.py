@@ -4,9 +4,10 @@ rate beside training, plus pure functions that turn the samples into a timed-win
 Clock protocol: every row carries `t_s` = time.monotonic() - t0. A caller that wants exact
 phase boundaries reads `sampler.now_s()` *before* `set_phase("timed")` and *after*
 `set_phase("eval")`; a sample reads phase and clock under the lock set_phase takes, so every
-sample tagged "timed" has timed_start_s <= t_s <= timed_end_s. The caller also takes one sample itself just before the window opens
-and just after it closes (`mark`), so the energy counter brackets the window exactly instead of
-covering only the span between the thread's first and last sample.
+sample tagged "timed" has timed_start_s <= t_s <= timed_end_s. The caller also takes one sample
+itself just before the window opens and just after it closes (`mark`), so the energy counter
+brackets the window exactly instead of covering only the span between the thread's first and
+last sample.
 
 What the numbers mean:
 - `gpu_busy_pct` is NVML utilization.gpu: the share of the sample period in which *any* kernel

@@ -481,7 +481,7 @@ def write_results(job: Job, strategy, runtime, cell_dir: Path, history: History,
     if telemetry_rows and window is not None:
         # This process sampled only the last segment of a resumed cell: its images alone.
         last = history.segments[-1]
-        segment_steps = max(0, last["end_step"] - max(last["timed_from"], last["start_step"]))
+        segment_steps = sum(history.timed[last["start_step"]:last["end_step"]])
         telemetry_summary = telemetry.summarize(
             telemetry_rows, timed_start_s=window[0], timed_end_s=window[1],
             images=cell.effective_global_batch * segment_steps, gpu_indices=gpu_indices(cell),

@@ -213,6 +213,16 @@ def _render_throughput_stats(g, pct: str) -> None:
 PRIVACY_COLUMNS = ("model", "config", "target", "σ", "protection PSNR", "recovered PSNR",
                    "gap dB", "protection SSIM", "recovered SSIM", "mean of releases PSNR",
                    "n", "measured by")
+PRIVACY_TEXT_COLUMNS = {"model", "config", "target", "measured by"}  # left-aligned
+
+
+def privacy_cells(r) -> list[str]:
+    """One row of the privacy audit as display text (the console and the HTML report)."""
+    return [r["cell.model"], f"{r['config']} ×{r['cell.devices']} {r['cell.precision']}",
+            r["target"] or "—", f"{r['sigma']:g}", fmt(r["protection_psnr"], ".2f"),
+            fmt(r["recovered_psnr"], ".2f"), fmt(r["gap_psnr"], "+.2f"),
+            fmt(r["protection_ssim"], ".3f"), fmt(r["recovered_ssim"], ".3f"),
+            fmt(r["averaged_psnr"], ".2f"), str(r["n"]), r["measured_at"] or "—"]
 
 
 def _render_privacy(privacy) -> None:
@@ -224,14 +234,9 @@ def _render_privacy(privacy) -> None:
                         "ones (higher = more of the clean image visible)",
                   caption=STATEMENT, caption_justify="left")
     for name in PRIVACY_COLUMNS:
-        table.add_column(name, justify="left" if name in ("model", "config", "target",
-                                                          "measured by") else "right")
+        table.add_column(name, justify="left" if name in PRIVACY_TEXT_COLUMNS else "right")
     for _, r in privacy.iterrows():
-        table.add_row(r["cell.model"], f"{r['config']} ×{r['cell.devices']} {r['cell.precision']}",
-                      r["target"] or "—", f"{r['sigma']:g}", fmt(r["protection_psnr"], ".2f"),
-                      fmt(r["recovered_psnr"], ".2f"), fmt(r["gap_psnr"], "+.2f"),
-                      fmt(r["protection_ssim"], ".3f"), fmt(r["recovered_ssim"], ".3f"),
-                      fmt(r["averaged_psnr"], ".2f"), str(r["n"]), r["measured_at"] or "—")
+        table.add_row(*privacy_cells(r))
     console().print(table)
 
 

@@ -339,21 +339,16 @@ def privacy_section(privacy: pd.DataFrame) -> str:
     """The two-site question: how much of the clean image the noise hides, and how much a model
     trained on noisy images gives back."""
     from bench.audit import STATEMENT
+    from reports.console import PRIVACY_COLUMNS, PRIVACY_TEXT_COLUMNS, privacy_cells
 
     if privacy.empty:
         return ""
-    rows = [[esc(r["cell.model"]), esc(f"{r['config']} ×{r['cell.devices']} {r['cell.precision']}"),
-             esc(r["target"] or "—"), fmt(r["sigma"], "g"), fmt(r["protection_psnr"], ".2f"),
-             fmt(r["recovered_psnr"], ".2f"), fmt(r["gap_psnr"], "+.2f"),
-             fmt(r["protection_ssim"], ".3f"), fmt(r["recovered_ssim"], ".3f"),
-             fmt(r["averaged_psnr"], ".2f"), str(r["n"]), esc(r["measured_at"] or "—")]
-            for _, r in privacy.iterrows()]
+    rows = [[esc(c) for c in privacy_cells(r)] for _, r in privacy.iterrows()]
+    left = {i for i, name in enumerate(PRIVACY_COLUMNS) if name in PRIVACY_TEXT_COLUMNS}
     return ("<h2>Privacy audit</h2><p>Protection: the obfuscated (noisy) test image against the "
             "clean one. Recovered: the model's output from it. Higher PSNR / SSIM means more of "
             "the clean image is visible.</p>"
-            + table(["model", "configuration", "target", "σ", "protection PSNR",
-                     "recovered PSNR", "gap dB", "protection SSIM", "recovered SSIM",
-                     "mean of releases PSNR", "n", "measured by"], rows, left={0, 1, 2, 11})
+            + table(list(PRIVACY_COLUMNS), rows, left=left)
             + f"<p class='box'><b>{esc(STATEMENT)}</b></p>")
 
 
