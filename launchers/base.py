@@ -188,7 +188,7 @@ def usable_cores() -> int:
 
 
 def validate_common(cell, visible_gpus: int, strategy: Strategy) -> None:
-    from bench.cell import PRECISIONS
+    from bench.config.cell import PRECISIONS
     if cell.precision not in PRECISIONS:
         raise BadInput(f"unknown precision '{cell.precision}'; choose one of: {', '.join(PRECISIONS)}")
     if cell.devices < 1:

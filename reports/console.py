@@ -26,7 +26,8 @@ def render_summary(records: list[dict], results_dir: Path, notes: list[str] = ()
     """The end of a `run`: the same analysis as `bench report`, in brief."""
     import pandas as pd
 
-    from bench import analysis, store
+    from bench import analysis
+    from bench.record import store
 
     frame = pd.DataFrame([store.flatten(r) for r in records])
     render_report(analysis.compare_configs(frame), results_dir, brief=True, notes=list(notes))
@@ -227,7 +228,7 @@ def privacy_cells(r) -> list[str]:
 
 def _render_privacy(privacy) -> None:
     """What the noise protects against what a model trained on it gives back."""
-    from bench.audit import STATEMENT
+    from bench.twosite.audit import STATEMENT
     if privacy.empty:
         return
     table = Table(title="privacy audit: obfuscated and denoised test images against the clean "

@@ -338,7 +338,7 @@ def quality_section(comp) -> str:
 def privacy_section(privacy: pd.DataFrame) -> str:
     """The two-site question: how much of the clean image the noise hides, and how much a model
     trained on noisy images gives back."""
-    from bench.audit import STATEMENT
+    from bench.twosite.audit import STATEMENT
     from reports.console import PRIVACY_COLUMNS, PRIVACY_TEXT_COLUMNS, privacy_cells
 
     if privacy.empty:

@@ -44,7 +44,7 @@ echo "== selfbench"
 echo "== summary of every cell"
 "$PY" - "$OUT_DIR/runs" <<'PYEOF'
 import sys
-from bench import store
+from bench.record import store
 frame = store.load(sys.argv[1])
 cols = ["cell_id", "status", "timing.throughput_img_s", "timing.step_time_median_s",
         "timing.peak_mem_mb", "telemetry.gpu_busy_pct_mean", "telemetry.energy_per_img_j",

@@ -1,6 +1,6 @@
 """sbatch scripts for a sweep: one job array per resource shape, and an aggregation job.
 
-Standard library only. The caller (bench.sweep) hands over plain cell descriptions and the
+Standard library only. The caller (bench.cli.sweep) hands over plain cell descriptions and the
 options; everything wrong with them is a `SlurmInputError` (a ValueError) with one sentence.
 
 Layout written under `<out>/slurm/`:

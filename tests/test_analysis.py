@@ -6,7 +6,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from bench import analysis, store
+from bench import analysis
+from bench.record import store
 from bench.errors import BadInput
 
 IMAGES = 80  # timed images of every hand-made cell: train time = IMAGES / throughput
@@ -16,7 +17,7 @@ def record(model="unet", strategy="single", devices=1, precision="fp32", repeat=
            throughput=100.0, psnr=30.0, ssim=0.80, lpips=0.20, fingerprint="fpA",
            sigmas=(0.1,), zero=None, scaling="strong", status="ok", gpu=False,
            device_type="cpu", cell_id=None, warmup=2) -> dict:
-    """A record shaped like bench.train.write_results writes it (only the fields analysis
+    """A record shaped like bench.worker.train.write_results writes it (only the fields analysis
     reads). `psnr`/`ssim`/`lpips` are at the first σ; each further σ is 2 dB / 0.05 worse."""
     quality = []
     for k, sigma in enumerate(sigmas):
@@ -308,7 +309,7 @@ def test_empty_frame_gives_empty_tables():
 
 
 def test_privacy_audit_means_over_repeats_and_keeps_site_one_averages():
-    from bench.audit import audit_level
+    from bench.twosite.audit import audit_level
     recs = []
     for r, psnr in enumerate((27.0, 29.0)):
         rec = record(repeat=r, psnr=psnr)

@@ -1,4 +1,4 @@
-from bench.cell import Cell, workload_fingerprint
+from bench.config.cell import Cell, workload_fingerprint
 
 
 def test_cell_id_is_stable_and_distinguishes_every_field():

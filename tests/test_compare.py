@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from bench import compare, store
+import bench.analysis.gate as compare
+from bench.record import store
 from conftest import run_cli
 from test_analysis import record, sweep
 from test_report import cli

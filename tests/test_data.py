@@ -23,7 +23,7 @@ from bench.data import (
     prepare,
 )
 from bench.errors import BadInput
-from bench.obfuscation import obfuscate
+from bench.data.noise import obfuscate
 
 
 @pytest.fixture()

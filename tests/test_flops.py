@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from bench.flops import (PEAK_TFLOPS, _match, forward_backward_flops, mfu, peak_tflops,
+from bench.measure.flops import (PEAK_TFLOPS, _match, forward_backward_flops, mfu, peak_tflops,
                          train_step_flops)
 
 

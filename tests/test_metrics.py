@@ -1,4 +1,4 @@
-"""Tests for bench.metrics: PSNR/SSIM against scikit-image, LPIPS weights and its weight search.
+"""Tests for bench.measure.metrics: PSNR/SSIM against scikit-image, LPIPS weights and its weight search.
 
 The official LPIPS example images (ex_ref/ex_p0/ex_p1.png) ship in no installed package, so the
 LPIPS tests check instead that every backbone and head weight is the real file's, that lpips'
@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from skimage.metrics import peak_signal_noise_ratio as sk_psnr
 from skimage.metrics import structural_similarity as sk_ssim
 
-import bench.metrics as M
+import bench.measure.metrics as M
 from bench.errors import BadInput
 
 CONV_IDX = (0, 3, 6, 8, 10)
@@ -278,12 +278,12 @@ def test_lpips_network_is_built_once_per_device() -> None:
 def test_no_weights_returns_none_and_warns_once(fresh, monkeypatch, caplog) -> None:
     monkeypatch.setattr(M, "_candidates", lambda: [])
     x = _structured(2, 64, 64)
-    with caplog.at_level(logging.WARNING, logger="bench.metrics"):
+    with caplog.at_level(logging.WARNING, logger="bench.measure.metrics"):
         assert M.lpips(x, x) is None
         assert M.lpips(x, x) is None
         assert M.quality(x, x)["lpips"] is None
         assert not M.lpips_available() and M.lpips_weights_source() is None
-    warnings = [r for r in caplog.records if r.name == "bench.metrics" and r.levelno == logging.WARNING]
+    warnings = [r for r in caplog.records if r.name == "bench.measure.metrics" and r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "LPIPS disabled" in warnings[0].getMessage()
 
 

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bench import obfuscate as ob
+from bench.twosite import obfuscate as ob
 from bench.data import prepare, synthetic_image, to_unit
 from bench.errors import BadInput
-from bench.obfuscation import obfuscate
+from bench.data.noise import obfuscate
 from conftest import run_cli
 
 SIGMA = 0.1
@@ -143,7 +143,7 @@ def test_residual_has_the_declared_sigma_and_realisations_are_independent(export
     for index, realisation, noisy in _released(result, mapping):
         image = clean.image(index)
         residuals.setdefault(index, {})[realisation] = noisy - image
-        # bench.obfuscation is the one source of noise: stream index + k * 2**40 under the key.
+        # bench.data.noise is the one source of noise: stream index + k * 2**40 under the key.
         expected = obfuscate(image, sigma=SIGMA, seed=key,
                              image_id=ob.realisation_image_id(index, realisation))
         assert np.max(np.abs(noisy - expected)) <= 0.51 / 65535

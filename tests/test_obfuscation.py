@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from bench.errors import BadInput
-from bench.obfuscation import noise_field, obfuscate, validate_mean, validate_sigma
+from bench.data.noise import noise_field, obfuscate, validate_mean, validate_sigma
 
 SHAPE = (64, 48)
 
@@ -26,7 +26,7 @@ def test_noise_is_bit_identical_in_a_separate_process() -> None:
     code = (
         "import hashlib, numpy as np\n"
         "np.random.seed(123)\n"  # a different global RNG state must not matter
-        "from bench.obfuscation import noise_field\n"
+        "from bench.data.noise import noise_field\n"
         "a = noise_field((64, 48), sigma=0.1, seed=7, image_id=42, mean=0.1)\n"
         "print(hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest())\n"
     )

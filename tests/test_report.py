@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench import store
+from bench.record import store
 from bench.cli import main
 from conftest import run_cli
 from test_analysis import record, sweep

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench import store
+from bench.record import store
 from conftest import TINY, run_cli
 
 

@@ -10,7 +10,7 @@ import time
 import pytest
 import yaml
 
-from bench import spec as specs
+from bench.config import spec as specs
 from conftest import REPO
 from slurm_cluster import FINAL_STATES, LocalSlurm, missing_requirements
 

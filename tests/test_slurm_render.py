@@ -192,7 +192,7 @@ def test_slurm_command_bad_input(tmp_path):
 
 
 def test_a_multi_node_cell_counts_the_allocation_s_nodes(monkeypatch):
-    from bench.sweep import allocated_nodes
+    from bench.cli.sweep import allocated_nodes
     monkeypatch.delenv("BENCH_RDZV", raising=False)
     assert allocated_nodes() == 1
     monkeypatch.setenv("BENCH_RDZV", "node1:29500,4,1234")  # what array.sbatch exports

@@ -8,8 +8,8 @@ import textwrap
 import pytest
 import yaml
 
-from bench import spec as specs
-from bench.cell import Cell
+from bench.config import spec as specs
+from bench.config.cell import Cell
 from bench.errors import BadInput
 from conftest import REPO, run_cli
 
@@ -59,9 +59,9 @@ def test_scaling_covers_1_2_4_8_devices_strong_and_weak():
 
 
 def test_quick_is_what_run_does_without_flags():
-    from bench import plan
+    from bench.sweep import plan
     from bench.cli import build_parser
-    from bench.commands import cells_from_args
+    from bench.cli.commands import cells_from_args
 
     args = build_parser().parse_args(["run"])
     flag_cells, _ = cells_from_args(args, "cpu", 0)
@@ -102,7 +102,7 @@ def test_ids_are_stable_across_processes_and_key_order():
     assert [c.cell_id for c in expand(shuffled).cells] == ids
     code = textwrap.dedent(f"""
         import json
-        from bench import spec
+        from bench.config import spec
         r = spec.expand(spec.parse_spec(json.loads({json.dumps(json.dumps(raw))})), "cpu", 0)
         print(json.dumps([c.cell_id for c in r.cells]))
     """)
@@ -242,7 +242,7 @@ def test_run_spec_rejects_workload_flags(tmp_path):
 
 def test_reject_workload_flags_allows_run_options():
     from bench.cli import build_parser
-    from bench.sweep import reject_workload_flags
+    from bench.cli.sweep import reject_workload_flags
     args = build_parser().parse_args(["run", "quick", "--out", "x", "--force", "--device", "cpu"])
     reject_workload_flags(args)  # no error
     args = build_parser().parse_args(["run", "quick", "--strategy", "ddp"])

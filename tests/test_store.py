@@ -2,7 +2,7 @@ import json
 
 import pandas as pd
 
-from bench import store
+from bench.record import store
 
 
 def test_write_json_is_atomic_and_leaves_no_temp(tmp_path):

@@ -1,7 +1,7 @@
 """Every strategy on 2 CPU ranks (gloo) trains the identical workload and records it."""
 import pytest
 
-from bench import store
+from bench.record import store
 from conftest import TINY, run_cli
 
 CONFIGS = {
@@ -102,7 +102,7 @@ def test_parity_detects_batchnorm_per_rank_statistics():
 @pytest.mark.parametrize("strategy", ["dp", "ddp", "deepspeed", "fsdp"])
 def test_more_gpus_than_visible_is_refused_before_launch(strategy):
     # The check every strategy runs on the visible-GPU count it is given (no GPU needed).
-    from bench.cell import Cell
+    from bench.config.cell import Cell
     from bench.errors import BadInput
     from launchers import get_strategy
     cell = Cell(strategy=strategy, devices=4, device_type="cuda", global_batch=16,

@@ -10,8 +10,8 @@ import time
 import psutil
 import yaml
 
-from bench import spec as specs
-from bench import store
+from bench.config import spec as specs
+from bench.record import store
 from conftest import REPO, run_cli
 
 SPEC = {"name": "resume", "workload": {"steps": 6, "warmup": 2, "global_batch": 8, "width": 4,
@@ -82,8 +82,8 @@ def test_killed_sweep_reruns_only_the_missing_cells(tmp_path):
 
 
 def test_status_and_summary_of_a_partly_failed_sweep(tmp_path):
-    from bench import store
-    from bench.sweep import sweep_status, write_summary
+    from bench.record import store
+    from bench.cli.sweep import sweep_status, write_summary
 
     raw = {**SPEC, "matrix": {**SPEC["matrix"], "noise": [0.1, 0.2, 0.3]}}
     resolved = specs.expand(specs.parse_spec(raw), "cpu", 0)

@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench import telemetry
-from bench.telemetry import Sampler, energy_joules, gpu_col, summarize, to_table, window
+from bench.measure import telemetry
+from bench.measure.telemetry import Sampler, energy_joules, gpu_col, summarize, to_table, window
 
 BURN = """
 import sys, time

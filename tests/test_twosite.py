@@ -12,9 +12,10 @@ import pytest
 import torch
 from PIL import Image
 
-from bench import audit, store
-from bench import obfuscate as ob
-from bench.cell import Cell
+from bench.twosite import audit
+from bench.record import store
+from bench.twosite import obfuscate as ob
+from bench.config.cell import Cell
 from bench.data import (DenoiseDataset, ObfuscatedDataset, prepare, synthetic_image,
                         training_dataset)
 from bench.errors import BadInput
@@ -113,7 +114,7 @@ def test_target_field_keeps_ordinary_cell_ids():
     n2n = Cell(target="noise2noise")
     assert "-n2n-" in n2n.cell_id and n2n.cell_id != plain.cell_id
     assert Cell.from_dict(n2n.to_dict()) == n2n
-    from bench.cell import workload_fingerprint
+    from bench.config.cell import workload_fingerprint
     assert workload_fingerprint(n2n, "d") != workload_fingerprint(plain, "d")
 
 
@@ -201,7 +202,7 @@ def test_evaluate_rejects_what_it_cannot_score(tmp_path):
         audit.load_model(junk)
     with pytest.raises(BadInput, match="does not exist"):
         audit.load_model(tmp_path / "missing.pt")
-    from bench.train import build_seeded_model
+    from bench.worker.train import build_seeded_model
     cell = Cell(width=4, depth=2, image_size=SIZE)
     audit.save_model(junk, build_seeded_model(cell).state_dict(), cell, "f" * 16)
     assert os.stat(junk).st_size > 0

@@ -6,7 +6,7 @@ import signal
 import pandas as pd
 import pytest
 
-from bench import store
+from bench.record import store
 from conftest import TINY, run_cli
 from faultlib import finish, start_cli, wait_for_step
 

@@ -4,7 +4,7 @@ import json
 import signal
 import socket
 
-from bench import store
+from bench.record import store
 from conftest import TINY
 from faultlib import finish, processes_of, rank_process, start_cli, wait_for_step
 

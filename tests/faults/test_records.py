@@ -5,7 +5,8 @@ import pickle
 import pytest
 import torch
 
-from bench import checkpoint, store
+from bench.worker import checkpoint
+from bench.record import store
 from conftest import TINY, run_cli
 
 
@@ -52,8 +53,8 @@ def test_non_finite_loss_is_recorded_as_diverged(tmp_path):
 
 
 def test_out_of_memory_message_names_the_batch():
-    from bench.cell import Cell, Job
-    from bench.train import describe_error
+    from bench.config.cell import Cell, Job
+    from bench.worker.train import describe_error
     job = Job(Cell(global_batch=64, devices=2, strategy="ddp", image_size=256), "fp", "{}", 0.0)
     text = describe_error(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB"), job)
     assert text.startswith("out of memory at a per-device batch of 32")
@@ -74,7 +75,7 @@ Root Cause (first observed failure):
 
 
 def test_the_killed_rank_is_the_cause_whichever_torchrun_lists_first():
-    from bench.runner import dead_rank
+    from bench.sweep.runner import dead_rank
     killed_first = TORCHRUN_REPORT.format(killed=1, survivor=0, survivor_code=-15)
     assert dead_rank(killed_first) == (1, "SIGKILL")
     # Both deaths seen in one poll: the "root cause" may name the survivor (exit 1).
@@ -86,7 +87,7 @@ def test_the_killed_rank_is_the_cause_whichever_torchrun_lists_first():
 
 
 def test_rerun_policy_per_status(tmp_path):
-    from bench.runner import should_skip
+    from bench.sweep.runner import should_skip
     for status in ("ok", "failed", "preempted"):
         store.write_json(tmp_path / status / store.RECORD, {"cell_id": status, "status": status})
     assert should_skip(tmp_path / "ok", force=False, retry_failed=True)["status"] == "ok"

@@ -12,7 +12,7 @@ import os
 import signal
 from pathlib import Path
 
-from bench import store
+from bench.record import store
 
 CHECKPOINT = "checkpoint.pt"
 UNREADABLE = "checkpoint.unreadable.pt"

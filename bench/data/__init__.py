@@ -7,7 +7,7 @@ Sources (the ``source`` string):
 - ``nih:PATH``      – a local NIH ChestX-ray14 directory, split by patient;
 - ``folder:PATH``   – any directory tree of PNG / JPEG / DICOM images, split by image;
 - ``synthetic[:N]`` – N procedurally generated images (default 256) for throughput-only runs;
-- ``obfuscated:PATH`` – a folder written by ``python -m bench obfuscate`` (bench.obfuscate): noisy
+- ``obfuscated:PATH`` – a folder written by ``python -m bench obfuscate`` (bench.twosite.obfuscate): noisy
   realisations only, verified against its manifest; read with ``ObfuscatedDataset``.
 
 ``prepare`` decodes and resizes every image once into ``<cache>/<name>.npy`` (uint16,
@@ -37,7 +37,7 @@ import numpy as np
 from PIL import Image
 
 from bench.errors import BadInput
-from bench.obfuscation import obfuscate, validate_mean, validate_seed, validate_sigma
+from bench.data.noise import obfuscate, validate_mean, validate_seed, validate_sigma
 
 CACHE_FORMAT_VERSION = 1
 SPLITS = ("train", "val", "test")
@@ -697,7 +697,7 @@ def _obfuscated_plan(directory: Path, image_size: int, limit: int | None,
     """Rows of the cached array: realisation k of image i at k * N + i, then (only when Site
     One sent them) the clean images at R * N + i. Every file is checked against the manifest
     on each prepare, cached or not."""
-    from bench.obfuscate import read_manifest
+    from bench.twosite.obfuscate import read_manifest
 
     if limit is not None:
         raise BadInput(f"limit {limit} cannot be used with an obfuscated source; omit it")

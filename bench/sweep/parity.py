@@ -9,7 +9,7 @@ import math
 import tempfile
 from pathlib import Path
 
-from bench.cell import Cell
+from bench.config.cell import Cell
 
 DEFAULT_RTOL = {"fp32": 1e-4, "tf32": 1e-2, "bf16": 5e-2, "fp16": 5e-2}
 
@@ -26,9 +26,9 @@ def run_parity(cells: list[Cell], prepared: dict, fingerprints: dict, *,
                rtol: float | None = None, workdir: Path | None = None) -> dict:
     import pandas as pd
 
-    from bench import store
-    from bench.plan import DataKey
-    from bench.runner import run_cell
+    from bench.record import store
+    from bench.sweep.plan import DataKey
+    from bench.sweep.runner import run_cell
 
     # Telemetry off: parity compares arithmetic, not speed. The reference differs only in
     # execution fields, so it shares its cell's workload fingerprint.

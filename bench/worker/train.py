@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bench import store
-from bench.cell import SCHEMA_VERSION, Cell, Job
+from bench.record import store
+from bench.config.cell import SCHEMA_VERSION, Cell, Job
 
 PROGRESS_INTERVAL_S = 0.5
 
@@ -130,7 +130,7 @@ def build_training(cell: Cell, strategy, runtime, prepared, start_step: int = 0)
 
 def train_cell(job: Job, strategy, runtime, cell_dir: Path) -> bool:
     """Train, gather, evaluate and record one cell; True when it stopped for SIGTERM."""
-    from bench import checkpoint
+    from bench.worker import checkpoint
     from bench.data import PreparedData, is_obfuscated
 
     cell = job.cell
@@ -173,7 +173,7 @@ def train_cell(job: Job, strategy, runtime, cell_dir: Path) -> bool:
 
     if progress:
         progress.update(cell.steps, "eval", force=True)
-    from bench.evaluate import evaluate
+    from bench.worker.evaluate import evaluate
     eval_start = time.monotonic()
     eval_model = build_seeded_model(cell)
     eval_model.load_state_dict(state)
@@ -186,7 +186,7 @@ def train_cell(job: Job, strategy, runtime, cell_dir: Path) -> bool:
                                     device=runtime.device)
     eval_s = time.monotonic() - eval_start
     if not job.extra.get("parity"):
-        from bench.audit import MODEL_FILE, save_model
+        from bench.twosite.audit import MODEL_FILE, save_model
         save_model(Path(cell_dir) / MODEL_FILE, state, cell, job.fingerprint)
     rows = sampler.stop() if sampler else []
     telemetry_info = (rows, sampler.gpu_reason if sampler else None)
@@ -237,7 +237,8 @@ class History:
 def save_preempted(job: Job, engine, runtime, cell_dir: Path, history: History,
                    loop: "LoopResult", sampler) -> None:
     """Checkpoint (when the strategy supports it) and a `preempted` record, from rank 0."""
-    from bench import checkpoint, envinfo
+    from bench.worker import checkpoint
+    from bench.measure import envinfo
     if sampler:
         sampler.stop()
     if not runtime.is_main:
@@ -291,7 +292,7 @@ def timed_loop(engine, loader, cell: Cell, device: str, *, sampler=None, progres
     """
     import torch
 
-    from bench.timing import StepTimer, synchronize
+    from bench.measure.timing import StepTimer, synchronize
 
     device_type = device.split(":")[0]
     timer = StepTimer(device_type)
@@ -349,7 +350,7 @@ def start_telemetry(job: Job, runtime):
     """Rank 0 samples the whole cell (every rank's process and every GPU the cell uses)."""
     if not runtime.is_main or job.cell.sample_hz <= 0:
         return None
-    from bench.telemetry import Sampler
+    from bench.measure.telemetry import Sampler
     # t0=0: samples carry absolute time.monotonic(), the clock of the timed window.
     sampler = Sampler(job.cell.sample_hz, gpu_indices=gpu_indices(job.cell),
                       root_pid=cell_root_pid(), t0=0.0)
@@ -381,7 +382,7 @@ def count_flops(model, cell: Cell, runtime) -> int | None:
 
     import torch
 
-    from bench.flops import train_step_flops
+    from bench.measure.flops import train_step_flops
     batch = min(cell.per_device_batch, 2)  # count on a small batch; FLOPs scale linearly
     example = torch.zeros(batch, 1, cell.image_size, cell.image_size, device=runtime.device)
     try:
@@ -433,9 +434,10 @@ def write_results(job: Job, strategy, runtime, cell_dir: Path, history: History,
                   data_info) -> None:
     import pandas as pd
 
-    from bench import envinfo, telemetry
-    from bench.flops import mfu
-    from bench.timing import summarize_steps
+    from bench.measure import envinfo
+    from bench.measure import telemetry
+    from bench.measure.flops import mfu
+    from bench.measure.timing import summarize_steps
 
     cell = job.cell
     per_rank = history.per_rank
@@ -536,9 +538,9 @@ def write_results(job: Job, strategy, runtime, cell_dir: Path, history: History,
         "error": None,
     }
     if quality:
-        from bench.audit import record_audit
+        from bench.twosite.audit import record_audit
         record["audit"] = record_audit(cell, quality, "training run")
-    from bench.obfuscate import record_fields
+    from bench.twosite.obfuscate import record_fields
     record.update(record_fields(cell, data_info, record["notes"], Path(cell_dir)))
     store.write_json(Path(cell_dir) / store.RECORD, record)
 

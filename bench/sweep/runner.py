@@ -11,8 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from bench import envinfo, store
-from bench.cell import SCHEMA_VERSION, Cell, Job
+from bench.measure import envinfo
+from bench.record import store
+from bench.config.cell import SCHEMA_VERSION, Cell, Job
 
 try:
     import ctypes
@@ -52,7 +53,7 @@ def should_skip(cell_dir: Path, force: bool, retry_failed: bool) -> dict | None:
     """A re-run skips a cell whose record is `ok`; failed cells rerun unless told otherwise;
     a preempted cell always resumes (it did not fail). `force` also discards a checkpoint, so
     the cell starts over."""
-    from bench.checkpoint import CHECKPOINT
+    from bench.worker.checkpoint import CHECKPOINT
     if force:
         (Path(cell_dir) / CHECKPOINT).unlink(missing_ok=True)
         return None
@@ -68,7 +69,7 @@ def run_cells(cells, out: Path, prepared: dict, fingerprints: dict, *, force: bo
               retry_failed: bool, on_event=lambda e: None) -> tuple[list[dict], int]:
     """Each cell in order, in its own process group with its timeout, skipping what
     `should_skip` says; stops after the current cell on SIGTERM. (records, skipped count)"""
-    from bench.plan import DataKey
+    from bench.sweep.plan import DataKey
     records, skipped = [], 0
     for cell in cells:
         done = should_skip(out / cell.cell_id, force, retry_failed)

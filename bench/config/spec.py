@@ -31,7 +31,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.cell import PRECISIONS, SCALING_MODES, Cell
+from bench.config.cell import PRECISIONS, SCALING_MODES, Cell
 from bench.errors import BadInput
 
 SPEC_YAML = "spec.yaml"
@@ -398,7 +398,7 @@ def _configurations(value) -> list[Configuration] | str:
 def expand(spec: SweepSpec, device_type: str, gpus: int) -> ResolvedSweep:
     """Cells in index order. `gpus` sizes `study` and default device counts (on a login node
     that will submit GPU jobs, pass the GPUs a job will get, not the ones visible here)."""
-    from bench import plan
+    from bench.sweep import plan
 
     notes: list[str] = []
     default_n = max(gpus, 1) if device_type == "cuda" else 2
@@ -447,7 +447,7 @@ def as_spec_keys(message: str) -> str:
 def validate(resolved: ResolvedSweep, gpus: int | None) -> None:
     """plan.validate_cell for every cell; gpus=None: judge each cell as if its GPUs existed
     (a submission host need not have the compute nodes' GPUs)."""
-    from bench import plan
+    from bench.sweep import plan
     for i, cell in enumerate(resolved.cells):
         try:
             plan.validate_cell(cell, cell.devices if gpus is None else gpus)
@@ -463,7 +463,7 @@ def write_resolved(out: Path, resolved: ResolvedSweep) -> None:
     cells by index: what `bench cell` and Slurm array tasks read)."""
     import yaml
 
-    from bench import store
+    from bench.record import store
     text = yaml.safe_dump(resolved.resolved_spec(), sort_keys=False, allow_unicode=True,
                           width=100)
     header = (f"# resolved from {resolved.spec.source or resolved.spec.name} for "

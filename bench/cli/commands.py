@@ -7,14 +7,14 @@ import json
 import sys
 from pathlib import Path
 
-from bench.cell import Cell
+from bench.config.cell import Cell
 from bench.errors import BadInput
-from bench.sweep import cmd_cell, cmd_slurm, cmd_status  # noqa: F401  (sweep commands)
+from bench.cli.sweep import cmd_cell, cmd_slurm, cmd_status  # noqa: F401  (sweep commands)
 
 
 def cells_from_args(args, device_type: str, gpus: int) -> tuple[list[Cell], list[str]]:
     """The cells asked for, and notes on defaults that were adapted to this machine."""
-    from bench import plan
+    from bench.sweep import plan
 
     notes: list[str] = []
     models = args.model or ["unet", "unetpp"]
@@ -56,7 +56,7 @@ def cells_from_args(args, device_type: str, gpus: int) -> tuple[list[Cell], list
 
 def plan_cells(args):
     """Validated cells, prepared data and fingerprints; raises BadInput on any bad value."""
-    from bench import plan
+    from bench.sweep import plan
 
     device_type = plan.default_device_type(args.device)
     gpus = plan.visible_gpus()
@@ -68,7 +68,7 @@ def plan_cells(args):
         # With --epochs the steps come from the data: only the warm-up bound waits for it.
         plan.validate_cell(cell.replace(steps=cell.warmup + 1) if epochs else cell, gpus)
     prepared = plan.prepare_data(cells, cache_dir=getattr(args, "cache_dir", None))
-    from bench.obfuscate import check_training
+    from bench.twosite.obfuscate import check_training
     for cell in cells:  # target vs source, and an obfuscated folder's declared σ and mean
         check_training(cell, prepared[plan.DataKey.of(cell)])
     plan.check_batch_fits(cells, prepared)
@@ -81,12 +81,13 @@ def plan_cells(args):
 
 def cmd_run(args) -> int:
     if getattr(args, "spec", None):  # `run SPEC`: a resumable sweep from a spec
-        from bench.sweep import cmd_run_spec
+        from bench.cli.sweep import cmd_run_spec
         return cmd_run_spec(args)
-    from bench import plan, store
+    from bench.sweep import plan
+    from bench.record import store
     from bench.cli import timestamp
-    from bench.runner import run_cells, termination_requested
-    from bench.train import EXIT_PREEMPTED
+    from bench.sweep.runner import run_cells, termination_requested
+    from bench.worker.train import EXIT_PREEMPTED
     from reports.console import render_summary
     from reports.progress import SweepProgress
 
@@ -109,7 +110,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_env(args) -> int:
-    from bench import envinfo
+    from bench.measure import envinfo
     info = envinfo.capture()
     if args.json:
         print(json.dumps(info, indent=2, default=str))
@@ -120,7 +121,7 @@ def cmd_env(args) -> int:
 
 
 def cmd_selfbench(args) -> int:
-    from bench.selfbench import WARMUP, overhead_ratio
+    from bench.worker.selfbench import WARMUP, overhead_ratio
     from reports.console import console
     if args.steps <= WARMUP:
         raise BadInput(f"--steps {args.steps} must exceed the {WARMUP} warm-up steps selfbench runs")
@@ -143,7 +144,7 @@ def cmd_selfbench(args) -> int:
 
 
 def cmd_parity(args) -> int:
-    from bench.parity import run_parity
+    from bench.sweep.parity import run_parity
     from reports.console import render_parity
     if args.check_steps < 1:
         raise BadInput(f"--check-steps {args.check_steps} is invalid; it must be at least 1")
@@ -156,7 +157,7 @@ def cmd_parity(args) -> int:
 
 
 def _load_results(path: Path, role: str = "results"):
-    from bench import store
+    from bench.record import store
     if not Path(path).is_dir():
         raise BadInput(f"{role} folder {path} does not exist or is not a folder")
     frame = store.load(path)
@@ -166,7 +167,7 @@ def _load_results(path: Path, role: str = "results"):
 
 
 def _write_output(path: Path, text: str) -> None:
-    from bench import store
+    from bench.record import store
     try:
         store._atomic_write(Path(path), lambda f: f.write(text.encode()))
     except OSError as exc:
@@ -203,7 +204,7 @@ def cmd_report(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from bench import compare
+    import bench.analysis.gate as compare
     from reports.console import render_gate
 
     tolerances = compare.Tolerances(args.tolerance_throughput, args.tolerance_psnr,
@@ -217,7 +218,7 @@ def cmd_compare(args) -> int:
 
 
 def cmd_obfuscate(args) -> int:
-    from bench.obfuscate import PRIVACY_NOTE, export_obfuscated
+    from bench.twosite.obfuscate import PRIVACY_NOTE, export_obfuscated
     result = export_obfuscated(
         args.src, args.out, sigma=args.sigma, mean=args.mean, realisations=args.realisations,
         seed=args.seed, image_size=args.image_size, limit=args.limit, skip_bad=args.skip_bad,
@@ -234,8 +235,9 @@ def cmd_obfuscate(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from bench import plan, store
-    from bench.audit import attach_to_record, audit_lines, evaluate_model
+    from bench.sweep import plan
+    from bench.record import store
+    from bench.twosite.audit import attach_to_record, audit_lines, evaluate_model
     device = plan.default_device_type(args.device)
     if args.out is not None:
         plan.check_output_dir(args.out)

@@ -1,6 +1,6 @@
 """The obfuscated folder of the two-site pipeline: Site One writes it, Site Two verifies it.
 
-``bench.obfuscation`` is the noise itself; this module is what ships it. Site One runs
+``bench.data.noise`` is the noise itself; this module is what ships it. Site One runs
 ``export_obfuscated`` (``python -m bench obfuscate``): every image of a data source is decoded
 exactly as for training, and only its noisy realisations leave, as 16-bit greyscale PNGs
 (value = round(x · 65535), the same grid as the decode cache) with no metadata chunk, under
@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from bench.errors import BadInput
-from bench.obfuscation import obfuscate, validate_mean, validate_seed, validate_sigma
+from bench.data.noise import obfuscate, validate_mean, validate_seed, validate_sigma
 
 FORMAT = "bench-obfuscated/1"
 MANIFEST = "manifest.json"
@@ -197,7 +197,7 @@ def export_obfuscated(
             "sigma": sigma,
             "mean": mean,
             "noise_key": format(key, "x"),
-            "noise": "realisation k of image i = bench.obfuscation.obfuscate(clean_i, sigma, "
+            "noise": "realisation k of image i = bench.data.noise.obfuscate(clean_i, sigma, "
                      f"seed=int(noise_key, 16), image_id=i + k * {REALISATION_STRIDE}, mean)",
             "images": [{"id": ids[i], "index": i, "name": meta["names"][i], "split": split_of[i]}
                        for i in order],
@@ -422,7 +422,7 @@ def check_training(cell, prepared) -> None:
 
 def record_fields(cell, prepared, notes: list[str], cell_dir: Path) -> dict[str, Any]:
     """What a training record adds when it trained on an obfuscated folder (else nothing)."""
-    from bench.audit import MODEL_FILE
+    from bench.twosite.audit import MODEL_FILE
     from bench.data import is_obfuscated
 
     if not is_obfuscated(prepared):

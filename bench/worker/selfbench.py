@@ -12,7 +12,7 @@ import os
 import statistics
 import time
 
-from bench.cell import Cell
+from bench.config.cell import Cell
 
 WARMUP = 5  # untimed steps before each measured loop
 
@@ -21,12 +21,12 @@ def _bench_loop_s(cell: Cell, strategy, runtime, prepared, sample_hz: float = 0.
                   sample_cpu_ms: list | None = None) -> float:
     """Seconds per timed step of bench's own loop (data loading included, like the bare loop);
     the CPU time of each telemetry sample taken goes into `sample_cpu_ms`."""
-    from bench.train import build_training, gpu_indices, timed_loop
+    from bench.worker.train import build_training, gpu_indices, timed_loop
 
     training = build_training(cell, strategy, runtime, prepared)
     sampler = None
     if sample_hz > 0:
-        from bench.telemetry import Sampler
+        from bench.measure.telemetry import Sampler
         # The GPU the cell uses is sampled too: NVML reads are part of the cost measured.
         sampler = Sampler(sample_hz, gpu_indices=gpu_indices(cell), root_pid=os.getpid(), t0=0.0)
         sampler.start()
@@ -46,7 +46,7 @@ def _bare_loop_s(cell: Cell, runtime, prepared) -> float:
     import torch.nn.functional as F
 
     from bench.data import DenoiseDataset, GlobalBatchSampler
-    from bench.train import build_seeded_model
+    from bench.worker.train import build_seeded_model
 
     model = build_seeded_model(cell).to(runtime.device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cell.lr)
@@ -73,7 +73,7 @@ def overhead_ratio(model: str = "unet", steps: int = 40, repeats: int = 5,
     from launchers import get_strategy
 
     from bench.data import prepare
-    from bench.plan import default_device_type
+    from bench.sweep.plan import default_device_type
 
     cell = Cell(model=model, steps=steps, warmup=WARMUP, sample_hz=0.0,
                 device_type=default_device_type("auto"))

@@ -113,7 +113,8 @@ def reject_workload_flags(args) -> None:
 
 
 def _sweep_for_this_machine(spec_ref: str, device: str):
-    from bench import plan, spec as specs
+    from bench.sweep import plan
+    from bench.config import spec as specs
     sweep_spec = specs.load_spec(spec_ref)
     device_type = plan.default_device_type(device if device != "auto" else sweep_spec.device)
     gpus = plan.visible_gpus()
@@ -124,8 +125,8 @@ def _sweep_for_this_machine(spec_ref: str, device: str):
 
 def _prepare(cells, cache_dir):
     """As `commands.plan_cells` does for flags: data, target checks, batch fit, fingerprints."""
-    from bench import plan
-    from bench.obfuscate import check_training
+    from bench.sweep import plan
+    from bench.twosite.obfuscate import check_training
     prepared = plan.prepare_data(cells, cache_dir=cache_dir)
     for cell in cells:
         check_training(cell, prepared[plan.DataKey.of(cell)])
@@ -136,9 +137,9 @@ def _prepare(cells, cache_dir):
 # --------------------------------------------------------------------------- local sweep
 
 def cmd_run_spec(args) -> int:
-    from bench import plan
-    from bench import spec as specs
-    from bench.runner import run_cells
+    from bench.sweep import plan
+    from bench.config import spec as specs
+    from bench.sweep.runner import run_cells
     from reports.progress import SweepProgress
 
     reject_workload_flags(args)
@@ -155,9 +156,9 @@ def cmd_run_spec(args) -> int:
     status = sweep_status(out)
     write_summary(out, status)
     _render_summary(out, status, resolved.notes)
-    from bench.runner import termination_requested
+    from bench.sweep.runner import termination_requested
     if termination_requested():
-        from bench.train import EXIT_PREEMPTED
+        from bench.worker.train import EXIT_PREEMPTED
         return EXIT_PREEMPTED
     return 0 if status["complete"] else 1
 
@@ -166,7 +167,7 @@ def cmd_run_spec(args) -> int:
 
 def _cell_of(args):
     """(cell, resolved sweep or None, default results folder) for `bench cell`."""
-    from bench import spec as specs
+    from bench.config import spec as specs
     path = Path(args.spec)
     data = specs.read_resolved(path) if path.is_file() and path.suffix == ".json" else None
     if data is not None:
@@ -207,9 +208,9 @@ def allocated_nodes() -> int:
 
 
 def cmd_cell(args) -> int:
-    from bench import plan
-    from bench import spec as specs
-    from bench.runner import run_cell, should_skip
+    from bench.sweep import plan
+    from bench.config import spec as specs
+    from bench.sweep.runner import run_cell, should_skip
 
     cell, resolved, default_out = _cell_of(args)
     gpus = plan.visible_gpus() * allocated_nodes()  # a multi-node cell spans the allocation
@@ -237,7 +238,7 @@ def cmd_cell(args) -> int:
     print(f"{cell.cell_id}: {status}" + (f" — {message}" if message else ""))
     if status == "ok":
         return 0
-    from bench.train import EXIT_PREEMPTED
+    from bench.worker.train import EXIT_PREEMPTED
     return EXIT_PREEMPTED if status == "preempted" else 1
 
 
@@ -246,8 +247,8 @@ def cmd_cell(args) -> int:
 def sweep_status(out: Path) -> dict:
     """Every cell the sweep's resolved spec names, with its record's status or `missing`,
     plus records in the folder that the spec does not name (`extra`)."""
-    from bench import spec as specs
-    from bench import store
+    from bench.config import spec as specs
+    from bench.record import store
 
     out = Path(out)
     data = specs.read_resolved(out / specs.SPEC_JSON)
@@ -258,7 +259,7 @@ def sweep_status(out: Path) -> dict:
         legacy = _read_json(out / "sweep.json")  # a `bench run` with flags writes this
         if legacy is None and not any(store.cell_dirs(out)):
             raise BadInput(f"{out} holds no sweep: no {specs.SPEC_JSON} and no cell records")
-        from bench.cell import Cell
+        from bench.config.cell import Cell
         cells = [Cell.from_dict(c) for c in (legacy or {}).get("cells", [])]
         name = out.name
         expected = [(i, c.cell_id) for i, c in enumerate(cells)]
@@ -300,7 +301,8 @@ def write_summary(out: Path, status: dict) -> dict:
     single-device fp32)."""
     import pandas as pd
 
-    from bench import analysis, store
+    from bench import analysis
+    from bench.record import store
     records = [r for r in store.records(out)[0]
                if r.get("cell_id") in {row["cell_id"] for row in status["cells"]}]
     frame = pd.DataFrame([store.flatten(r) for r in records])
@@ -314,7 +316,7 @@ def write_summary(out: Path, status: dict) -> dict:
 
 
 def _render_summary(out: Path, status: dict, notes: list[str]) -> None:
-    from bench import store
+    from bench.record import store
     from reports.console import render_summary
     named = {row["cell_id"] for row in status["cells"]}
     records = [r for r in store.records(out)[0] if r.get("cell_id") in named]
@@ -365,8 +367,9 @@ def cmd_status(args) -> int:
 def cmd_slurm(args) -> int:
     import json
 
-    from bench import plan, store
-    from bench import spec as specs
+    from bench.sweep import plan
+    from bench.record import store
+    from bench.config import spec as specs
     from launchers import get_strategy
     from slurm import render, submit
 
@@ -472,7 +475,7 @@ def _needs_gpu_count(sweep_spec) -> bool:
 
 def _report_lines() -> list[str]:
     """If this bench has a `report` command, the summary job renders the report too."""
-    from bench import commands
+    from bench.cli import commands
     if hasattr(commands, "cmd_report"):
         return ['"$PYTHON" -m bench report "$OUT" --output "$OUT/report.md" '
                 '--html "$OUT/report.html" || echo "bench: no report: see above" >&2']

@@ -3,7 +3,7 @@
 Every trained cell saves ``model.pt``: ``{"format", "state_dict", "cell", "fingerprint"}`` with
 the cell as a dict of plain values, so ``torch.load(..., weights_only=True)`` reads it and no
 pickled code runs. ``evaluate_model`` (``python -m bench evaluate``) scores such a model on the
-clean test split of a source with ``bench.evaluate.evaluate`` — the code every training run
+clean test split of a source with ``bench.worker.evaluate.evaluate`` — the code every training run
 uses — and audits, per noise level, what the obfuscation protects and what the model gives
 back:
 
@@ -44,7 +44,7 @@ def save_model(path: str | Path, state_dict: dict, cell, fingerprint: str) -> No
     """Write the trained weights with their cell and fingerprint, atomically."""
     import torch
 
-    from bench import store
+    from bench.record import store
 
     payload = {
         "format": MODEL_FORMAT,
@@ -59,7 +59,7 @@ def save_model(path: str | Path, state_dict: dict, cell, fingerprint: str) -> No
 class SavedModel:
     path: Path
     model: Any  # torch.nn.Module holding the trained weights
-    cell: Any  # bench.cell.Cell
+    cell: Any  # bench.config.cell.Cell
     fingerprint: str
 
 
@@ -70,8 +70,8 @@ def load_model(path: str | Path) -> SavedModel:
 
     import torch
 
-    from bench.cell import Cell
-    from bench.train import model_options
+    from bench.config.cell import Cell
+    from bench.worker.train import model_options
     from models import build_model
 
     path = Path(path).expanduser()
@@ -115,8 +115,8 @@ def evaluate_model(
     noise gives. σ, noise mean and image size default to the model's own cell; ``seed`` is
     the split seed of the source (the one given to ``obfuscate``) and seeds the test noise."""
     from bench.data import prepare
-    from bench.evaluate import evaluate
-    from bench.obfuscation import validate_mean, validate_seed, validate_sigma
+    from bench.worker.evaluate import evaluate
+    from bench.data.noise import validate_mean, validate_seed, validate_sigma
     from models import check_image_size
 
     saved = load_model(model_path)
@@ -195,8 +195,8 @@ def record_audit(cell, quality: list[dict], measured_at: str,
 def attach_to_record(report: dict[str, Any]) -> Path | None:
     """Put a Site One evaluation's audit into the record of the cell that saved the model,
     when that record sits beside it; the record file it updated, or None."""
-    from bench import store
-    from bench.cell import Cell
+    from bench.record import store
+    from bench.config.cell import Cell
     cell_dir = Path(report["model"]).parent
     record = store.read_record(cell_dir)
     if record is None or record.get("cell_id") != report["cell_id"]:
@@ -221,10 +221,10 @@ def _averaged_quality(prepared, sigma: float, *, seed: int, noise_mean: float,
     import numpy as np
     import torch
 
-    from bench import metrics
+    from bench.measure import metrics
     from bench.data import to_unit
-    from bench.obfuscate import realisation_image_id
-    from bench.obfuscation import obfuscate
+    from bench.twosite.obfuscate import realisation_image_id
+    from bench.data.noise import obfuscate
 
     images = prepared.images()
     clean, averaged = [], []

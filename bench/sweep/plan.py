@@ -9,7 +9,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.cell import PRECISIONS, SCALING_MODES, Cell, workload_fingerprint
+from bench.config.cell import PRECISIONS, SCALING_MODES, Cell, workload_fingerprint
 from bench.errors import BadInput
 
 
@@ -60,7 +60,7 @@ def validate_cell(cell: Cell, gpus: int) -> None:
     from launchers import get_strategy
     from models import build_model, check_image_size
 
-    from bench.obfuscation import validate_sigma
+    from bench.data.noise import validate_sigma
 
     if cell.precision not in PRECISIONS:
         raise BadInput(f"unknown precision '{cell.precision}'; choose one of: {', '.join(PRECISIONS)}")
@@ -87,11 +87,11 @@ def validate_cell(cell: Cell, gpus: int) -> None:
         raise BadInput(f"--timeout {cell.timeout_s} is invalid; it must be positive")
     get_strategy(cell.strategy).validate(cell, gpus)
     # models/ is the one authority on model options; a width-1 build checks them cheaply.
-    from bench.train import model_options
+    from bench.worker.train import model_options
     width = cell.width
     build_model(cell.model, **{**model_options(cell), "width": 1 if width >= 1 else width})
     check_image_size(cell.depth, cell.image_size)
-    from bench.metrics import LPIPS_MIN_SIDE
+    from bench.measure.metrics import LPIPS_MIN_SIDE
     if cell.image_size < LPIPS_MIN_SIDE:  # found now, not after training, at evaluation
         raise BadInput(f"image size {cell.image_size} is too small to evaluate; LPIPS's AlexNet "
                        f"needs at least {LPIPS_MIN_SIDE} px")

@@ -104,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     selfbench.add_argument("--repeats", type=int, default=5)
     selfbench.add_argument("--model", default="unet")
     add_report_commands(sub)
-    from bench.sweep import add_parsers as add_sweep_commands  # cell, status, slurm
+    from bench.cli.sweep import add_parsers as add_sweep_commands  # cell, status, slurm
     add_sweep_commands(sub)
     add_two_site_commands(sub)
     return parser
@@ -198,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
-    from bench import commands
+    from bench.cli import commands
     handler = getattr(commands, f"cmd_{args.command}")
     try:
         return handler(args)

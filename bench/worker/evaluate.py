@@ -17,7 +17,7 @@ def evaluate(model, prepared, *, sigmas: Sequence[float], seed: int, noise_mean:
     """Quality per noise level, and sample images (noisy/output/clean) at the first level."""
     import torch
 
-    from bench import metrics
+    from bench.measure import metrics
     from bench.data import DenoiseDataset
 
     model = model.to(device).float().eval()

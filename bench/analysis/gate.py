@@ -84,7 +84,7 @@ class GateResult:
 
 def load_folder(path, role: str) -> pd.DataFrame:
     """The results of one folder; a missing folder or one without records is bad input."""
-    from bench import store
+    from bench.record import store
 
     path = Path(path)
     if not path.is_dir():
