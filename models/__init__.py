@@ -6,10 +6,14 @@ from typing import Any
 
 from torch import nn
 
-from bench.errors import BadInput
 from models.blocks import NORMS, UPSAMPLES, GlobalResidual
 from models.unet import UNet
 from models.unetpp import UNetPlusPlus
+
+class ModelOptionError(ValueError):
+    """A model option is wrong; the message is one sentence naming it and what is allowed.
+    (models/ imports nothing of bench: bench turns this into its own BadInput.)"""
+
 
 MODEL_NAMES = ("unet", "unetpp")
 MAX_DEPTH = 6
@@ -19,6 +23,7 @@ _OPTIONS = ("in_channels", "out_channels", "width", "depth", "norm", "upsample",
 
 __all__ = [
     "MODEL_NAMES",
+    "ModelOptionError",
     "UNet",
     "UNetPlusPlus",
     "build_model",
@@ -34,12 +39,12 @@ def _is_int(value: Any) -> bool:
 
 def _check_positive_int(key: str, value: Any) -> None:
     if not _is_int(value) or value < 1:
-        raise BadInput(f"{key} must be an integer >= 1, got {value!r}")
+        raise ModelOptionError(f"{key} must be an integer >= 1, got {value!r}")
 
 
 def _check_choice(key: str, value: Any, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
-        raise BadInput(f"unknown {key} {value!r}; choose one of: {', '.join(allowed)}")
+        raise ModelOptionError(f"unknown {key} {value!r}; choose one of: {', '.join(allowed)}")
 
 
 def build_model(name: str, **options: Any) -> nn.Module:
@@ -49,11 +54,13 @@ def build_model(name: str, **options: Any) -> nn.Module:
     _check_choice("model", name, MODEL_NAMES)
     unknown = sorted(set(options) - set(_OPTIONS))
     if unknown:
-        raise BadInput(
+        raise ModelOptionError(
             f"unknown model option {unknown[0]!r}; choose from: {', '.join(_OPTIONS)}"
         )
     in_channels = options.get("in_channels", 1)
     out_channels = options.get("out_channels", 1)
+    # The library's own defaults are the seed study's network (depth 4, BatchNorm, plain
+    # output). bench never relies on them: bench.config.cell.model_options passes every option.
     width = options.get("width", 16)
     depth = options.get("depth", 4)
     norm = options.get("norm", "batch")
@@ -65,22 +72,22 @@ def build_model(name: str, **options: Any) -> nn.Module:
     for key, value in (("in_channels", in_channels), ("out_channels", out_channels), ("width", width)):
         _check_positive_int(key, value)
     if not _is_int(depth) or not 1 <= depth <= MAX_DEPTH:
-        raise BadInput(f"depth must be an integer from 1 to {MAX_DEPTH}, got {depth!r}")
+        raise ModelOptionError(f"depth must be an integer from 1 to {MAX_DEPTH}, got {depth!r}")
     _check_choice("norm", norm, NORMS)
     _check_choice("upsample", upsample, UPSAMPLES)
     if deep_supervision is None:
         deep_supervision = False
     if not isinstance(deep_supervision, bool):
-        raise BadInput(f"deep_supervision must be true or false, got {deep_supervision!r}")
+        raise ModelOptionError(f"deep_supervision must be true or false, got {deep_supervision!r}")
     # A shared config may carry deep_supervision=False for every model; only True is wrong.
     if deep_supervision and name != "unetpp":
-        raise BadInput(f"deep_supervision=True is only valid for model 'unetpp', not {name!r}")
+        raise ModelOptionError(f"deep_supervision=True is only valid for model 'unetpp', not {name!r}")
 
     residual = options.get("residual", False)
     if not isinstance(residual, bool):
-        raise BadInput(f"residual must be true or false, got {residual!r}")
+        raise ModelOptionError(f"residual must be true or false, got {residual!r}")
     if residual and in_channels != out_channels:
-        raise BadInput(f"residual=True needs as many output as input channels, "
+        raise ModelOptionError(f"residual=True needs as many output as input channels, "
                        f"got {in_channels} in and {out_channels} out")
 
     common = dict(
@@ -100,7 +107,7 @@ def check_image_size(depth: int, image_size: int) -> None:
     """Each of the `depth` poolings halves the image, so the size must divide by 2**depth."""
     step = 2**depth
     if not _is_int(image_size) or image_size < 1 or image_size % step:
-        raise BadInput(
+        raise ModelOptionError(
             f"image size {image_size!r} is not a positive multiple of 2**{depth} = {step}, "
             f"which model depth {depth} needs"
         )

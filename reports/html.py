@@ -1,13 +1,12 @@
 """One self-contained HTML report: tables, plots as embedded base64 PNGs, inline CSS, no script,
 no external font, stylesheet or image, nothing fetched when it is opened.
 
-Rendering only: every statistic comes from bench.analysis (a `Comparison` and the artefact
-loaders); the plots draw those numbers or the raw step / telemetry / sample values.
+Rendering only: every statistic comes from bench.analysis (a `Comparison`) and the artefacts
+from bench.record.load; the plots draw those numbers or the raw step / telemetry / sample values.
+The building blocks (stylesheet, escaping, tables, figures) are in `reports.markup`.
 """
 from __future__ import annotations
 
-import html
-import math
 import time
 from pathlib import Path
 
@@ -15,115 +14,9 @@ import numpy as np
 import pandas as pd
 
 from reports import plots
-
-CSS = """
-body { font-family: "DejaVu Sans", Helvetica, Arial, sans-serif; margin: 24px auto;
-       max-width: 1200px; color: #222; font-size: 14px; line-height: 1.4; padding: 0 16px; }
-h1 { font-size: 22px; margin-bottom: 4px; }
-h2 { font-size: 18px; border-bottom: 1px solid #ccc; padding-bottom: 4px; margin-top: 32px; }
-h3 { font-size: 15px; margin-top: 20px; }
-table { border-collapse: collapse; margin: 8px 0 12px; font-size: 12.5px; }
-th, td { border: 1px solid #ddd; padding: 3px 7px; text-align: right; vertical-align: top; }
-th { background: #f3f3f3; }
-td.l, th.l { text-align: left; }
-tr.base td { background: #f7f7f7; }
-.equivalent, .better, .ok, .improved { color: #1a7f37; }
-.worse, .FAIL { color: #c62828; font-weight: bold; }
-.inconclusive, .soft { color: #a36b00; }
-.muted { color: #666; font-size: 12.5px; }
-.box { background: #fff8e1; border: 1px solid #f0d68a; padding: 8px 12px; margin: 12px 0; }
-.bad { background: #fdecea; border-color: #f5b7b1; }
-figure { margin: 10px 0 18px; }
-figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
-figcaption { color: #555; font-size: 12.5px; }
-code { background: #f3f3f3; padding: 0 3px; }
-.ci { white-space: nowrap; color: #555; font-size: 11.5px; }
-details { margin: 4px 0; }
-"""
-
-QUALITY_FORMATS = {"psnr": (".2f", "+.2f"), "ssim": (".4f", "+.4f"), "lpips": (".4f", "+.4f")}
-
-
-def esc(value) -> str:
-    return html.escape(str(value), quote=True)
-
-
-def fmt(value, spec: str = ".3g") -> str:
-    try:
-        if value is None or not math.isfinite(float(value)):
-            return "—"
-    except (TypeError, ValueError):
-        return esc(value)
-    return format(value, spec)
-
-
-def mean_ci(mean, low, high, spec: str) -> str:
-    if fmt(mean, spec) == "—":
-        return "—"
-    if fmt(low, spec) != "—" and fmt(high, spec) != "—":
-        return f"{format(mean, spec)} ± {format((high - low) / 2, spec)}"
-    return format(mean, spec)
-
-
-def ratio_text(value, low, high) -> str:
-    if fmt(value) == "—":
-        return "—"
-    text = f"{value:.2f}×"
-    if fmt(low) != "—" and fmt(high) != "—":
-        text += f'<br><span class="ci">[{low:.2f}–{high:.2f}]</span>'
-    return text
-
-
-def p_text(p) -> str:
-    if fmt(p) == "—":
-        return "—"
-    return "&lt;0.001" if p < 0.001 else f"{p:.3f}"
-
-
-SHORT_VERDICTS = {"equivalent": "≈ equivalent", "better": "▲ better", "worse": "▼ worse",
-                  "inconclusive (n too small)": "? n too small"}
-
-
-def verdict_span(verdict, short: bool = False) -> str:
-    if not isinstance(verdict, str) or not verdict:
-        return "—"
-    text = SHORT_VERDICTS.get(verdict, verdict) if short else verdict
-    return (f'<span class="{esc(verdict.split(" ")[0])}" title="{esc(verdict)}">'
-            f"{esc(text)}</span>")
-
-
-def table(header: list[str], rows: list[list[str]], left: set[int] = frozenset(),
-          row_classes: list[str] | None = None) -> str:
-    """Cells are HTML already (callers escape text)."""
-    head = "".join(f'<th class="l">{h}</th>' if i in left else f"<th>{h}</th>"
-                   for i, h in enumerate(header))
-    body = []
-    for n, r in enumerate(rows):
-        cls = f' class="{row_classes[n]}"' if row_classes and row_classes[n] else ""
-        cells = "".join(f'<td class="l">{c}</td>' if i in left else f"<td>{c}</td>"
-                        for i, c in enumerate(r))
-        body.append(f"<tr{cls}>{cells}</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
-
-
-def figure(fig, alt: str, caption: str = "") -> str:
-    uri = plots.to_data_uri(fig)
-    cap = f"<figcaption>{esc(caption)}</figcaption>" if caption else ""
-    return f'<figure><img alt="{esc(alt)}" src="{uri}">{cap}</figure>'
-
-
-def group_title(row) -> str:
-    device = f", {row['cell.device_type']}" if row.get("cell.device_type") else ""
-    return (f"{plots.model_name(row['cell.model'])} — σ {row['noise']}{device}, "
-            f"workload {row['fingerprint']}")
-
-
-def _groups(frame: pd.DataFrame, keys: list[str]):
-    return [g for _, g in frame.groupby(keys, sort=True, dropna=False)] if not frame.empty else []
-
-
-def _key(row, cols) -> dict:
-    return {c: row[c] for c in cols}
+from reports.markup import (CSS, QUALITY_FORMATS, esc, figure, fmt, group_title, groups,
+                            key_of, mean_ci, p_text, ratio_text, table, verdict_span)
+from reports.text import sections
 
 
 # --- sections ----------------------------------------------------------------------------------
@@ -252,7 +145,7 @@ def group_section(g: pd.DataFrame, rows: pd.DataFrame, steps: pd.DataFrame,
         out.append(figure(plots.speedup_efficiency(g, comp.confidence),
                           "speedup and efficiency vs devices",
                           "Dashed: ideal linear scaling. Error bars: interval of the speedup."))
-    order = [(_key(r, GROUP_KEYS + CONFIG_KEYS), plots.config_name(r)) for _, r in g.iterrows()]
+    order = [(key_of(r, GROUP_KEYS + CONFIG_KEYS), plots.config_name(r)) for _, r in g.iterrows()]
     if not steps.empty:
         out.append(figure(plots.step_time_distributions(steps, order),
                           "step-time distributions",
@@ -315,7 +208,7 @@ def quality_section(comp) -> str:
                           f"quality vs noise level, {model}",
                           "Mean over repeats with its interval; grey ×: the noisy input's "
                           "own score (the model must beat it)."))
-    for g in _groups(q, GROUP_KEYS):
+    for g in groups(q, GROUP_KEYS):
         rows = []
         for _, r in g.iterrows():
             spec, dspec = QUALITY_FORMATS[r["metric"]]
@@ -335,23 +228,6 @@ def quality_section(comp) -> str:
     return "".join(out)
 
 
-def privacy_section(privacy: pd.DataFrame) -> str:
-    """The two-site question: how much of the clean image the noise hides, and how much a model
-    trained on noisy images gives back."""
-    from bench.twosite.audit import STATEMENT
-    from reports.console import PRIVACY_COLUMNS, PRIVACY_TEXT_COLUMNS, privacy_cells
-
-    if privacy.empty:
-        return ""
-    rows = [[esc(c) for c in privacy_cells(r)] for _, r in privacy.iterrows()]
-    left = {i for i, name in enumerate(PRIVACY_COLUMNS) if name in PRIVACY_TEXT_COLUMNS}
-    return ("<h2>Privacy audit</h2><p>Protection: the obfuscated (noisy) test image against the "
-            "clean one. Recovered: the model's output from it. Higher PSNR / SSIM means more of "
-            "the clean image is visible.</p>"
-            + table(list(PRIVACY_COLUMNS), rows, left=left)
-            + f"<p class='box'><b>{esc(STATEMENT)}</b></p>")
-
-
 def samples_section(samples: list[dict]) -> str:
     if not samples:
         return ""
@@ -367,7 +243,7 @@ def samples_section(samples: list[dict]) -> str:
 
 
 def environment_section(frame: pd.DataFrame) -> str:
-    from bench.analysis import environments
+    from bench.record.load import environments
 
     common, varying = environments(frame)
     if not common and varying.empty:
@@ -388,11 +264,12 @@ def environment_section(frame: pd.DataFrame) -> str:
 def render_html(frame: pd.DataFrame, comp, results_dir) -> str:
     """The whole report as one HTML string."""
     from bench import analysis
+    from bench.record import load
 
     rows = analysis.prepare(frame)
-    steps = analysis.step_times(frame)
-    tele = analysis.telemetry_timelines(frame)
-    samples = analysis.sample_images(frame, comp.baseline)
+    steps = load.step_times(rows, analysis.CELL_KEYS)
+    tele = load.telemetry_timelines(rows, analysis.CELL_KEYS)
+    samples = load.sample_images(analysis.sample_cells(frame, comp.baseline))
     ok = int((frame["status"] == "ok").sum()) if "status" in frame else 0
     head = (f"<h1>bench report</h1><p class='muted'>results <code>{esc(results_dir)}</code> · "
             f"{comp.records} record(s), {ok} ok, {len(comp.failures)} "
@@ -401,13 +278,13 @@ def render_html(frame: pd.DataFrame, comp, results_dir) -> str:
     body = [head, problems_section(comp), method_section(comp)]
     if comp.summary.empty:
         body.append("<p><b>No ok records to compare.</b></p>")
-    for g in _groups(comp.summary, analysis.GROUP_KEYS):
+    for g in groups(comp.summary, analysis.GROUP_KEYS):
         body.append(group_section(g, rows, steps, tele, comp))
     body.append(pairs_section("AMP gain (vs fp32, same strategy and devices)", comp.amp, comp))
     body.append(pairs_section("DDP vs DataParallel (same devices and precision)", comp.ddp_dp,
                               comp))
     body.append(quality_section(comp))
-    body.append(privacy_section(comp.privacy))
+    body += [section.html(section_table) for section, section_table in sections(comp)]
     body.append(samples_section(samples))
     body.append(environment_section(frame))
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from reports.console import console
+from reports.text import console
 
 
 class SweepProgress:

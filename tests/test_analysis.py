@@ -17,7 +17,7 @@ def record(model="unet", strategy="single", devices=1, precision="fp32", repeat=
            throughput=100.0, psnr=30.0, ssim=0.80, lpips=0.20, fingerprint="fpA",
            sigmas=(0.1,), zero=None, scaling="strong", status="ok", gpu=False,
            device_type="cpu", cell_id=None, warmup=2) -> dict:
-    """A record shaped like bench.worker.train.write_results writes it (only the fields analysis
+    """A record shaped like bench.record.builder.trained_record makes it (only the fields analysis
     reads). `psnr`/`ssim`/`lpips` are at the first σ; each further σ is 2 dB / 0.05 worse."""
     quality = []
     for k, sigma in enumerate(sigmas):
@@ -309,7 +309,9 @@ def test_empty_frame_gives_empty_tables():
 
 
 def test_privacy_audit_means_over_repeats_and_keeps_site_one_averages():
+    # The audit is the two-site plug-in's report section; its table reads the raw frame.
     from bench.twosite.audit import audit_level
+    from bench.twosite.report import privacy_table
     recs = []
     for r, psnr in enumerate((27.0, 29.0)):
         rec = record(repeat=r, psnr=psnr)
@@ -320,12 +322,23 @@ def test_privacy_audit_means_over_repeats_and_keeps_site_one_averages():
                         "clean_data_left_site_one": True, "levels": levels}
         recs.append(rec)
     recs.append(record(strategy="ddp", devices=2))  # a record without an audit adds no row
-    table = analysis.privacy_audit(frame_of(recs))
+    table = privacy_table(frame_of(recs))
     (row_,) = table.to_dict("records")
     assert row_["protection_psnr"] == 20.0 and row_["recovered_psnr"] == pytest.approx(28.0)
     assert row_["gap_psnr"] == pytest.approx(8.0) and row_["n"] == 2
     assert row_["averaged_psnr"] == 23.0  # mean over the repeats that measured it
-    assert analysis.privacy_audit(frame_of([record()])).empty
+    assert privacy_table(frame_of([record()])).empty
+
+
+def test_report_sections_are_computed_from_the_unprepared_frame():
+    from bench.twosite.audit import audit_level
+    from bench.twosite.report import PRIVACY
+    audited = record()
+    audited["audit"] = {"measured_at": "run", "target": "clean", "clean_data_left_site_one": True,
+                        "levels": [audit_level(q) for q in audited["quality"]]}
+    comp = analysis.compare_configs(frame_of([audited]), sections=[PRIVACY])
+    assert list(comp.sections) == ["privacy"] and len(comp.sections["privacy"]) == 1
+    assert analysis.compare_configs(frame_of([audited])).sections == {}  # none asked for
 
 
 def test_input_bound_cells_are_named_with_their_wait():

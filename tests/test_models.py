@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from bench.errors import BadInput
+from models import ModelOptionError as BadInput
 from models import MODEL_NAMES, build_model, check_image_size, count_parameters
 from models.blocks import DoubleConv, group_count
 from models.unet import UNet

@@ -15,6 +15,7 @@ from PIL import Image
 from bench.twosite import obfuscate as ob
 from bench.data import prepare, synthetic_image, to_unit
 from bench.errors import BadInput
+from bench.twosite.manifest import read_manifest
 from bench.data.noise import obfuscate
 from conftest import run_cli
 
@@ -112,7 +113,7 @@ def test_manifest_states_the_noise_split_and_every_hash(export):
         assert entry["split"] == split_of[entry["image"]]
         # Site Two keeps Site One's split: the same one training on the clean source uses.
         assert index_of[entry["image"]] in clean.split(entry["split"])
-    verified = ob.read_manifest(result.out)
+    verified = read_manifest(result.out)
     assert verified.sigma == SIGMA and len(verified.ids) == 10
 
 
@@ -169,7 +170,7 @@ def test_a_changed_or_missing_file_is_named(export, tmp_path, damage):
     else:
         victim.unlink()
     with pytest.raises(BadInput, match=re.escape(str(victim))) as info:
-        ob.read_manifest(copy)
+        read_manifest(copy)
     reason = "is missing" if damage == "missing" else "does not match its SHA-256"
     assert reason in str(info.value)
     if damage == "missing":

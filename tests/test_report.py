@@ -141,6 +141,46 @@ def test_json_and_markdown_exports_to_files(results, tmp_path):
     assert "## AMP gain" in text and "worse" in text
 
 
+@pytest.fixture(scope="module")
+def two_site():
+    """The two-site plug-in, whose privacy audit is a registered report section."""
+    from bench import plugins
+    plugins.load(["bench.twosite"])
+    return plugins.report_sections()
+
+
+def test_plugin_section_renders_where_the_privacy_audit_stood(two_site, tmp_path):
+    from bench import analysis
+    from bench.twosite.audit import audit_level
+    from reports import console as rc
+    from reports.html import render_html
+    audited = record(cell_id="audited")
+    audited["audit"] = {"measured_at": "run", "target": "clean",
+                        "clean_data_left_site_one": True,
+                        "levels": [audit_level(q) for q in audited["quality"]]}
+    write_cell(tmp_path, audited)
+    frame = store.load(tmp_path)
+    comp = analysis.compare_configs(frame, sections=two_site)
+    assert len(comp.sections["privacy"]) == 1
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        rc.render_report(comp)
+    text = " ".join(out.getvalue().split())
+    assert text.index("privacy audit") > text.index("quality parity")
+    assert "not a privacy guarantee" in text and "20.00" in text  # protection PSNR
+    page = render_html(frame, comp, tmp_path)
+    assert page.index("Denoising quality") < page.index("<h2>Privacy audit</h2>") < \
+        page.index("Sample test images")
+    plain = analysis.compare_configs(frame)  # computed without sections: no audit shown
+    md = rc.export_report(comp, "md")  # the exports never carried the audit
+    assert "rivacy" not in md and md == rc.export_report(plain, "md")
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        rc.render_report(plain)
+    assert "privacy audit" not in out.getvalue()
+    assert "Privacy audit" not in render_html(frame, plain, tmp_path)
+
+
 def test_missing_folder_exits_2_in_a_real_process(tmp_path):
     out = run_cli("report", tmp_path / "nothing-here", timeout=120)
     assert out.returncode == 2

@@ -11,6 +11,8 @@ import pytest
 import yaml
 
 from bench.config import spec as specs
+from bench.sweep import expand as planner
+from bench.sweep import spec_files
 from conftest import REPO
 from slurm_cluster import FINAL_STATES, LocalSlurm, missing_requirements
 
@@ -38,7 +40,7 @@ def submit(cluster, spec: dict, tmp_path, *extra):
                             capture_output=True, text=True, env=cluster.env(), timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     jobs = json.loads((out / "slurm" / "jobs.json").read_text())
-    cells = specs.expand(specs.load_spec(str(path)), "cpu", 0).cells
+    cells = planner.expand(specs.load_spec(str(path)), "cpu", 0).cells
     return out, jobs, cells, result.stdout
 
 

@@ -9,6 +9,8 @@ import pytest
 import yaml
 
 from bench.config import spec as specs
+from bench.sweep import expand as planner
+from bench.sweep import spec_files
 from bench.config.cell import Cell
 from bench.errors import BadInput
 from conftest import REPO, run_cli
@@ -24,8 +26,8 @@ def spec_of(matrix=None, workload=None, **top):
 
 
 def expand(raw, device_type="cpu", gpus=0):
-    resolved = specs.expand(specs.parse_spec(raw), device_type, gpus)
-    specs.validate(resolved, gpus if device_type == "cpu" else None)
+    resolved = planner.expand(specs.parse_spec(raw), device_type, gpus)
+    planner.validate(resolved, gpus if device_type == "cpu" else None)
     return resolved
 
 
@@ -46,7 +48,7 @@ def test_paper_is_the_seed_study_corrected():
         assert (c.width, c.depth, c.norm, c.residual) == (64, 4, "batch", False)
         assert c.global_batch == 32 and c.scaling == "strong" and c.noise_mean == 0.1
     # AMP means bf16 on a CPU machine.
-    cpu = specs.expand(specs.load_spec("paper"), "cpu", 0)
+    cpu = planner.expand(specs.load_spec("paper"), "cpu", 0)
     assert {c.precision for c in cpu.cells} == {"fp32", "bf16"}
 
 
@@ -59,18 +61,19 @@ def test_scaling_covers_1_2_4_8_devices_strong_and_weak():
 
 
 def test_quick_is_what_run_does_without_flags():
-    from bench.sweep import plan
-    from bench.cli import build_parser
-    from bench.cli.commands import cells_from_args
+    from bench.cli.parsers import build_parser
+    from bench.cli.run import spec_from_flags
+    from bench.sweep.hardware import study_configs
 
     args = build_parser().parse_args(["run"])
-    flag_cells, _ = cells_from_args(args, "cpu", 0)
-    resolved = specs.expand(specs.load_spec("quick"), "cpu", 0)
+    flag_spec, _ = spec_from_flags(args, "quick", "cpu", 0)
+    flag_cells = planner.expand(flag_spec, "cpu", 0).cells
+    resolved = planner.expand(specs.load_spec("quick"), "cpu", 0)
     assert [c.cell_id for c in resolved.cells] == [c.cell_id for c in flag_cells]
     assert {c.model for c in resolved.cells} == {"unet", "unetpp"}
     assert ("single", 1, "fp32") in {(c.strategy, c.devices, c.precision)
                                      for c in resolved.cells}
-    assert resolved.notes == plan.study_configs("cpu", 0)[1]
+    assert resolved.notes == study_configs("cpu", 0)[1]
 
 
 # --------------------------------------------------------------------------- expansion, ids
@@ -103,7 +106,8 @@ def test_ids_are_stable_across_processes_and_key_order():
     code = textwrap.dedent(f"""
         import json
         from bench.config import spec
-        r = spec.expand(spec.parse_spec(json.loads({json.dumps(json.dumps(raw))})), "cpu", 0)
+        from bench.sweep.expand import expand
+        r = expand(spec.parse_spec(json.loads({json.dumps(json.dumps(raw))})), "cpu", 0)
         print(json.dumps([c.cell_id for c in r.cells]))
     """)
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
@@ -117,18 +121,18 @@ def test_ids_are_stable_across_processes_and_key_order():
 def test_resolved_spec_expands_to_the_same_cells(tmp_path):
     raw = spec_of({"models": ["unet"], "configurations": "study"}, {"device": "cpu"})
     resolved = expand(raw)
-    specs.write_resolved(tmp_path, resolved)
+    spec_files.write_resolved(tmp_path, resolved)
     again = specs.load_spec(str(tmp_path / "spec.yaml"))
     assert again.configurations != "study" and again.device == "cpu"
-    assert [c.cell_id for c in specs.expand(again, "cpu", 0).cells] == \
+    assert [c.cell_id for c in planner.expand(again, "cpu", 0).cells] == \
         [c.cell_id for c in resolved.cells]
-    data = specs.read_resolved(tmp_path / "spec.json")
-    assert [c.cell_id for c in specs.resolved_cells(data)] == [c.cell_id for c in resolved.cells]
+    data = spec_files.read_resolved(tmp_path / "spec.json")
+    assert [c.cell_id for c in spec_files.resolved_cells(data)] == [c.cell_id for c in resolved.cells]
     assert [e["index"] for e in data["cells"]] == list(range(len(resolved.cells)))
     # A tampered cell no longer matches its id.
     data["cells"][0]["cell"]["lr"] = 0.5
     with pytest.raises(BadInput, match="hash to"):
-        specs.resolved_cells(data)
+        spec_files.resolved_cells(data)
 
 
 def test_spec_file_by_path_and_name_default(tmp_path):
@@ -241,8 +245,8 @@ def test_run_spec_rejects_workload_flags(tmp_path):
 
 
 def test_reject_workload_flags_allows_run_options():
-    from bench.cli import build_parser
-    from bench.cli.sweep import reject_workload_flags
+    from bench.cli.parsers import build_parser
+    from bench.cli.run import reject_workload_flags
     args = build_parser().parse_args(["run", "quick", "--out", "x", "--force", "--device", "cpu"])
     reject_workload_flags(args)  # no error
     args = build_parser().parse_args(["run", "quick", "--strategy", "ddp"])

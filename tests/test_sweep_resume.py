@@ -11,6 +11,8 @@ import psutil
 import yaml
 
 from bench.config import spec as specs
+from bench.sweep import expand as planner
+from bench.sweep import spec_files
 from bench.record import store
 from conftest import REPO, run_cli
 
@@ -49,7 +51,7 @@ def test_killed_sweep_reruns_only_the_missing_cells(tmp_path):
     spec_path = tmp_path / "resume.yaml"
     spec_path.write_text(yaml.safe_dump(SPEC))
     first, second = [c.cell_id for c in
-                     specs.expand(specs.load_spec(str(spec_path)), "cpu", 0).cells]
+                     planner.expand(specs.load_spec(str(spec_path)), "cpu", 0).cells]
     out = tmp_path / "runs" / "resume"
     argv = [sys.executable, "-m", "bench", "run", str(spec_path), "--out", str(out)]
 
@@ -83,11 +85,12 @@ def test_killed_sweep_reruns_only_the_missing_cells(tmp_path):
 
 def test_status_and_summary_of_a_partly_failed_sweep(tmp_path):
     from bench.record import store
-    from bench.cli.sweep import sweep_status, write_summary
+    from bench.cli.summary import write_summary
+    from bench.sweep.status import sweep_status
 
     raw = {**SPEC, "matrix": {**SPEC["matrix"], "noise": [0.1, 0.2, 0.3]}}
-    resolved = specs.expand(specs.parse_spec(raw), "cpu", 0)
-    specs.write_resolved(tmp_path, resolved)
+    resolved = planner.expand(specs.parse_spec(raw), "cpu", 0)
+    spec_files.write_resolved(tmp_path, resolved)
     ok, failed, missing = resolved.cells
     store.write_json(tmp_path / ok.cell_id / "record.json", {
         "cell_id": ok.cell_id, "cell": ok.to_dict(), "fingerprint": "f", "status": "ok",
@@ -123,9 +126,9 @@ def test_concurrent_array_tasks_write_only_their_own_cells(tmp_path):
              for i in (0, 1)]
     outputs = [t.communicate(timeout=600)[0] for t in tasks]
     assert [t.returncode for t in tasks] == [0, 0], outputs
-    cells = specs.expand(specs.load_spec(str(spec_file)), "cpu", 0).cells
+    cells = planner.expand(specs.load_spec(str(spec_file)), "cpu", 0).cells
     records = {r["cell_id"]: r for r in store.records(out)[0]}
     assert set(records) == {c.cell_id for c in cells}  # one folder each, none shared
     assert all(r["status"] == "ok" for r in records.values())
-    assert len(json.loads((out / specs.SPEC_JSON).read_text())["cells"]) == 2
+    assert len(json.loads((out / spec_files.SPEC_JSON).read_text())["cells"]) == 2
     assert not list(out.glob(".*.tmp")) and not list(out.glob("*/.*.tmp"))

@@ -16,14 +16,23 @@ from bench.twosite import audit
 from bench.record import store
 from bench.twosite import obfuscate as ob
 from bench.config.cell import Cell
-from bench.data import (DenoiseDataset, ObfuscatedDataset, prepare, synthetic_image,
+from bench import plugins
+from bench.data import (DenoiseDataset, check_training, prepare, synthetic_image,
                         training_dataset)
 from bench.errors import BadInput
+from bench.twosite.manifest import read_manifest
+from bench.twosite.source import ObfuscatedDataset
 from conftest import run_cli
 
 SIZE = 32
 SMALL = ["--model", "unet", "--strategy", "single", "--width", "4", "--depth", "2",
          "--batch", "8", "--warmup", "1", "--sample-hz", "0"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def two_site_plugin():
+    """The obfuscated source and the noise2noise target, as the CLI registers them."""
+    plugins.load(["bench.twosite"])
 
 
 def _folder(root: Path, count: int = 10) -> Path:
@@ -49,7 +58,7 @@ def sites(tmp_path_factory):
 def test_noise2noise_pairs_are_two_realisations_and_never_clean(sites):
     folder, plain, _ = sites
     prepared = prepare(f"obfuscated:{plain.out}", image_size=SIZE)
-    manifest = ob.read_manifest(plain.out)
+    manifest = read_manifest(plain.out)
     n = len(manifest.ids)
     assert len(prepared.images()) == 2 * n  # the cache holds noisy rows only: nothing clean
     data = ObfuscatedDataset(prepared, "train", target="noise2noise", augment=True)
@@ -80,21 +89,21 @@ def test_target_rules(sites):
     ]
     for cell, prepared, needle in cases:
         with pytest.raises(BadInput, match=re.escape(needle)):
-            ob.check_training(cell, prepared)
+            check_training(cell, prepared)
     with pytest.raises(BadInput, match="already noisy"):  # no noise is ever added twice
         DenoiseDataset(obfuscated, "train", sigmas=[0.1], seed=0, augment=False)
     assert isinstance(training_dataset(clean, "train", target="clean", sigmas=[0.1], seed=0,
                                        noise_mean=0.0, augment=False), DenoiseDataset)
     with pytest.raises(BadInput, match="pass --image-size 32"):
         prepare(f"obfuscated:{plain.out}", image_size=64)
-    ob.check_training(Cell(data="x", target="noise2noise"), obfuscated)  # fine
+    check_training(Cell(data="x", target="noise2noise"), obfuscated)  # fine
 
 
 def test_clean_targets_say_that_clean_data_left_site_one(sites, tmp_path):
     folder, _, with_clean = sites
     prepared = prepare(f"obfuscated:{with_clean.out}", image_size=SIZE)
     cell = Cell(data=f"obfuscated:{with_clean.out}", target="clean", image_size=SIZE)
-    ob.check_training(cell, prepared)
+    check_training(cell, prepared)
     data = ObfuscatedDataset(prepared, "train", target="clean", augment=False)
     image = data.item(0)[0]
     reference = prepare(f"folder:{folder}", image_size=SIZE)
@@ -202,7 +211,7 @@ def test_evaluate_rejects_what_it_cannot_score(tmp_path):
         audit.load_model(junk)
     with pytest.raises(BadInput, match="does not exist"):
         audit.load_model(tmp_path / "missing.pt")
-    from bench.worker.train import build_seeded_model
+    from bench.worker.setup import build_seeded_model
     cell = Cell(width=4, depth=2, image_size=SIZE)
     audit.save_model(junk, build_seeded_model(cell).state_dict(), cell, "f" * 16)
     assert os.stat(junk).st_size > 0

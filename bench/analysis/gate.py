@@ -18,15 +18,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from bench import analysis
+from bench.analysis.frame import (CONFIG_KEYS, GROUP_KEYS, HIGHER_IS_BETTER, QUALITY_METRICS,
+                                  _sort_key, config_label, prepare)
+from bench.analysis.stats import CONFIDENCE, _finite, difference, ratio
 from bench.errors import BadInput
+from bench.record.load import load_folder
 
-MATCH_KEYS = analysis.GROUP_KEYS + analysis.CONFIG_KEYS
+MATCH_KEYS = GROUP_KEYS + CONFIG_KEYS
 
 FAIL, SOFT, OK, IMPROVED = "FAIL", "soft", "ok", "improved"
 
@@ -82,25 +84,12 @@ class GateResult:
         return 1 if self.failed else 0
 
 
-def load_folder(path, role: str) -> pd.DataFrame:
-    """The results of one folder; a missing folder or one without records is bad input."""
-    from bench.record import store
-
-    path = Path(path)
-    if not path.is_dir():
-        raise BadInput(f"{role} results folder {path} does not exist or is not a folder")
-    frame = store.load(path)
-    if frame.empty and not frame.attrs.get("unreadable"):
-        raise BadInput(f"{role} results folder {path} holds no cell records")
-    return frame
-
-
 def _all_rows(frame: pd.DataFrame) -> pd.DataFrame:
-    """Every record (any status) with the normalised keys of analysis.prepare."""
+    """Every record (any status) with the normalised keys of `frame.prepare`."""
     if frame.empty:
         return frame
     status = frame["status"] if "status" in frame else pd.Series("?", index=frame.index)
-    keyed = analysis.prepare(frame.assign(status="ok"))
+    keyed = prepare(frame.assign(status="ok"))
     keyed["status"] = status.to_numpy()
     return keyed
 
@@ -160,7 +149,7 @@ def judge(worse: float, ci_worse: tuple[float, float], tolerance: float,
 
 def compare(base_frame: pd.DataFrame, new_frame: pd.DataFrame,
             tolerances: Tolerances = Tolerances(),
-            confidence: float = analysis.CONFIDENCE) -> GateResult:
+            confidence: float = CONFIDENCE) -> GateResult:
     """The gate over two results DataFrames (store.load of each folder)."""
     if not 0 < confidence < 1:
         raise BadInput(f"confidence {confidence} is invalid; it must lie strictly between 0 and 1")
@@ -198,7 +187,7 @@ def _quality_columns(frame: pd.DataFrame) -> dict:
     for c in frame.columns:
         if c.startswith("quality[") and "]." in c:
             sigma, metric = c[len("quality["):].split("].", 1)
-            if metric in analysis.QUALITY_METRICS:
+            if metric in QUALITY_METRICS:
                 cols[(float(sigma), metric)] = c
     return cols
 
@@ -210,39 +199,39 @@ def _measure_rows(base, new, ok_pairs, tol: Tolerances, confidence: float) -> pd
         by_config.setdefault(key, []).append((i, j, how))
     qbase, qnew = _quality_columns(base), _quality_columns(new)
     out = []
-    for key in sorted(by_config, key=lambda k: (k[0], k[2], analysis._sort_key(*k[4:]))):
+    for key in sorted(by_config, key=lambda k: (k[0], k[2], _sort_key(*k[4:]))):
         pairs = by_config[key]
         b = base.loc[[i for i, _, _ in pairs]]
         n = new.loc[[j for _, j, _ in pairs]]
         ident = dict(zip(MATCH_KEYS, key))
-        ident["config"] = analysis.config_label(ident["cell.strategy"], ident["zero"])
+        ident["config"] = config_label(ident["cell.strategy"], ident["zero"])
         ident["matched_by"] = ", ".join(sorted({how for _, _, how in pairs}))
         # throughput: percent change of the geometric mean, Welch on the logs
-        r = analysis.ratio(b.get("timing.throughput_img_s", []),
-                           n.get("timing.throughput_img_s", []), confidence)
+        r = ratio(b.get("timing.throughput_img_s", []),
+                  n.get("timing.throughput_img_s", []), confidence)
         change = 100 * (r["estimate"] - 1)
         ci = (100 * (r["ci_low"] - 1), 100 * (r["ci_high"] - 1))
         outcome, reason = judge(-change, (-ci[1], -ci[0]), tol.throughput_pct,
                                 tol.soft_fraction)
         out.append({**ident, "measure": "throughput", "unit": "%", "sigma": math.nan,
                     "n_baseline": r["n_a"], "n_new": r["n_b"],
-                    "baseline": analysis._finite(b.get("timing.throughput_img_s", [])).mean()
+                    "baseline": _finite(b.get("timing.throughput_img_s", [])).mean()
                     if r["n_a"] else math.nan,
-                    "new": analysis._finite(n.get("timing.throughput_img_s", [])).mean()
+                    "new": _finite(n.get("timing.throughput_img_s", [])).mean()
                     if r["n_b"] else math.nan,
                     "change": change, "ci_low": ci[0], "ci_high": ci[1],
                     "p_value": r["p_value"], "test": r["test"],
                     "tolerance": -tol.throughput_pct, "outcome": outcome, "reason": reason})
         # quality: mean difference per σ and metric, paired by matched repeat
         pair_ids = list(range(len(pairs)))
-        order = {m: i for i, m in enumerate(analysis.QUALITY_METRICS)}
+        order = {m: i for i, m in enumerate(QUALITY_METRICS)}
         for (sigma, metric) in sorted(set(qbase) & set(qnew), key=lambda k: (k[0], order[k[1]])):
             va = pd.to_numeric(b[qbase[(sigma, metric)]], errors="coerce").to_numpy()
             vb = pd.to_numeric(n[qnew[(sigma, metric)]], errors="coerce").to_numpy()
             if not (np.isfinite(va).any() and np.isfinite(vb).any()):
                 continue
-            d = analysis.difference(va, vb, pair_ids, pair_ids, confidence)
-            sign = 1 if analysis.HIGHER_IS_BETTER[metric] else -1
+            d = difference(va, vb, pair_ids, pair_ids, confidence)
+            sign = 1 if HIGHER_IS_BETTER[metric] else -1
             worse = -sign * d["estimate"]
             lo, hi = sorted((-sign * d["ci_low"], -sign * d["ci_high"]))
             outcome, reason = judge(worse, (lo, hi), tol.of(metric), tol.soft_fraction)
@@ -258,6 +247,6 @@ def _measure_rows(base, new, ok_pairs, tol: Tolerances, confidence: float) -> pd
 
 
 def compare_folders(baseline_dir, new_dir, tolerances: Tolerances = Tolerances(),
-                    confidence: float = analysis.CONFIDENCE) -> GateResult:
+                    confidence: float = CONFIDENCE) -> GateResult:
     return compare(load_folder(baseline_dir, "baseline"), load_folder(new_dir, "new"),
                    tolerances, confidence)

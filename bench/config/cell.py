@@ -112,6 +112,14 @@ class Cell:
         return dataclasses.replace(self, **changes)
 
 
+def model_options(cell: Cell) -> dict:
+    """The keyword arguments `models.build_model` takes from a cell: the one place that maps
+    a cell's fields to the architecture, for training, planning and loading a saved model."""
+    return {"width": cell.width, "depth": cell.depth, "norm": cell.norm,
+            "upsample": cell.upsample, "deep_supervision": cell.deep_supervision,
+            "residual": cell.residual}
+
+
 def workload_fingerprint(cell: Cell, data_digest: str) -> str:
     """Hash of everything that defines the computed workload: split, noise, model config,
     batch, steps, LR rule, base seed and the workload knobs. Strategy, device count and
@@ -139,14 +147,17 @@ class Job:
     prepared_data: str  # PreparedData.to_json()
     launch_time: float
     extra: dict = field(default_factory=dict)
+    # The plug-ins the planning command had loaded (bench.plugins.loaded()): each rank process
+    # loads the same ones, so a cell is trained and recorded as the command that planned it.
+    plugins: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return {"cell": self.cell.to_dict(), "fingerprint": self.fingerprint,
                 "prepared_data": self.prepared_data, "launch_time": self.launch_time,
-                "extra": self.extra}
+                "extra": self.extra, "plugins": list(self.plugins)}
 
     @classmethod
     def from_dict(cls, d: dict) -> "Job":
         return cls(cell=Cell.from_dict(d["cell"]), fingerprint=d["fingerprint"],
                    prepared_data=d["prepared_data"], launch_time=d["launch_time"],
-                   extra=d.get("extra", {}))
+                   extra=d.get("extra", {}), plugins=list(d.get("plugins", [])))

@@ -17,25 +17,22 @@ A spec is YAML (or a built-in name). It has four top-level keys:
       noise: [0.1, 0.2]            # one cell per entry; an entry may itself be a list of σ
       scaling: [strong, weak]
 
-Expansion order (and so each cell's index) is models × noise × scaling × configurations ×
-repeats. Everything wrong with a spec is a BadInput naming the key; per-cell checks are the
-same `plan.validate_cell` the flag interface uses. Nothing here imports torch at import time.
+`python -m bench run` with flags builds the same `SweepSpec` (`spec_from_flags` in the CLI), so
+one planner (`bench.sweep.expand`) serves both. Everything wrong with a spec is a BadInput
+naming the key. Nothing here imports torch.
 """
 from __future__ import annotations
 
 import copy
 import dataclasses
-import itertools
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench.config.builtin_specs import BUILTIN
 from bench.config.cell import PRECISIONS, SCALING_MODES, Cell
 from bench.errors import BadInput
 
-SPEC_YAML = "spec.yaml"
-SPEC_JSON = "spec.json"
 RESOLVED_FORMAT = 1
 
 TOP_KEYS = ("name", "description", "workload", "matrix")
@@ -45,54 +42,33 @@ DEVICE_CHOICES = ("auto", "cpu", "cuda")
 # Cell fields a matrix (not the workload) decides, or that the harness fills in itself.
 _NOT_WORKLOAD = frozenset({"model", "strategy", "devices", "precision", "zero_stage", "repeat",
                            "device_type"})
-_EXTRA_WORKLOAD = {"repeats": 1, "device": "auto"}
+# Workload keys that are not Cell fields: how many repeats, which device, and `epochs` (when
+# set, each cell's steps come from the data: epochs × full global batches per pass).
+_EXTRA_WORKLOAD = {"repeats": 1, "device": "auto", "epochs": None}
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+# The spec key of each `bench run` flag (argparse dest) whose name differs from its key: the
+# one table behind "set KEY in the spec instead" and behind spec-worded cell errors.
+FLAG_SPEC_KEYS = {"batch": "workload.global_batch", "timeout": "workload.timeout_s",
+                  "model": "matrix.models", "noise": "matrix.noise",
+                  "strategy": "matrix.configurations.strategy",
+                  "precision": "matrix.configurations.precision",
+                  "devices": "matrix.configurations.devices",
+                  "zero": "matrix.configurations.zero"}
 
-BUILTIN: dict[str, dict] = {
-    "quick": {
-        "description": "What `python -m bench run` does with no flags: the seed study's four "
-                       "configurations (single fp32, DP, DDP fp32, DDP AMP) sized to this "
-                       "machine, U-Net and U-Net++, on the embedded chest radiograph.",
-        "workload": {},
-        "matrix": {"models": ["unet", "unetpp"], "configurations": "study"},
-    },
-    "paper": {
-        "description": "The seed study (Adebayo & Khan 2025) with its confounds removed: its "
-                       "models (width 64, depth 4, batch norm, plain output) and noise "
-                       "(σ 0.1/0.2/0.3, mean +0.1), one factor changed at a time on 2 GPUs at a "
-                       "fixed global batch of 32 (strong scaling), 3 seeds each.",
-        "workload": {"width": 64, "depth": 4, "norm": "batch", "residual": False,
-                     "global_batch": 32, "scaling": "strong", "noise_mean": 0.1,
-                     "image_size": 256, "steps": 300, "warmup": 20, "repeats": 3},
-        "matrix": {
-            "models": ["unet", "unetpp"],
-            "configurations": [
-                {"strategy": "single", "devices": 1, "precision": "fp32"},
-                {"strategy": "single", "devices": 1, "precision": "amp"},
-                {"strategy": "dp", "devices": 2, "precision": "fp32"},
-                {"strategy": "ddp", "devices": 2, "precision": "fp32"},
-                {"strategy": "ddp", "devices": 2, "precision": "amp"},
-            ],
-            "noise": [0.1, 0.2, 0.3],
-        },
-    },
-    "scaling": {
-        "description": "DDP on 1, 2, 4 and 8 GPUs, strong (global batch 32 kept) and weak "
-                       "(32 per device, linear LR rule) scaling, against single-device fp32.",
-        "workload": {"width": 64, "depth": 4, "norm": "group", "global_batch": 32,
-                     "image_size": 128, "steps": 200, "warmup": 20},
-        "matrix": {
-            "models": ["unet"],
-            "configurations": [
-                {"strategy": "single", "devices": 1, "precision": "fp32"},
-                {"strategy": "ddp", "devices": 2, "precision": "fp32"},
-                {"strategy": "ddp", "devices": 4, "precision": "fp32"},
-                {"strategy": "ddp", "devices": 8, "precision": "fp32"},
-            ],
-            "scaling": ["strong", "weak"],
-        },
-    },
-}
+
+def spec_key_of_flag(dest: str) -> str:
+    return FLAG_SPEC_KEYS.get(dest, f"workload.{dest}")
+
+
+def as_spec_keys(message: str) -> str:
+    """validate_cell speaks in CLI flags; a spec user needs the key to edit."""
+    return re.sub(r"--[a-z][a-z-]*",
+                  lambda m: spec_key_of_flag(m.group(0)[2:].replace("-", "_")), message)
+
+
+def cell_workload(workload: dict) -> dict:
+    """The workload keys that are Cell fields."""
+    return {k: v for k, v in workload.items() if k not in _EXTRA_WORKLOAD}
 
 
 @dataclass(frozen=True)
@@ -120,6 +96,7 @@ class SweepSpec:
     noise: list[tuple[float, ...]]
     scaling: list[str]
     source: str = ""
+    from_flags: bool = False  # given as `bench run` flags: errors keep the flags' words
 
     @property
     def repeats(self) -> int:
@@ -211,7 +188,7 @@ def is_resolved(data: dict) -> bool:
 # --------------------------------------------------------------------------- parsing
 
 def workload_defaults() -> dict:
-    """Every workload key with its default: Cell's field defaults plus repeats and device."""
+    """Every workload key with its default: Cell's field defaults plus the extra keys."""
     out = {}
     for f in dataclasses.fields(Cell):
         if f.name not in _NOT_WORKLOAD:
@@ -223,7 +200,7 @@ def workload_defaults() -> dict:
 
 def _field_types() -> dict[str, str]:
     types = {f.name: str(f.type) for f in dataclasses.fields(Cell) if f.name not in _NOT_WORKLOAD}
-    types.update(repeats="int", device="str")
+    types.update(repeats="int", device="str", epochs="int | None")
     return types
 
 
@@ -253,6 +230,9 @@ def parse_spec(raw: dict, default_name: str = "sweep", source: str = "") -> Swee
     if resolved["repeats"] < 1:
         raise BadInput(f"spec key workload.repeats {resolved['repeats']} is invalid; it must "
                        "be at least 1")
+    if resolved["epochs"] is not None and resolved["epochs"] < 1:
+        raise BadInput(f"spec key workload.epochs {resolved['epochs']} is invalid; it must be "
+                       "at least 1")
     if resolved["device"] not in DEVICE_CHOICES:
         raise BadInput(f"spec key workload.device '{resolved['device']}' is invalid; choose "
                        f"{', '.join(DEVICE_CHOICES)}")
@@ -391,104 +371,3 @@ def _configurations(value) -> list[Configuration] | str:
                            "single, which uses one device")
         out.append(Configuration(strategy, devices, precision, zero))
     return out
-
-
-# --------------------------------------------------------------------------- expansion
-
-def expand(spec: SweepSpec, device_type: str, gpus: int) -> ResolvedSweep:
-    """Cells in index order. `gpus` sizes `study` and default device counts (on a login node
-    that will submit GPU jobs, pass the GPUs a job will get, not the ones visible here)."""
-    from bench.sweep import plan
-
-    notes: list[str] = []
-    default_n = max(gpus, 1) if device_type == "cuda" else 2
-    if spec.configurations == "study":
-        study, notes = plan.study_configs(device_type, gpus)
-        configs = [(s, d, p, None) for s, d, p in study]
-    else:
-        configs = []
-        for c in spec.configurations:
-            devices = c.devices if c.devices is not None else (
-                1 if c.strategy == "single" else default_n)
-            precision = plan.amp_precision(device_type) if c.precision == "amp" else c.precision
-            zero = (c.zero if c.zero is not None else 0) if c.strategy == "deepspeed" else None
-            configs.append((c.strategy, devices, precision, zero))
-    base = {k: v for k, v in spec.workload.items() if k not in _EXTRA_WORKLOAD}
-    cells: list[Cell] = []
-    seen: dict[str, int] = {}
-    for model, sigmas, scaling, (strategy, devices, precision, zero), repeat in itertools.product(
-            spec.models, spec.noise, spec.scaling, configs, range(spec.repeats)):
-        cell = Cell.from_dict({**base, "model": model, "noise": list(sigmas), "scaling": scaling,
-                               "strategy": strategy, "devices": devices, "precision": precision,
-                               "zero_stage": zero, "repeat": repeat,
-                               "device_type": device_type})
-        if cell.cell_id in seen:
-            raise BadInput(f"spec {spec.name} yields cell {cell.cell_id} twice; remove the "
-                           "duplicate from matrix.configurations")
-        seen[cell.cell_id] = len(cells)
-        cells.append(cell)
-    return ResolvedSweep(spec, device_type, cells, notes)
-
-
-_FLAG_KEYS = {"--batch": "workload.global_batch", "--timeout": "workload.timeout_s",
-              "--devices": "devices", "--zero": "zero", "--noise": "noise",
-              "--precision": "precision", "--strategy": "strategy", "--model": "matrix.models",
-              "--repeats": "workload.repeats", "--device": "workload.device"}
-
-
-def as_spec_keys(message: str) -> str:
-    """validate_cell speaks in CLI flags; a spec user needs the key to edit."""
-    def key(match: re.Match) -> str:
-        flag = match.group(0)
-        return _FLAG_KEYS.get(flag, "workload." + flag[2:].replace("-", "_"))
-    return re.sub(r"--[a-z][a-z-]*", key, message)
-
-
-def validate(resolved: ResolvedSweep, gpus: int | None) -> None:
-    """plan.validate_cell for every cell; gpus=None: judge each cell as if its GPUs existed
-    (a submission host need not have the compute nodes' GPUs)."""
-    from bench.sweep import plan
-    for i, cell in enumerate(resolved.cells):
-        try:
-            plan.validate_cell(cell, cell.devices if gpus is None else gpus)
-        except BadInput as exc:
-            raise BadInput(f"spec {resolved.spec.name}, cell {i} ({cell.cell_id}): "
-                           f"{as_spec_keys(str(exc))}") from None
-
-
-# --------------------------------------------------------------------------- resolved files
-
-def write_resolved(out: Path, resolved: ResolvedSweep) -> None:
-    """spec.yaml (for people; expanding it again gives the same cells) and spec.json (the
-    cells by index: what `bench cell` and Slurm array tasks read)."""
-    import yaml
-
-    from bench.record import store
-    text = yaml.safe_dump(resolved.resolved_spec(), sort_keys=False, allow_unicode=True,
-                          width=100)
-    header = (f"# resolved from {resolved.spec.source or resolved.spec.name} for "
-              f"device {resolved.device_type}; {len(resolved.cells)} cells\n")
-    data = (header + text).encode()
-    store._atomic_write(Path(out) / SPEC_YAML, lambda f: f.write(data))
-    store.write_json(Path(out) / SPEC_JSON, resolved.to_json())
-
-
-def read_resolved(path: Path) -> dict | None:
-    try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return None
-    return data if is_resolved(data) else None
-
-
-def resolved_cells(data: dict) -> list[Cell]:
-    """The cells of a resolved spec.json, by index; each id is checked against its fields."""
-    cells = []
-    for entry in data["cells"]:
-        cell = Cell.from_dict(entry["cell"])
-        if cell.cell_id != entry["cell_id"]:
-            raise BadInput(f"cell {entry['index']} of the resolved spec has id "
-                           f"{entry['cell_id']}, but its fields hash to {cell.cell_id} (written "
-                           "by another version of bench); resolve the spec again")
-        cells.append(cell)
-    return cells

@@ -21,19 +21,13 @@ class StepTimer:
 
     def start(self) -> None:
         if self.cuda:
-            import torch
-            event = torch.cuda.Event(enable_timing=True)
-            event.record()
-            self._pending.append((event, None))
+            self._pending.append((_recorded_event(), None))
         else:
             self._t0 = time.perf_counter()
 
     def stop(self) -> None:
         if self.cuda:
-            import torch
-            event = torch.cuda.Event(enable_timing=True)
-            event.record()
-            self._pending[-1] = (self._pending[-1][0], event)
+            self._pending[-1] = (self._pending[-1][0], _recorded_event())
         else:
             self._host.append(time.perf_counter() - self._t0)
 
@@ -43,6 +37,15 @@ class StepTimer:
         import torch
         torch.cuda.synchronize()
         return [start.elapsed_time(end) / 1000.0 for start, end in self._pending]
+
+
+def _recorded_event() -> "torch.cuda.Event":  # noqa: F821
+    """A timing event queued on the current stream now: it marks where the device is in the
+    step, which the host clock cannot see without a synchronize."""
+    import torch
+    event = torch.cuda.Event(enable_timing=True)
+    event.record()
+    return event
 
 
 def synchronize(device_type: str) -> None:

@@ -10,7 +10,7 @@ import math
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, BinaryIO, Callable, Iterator
 
 RECORD = "record.json"
 STEPS = "steps.parquet"
@@ -18,11 +18,16 @@ TELEMETRY = "telemetry.parquet"
 JOB = "job.json"
 LOG = "cell.log"
 PROGRESS = "progress.json"
+CHECKPOINT = "checkpoint.pt"  # written by the worker, discarded by the runner on --force
 
 STATUSES = ("ok", "failed", "diverged", "timeout", "preempted")
+# Exit status of a rank process, and of the CLI, when a cell stopped on SIGTERM after saving
+# its checkpoint: the caller (Slurm, a wrapper script) knows a re-run resumes it.
+EXIT_PREEMPTED = 3
 
 
-def _atomic_write(path: Path, write) -> None:
+def atomic_write(path: Path, write: Callable[[BinaryIO], Any]) -> None:
+    """`write(handle)` fills a temporary file beside `path`, which then replaces `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -45,19 +50,21 @@ def _atomic_write(path: Path, write) -> None:
         os.close(dir_fd)
 
 
+
+
 def write_json(path: Path, obj: Any) -> None:
     data = json.dumps(_json_safe(obj), indent=2, sort_keys=True).encode()
-    _atomic_write(path, lambda f: f.write(data))
+    atomic_write(path, lambda f: f.write(data))
 
 
 def write_text(path: Path, text: str) -> None:
     data = text.encode()
-    _atomic_write(path, lambda f: f.write(data))
+    atomic_write(path, lambda f: f.write(data))
 
 
 def write_table(path: Path, frame) -> None:
     """Write a pandas DataFrame as parquet, atomically."""
-    _atomic_write(path, lambda f: frame.to_parquet(f, index=False))
+    atomic_write(path, lambda f: frame.to_parquet(f, index=False))
 
 
 def _json_safe(obj: Any) -> Any:

@@ -6,59 +6,19 @@ command with one sentence and exit 2 and no results folder is ever created for i
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.config.cell import PRECISIONS, SCALING_MODES, Cell, workload_fingerprint
+from bench import plugins
+from bench.config.cell import (PRECISIONS, SCALING_MODES, Cell, model_options,
+                               workload_fingerprint)
+from bench.config.spec import ResolvedSweep
 from bench.errors import BadInput
-
-
-def visible_gpus() -> int:
-    """CUDA devices this process can use (imports torch: only called by working commands)."""
-    import torch
-    return torch.cuda.device_count() if torch.cuda.is_available() else 0
-
-
-def default_device_type(requested: str = "auto") -> str:
-    if requested not in ("auto", "cpu", "cuda"):
-        raise BadInput(f"unknown device '{requested}'; choose auto, cpu or cuda")
-    if requested == "auto":
-        return "cuda" if visible_gpus() > 0 else "cpu"
-    if requested == "cuda" and visible_gpus() == 0:
-        raise BadInput("--device cuda was asked for but no CUDA GPU is visible")
-    return requested
-
-
-def amp_precision(device_type: str) -> str:
-    """"AMP" means fp16 with loss scaling on GPUs and bf16 on CPUs (fp16 on CPU is not AMP)."""
-    return "fp16" if device_type == "cuda" else "bf16"
-
-
-def cpu_has_native_bf16() -> bool:
-    """oneDNN's own answer. Without native bf16 (e.g. AVX2-only CPUs) bf16 convolutions fall
-    back to a reference kernel: measured 14x slower than fp32 on a 2-core AVX2 EPYC."""
-    import torch
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
-def study_configs(device_type: str, gpus: int) -> tuple[list[tuple[str, int, str]], list[str]]:
-    """The seed study's four configurations, each changing one factor from its neighbour:
-    single fp32 → DataParallel → DDP fp32 → DDP with AMP; and notes on what was left out."""
-    n = max(gpus, 1) if device_type == "cuda" else 2
-    configs = [("single", 1, "fp32"), ("dp", n, "fp32"), ("ddp", n, "fp32")]
-    if device_type == "cuda" or cpu_has_native_bf16():
-        return configs + [("ddp", n, amp_precision(device_type))], []
-    return configs, ["DDP with AMP (bf16) left out: this CPU has no native bf16, so bf16 "
-                     "convolutions would run a slow reference kernel; add --strategy ddp "
-                     "--precision bf16 to measure it anyway"]
 
 
 def validate_cell(cell: Cell, gpus: int) -> None:
     from launchers import get_strategy
-    from models import build_model, check_image_size
+    from models import ModelOptionError, build_model, check_image_size
 
     from bench.data.noise import validate_sigma
 
@@ -85,12 +45,17 @@ def validate_cell(cell: Cell, gpus: int) -> None:
         raise BadInput(f"--workers {cell.workers} is invalid; it must be 0 or more")
     if not cell.timeout_s > 0:
         raise BadInput(f"--timeout {cell.timeout_s} is invalid; it must be positive")
+    if cell.target not in plugins.target_names():
+        raise BadInput(f"--target {cell.target} is unknown; choose one of: "
+                       f"{', '.join(plugins.target_names())}")
     get_strategy(cell.strategy).validate(cell, gpus)
     # models/ is the one authority on model options; a width-1 build checks them cheaply.
-    from bench.worker.train import model_options
     width = cell.width
-    build_model(cell.model, **{**model_options(cell), "width": 1 if width >= 1 else width})
-    check_image_size(cell.depth, cell.image_size)
+    try:
+        build_model(cell.model, **{**model_options(cell), "width": 1 if width >= 1 else width})
+        check_image_size(cell.depth, cell.image_size)
+    except ModelOptionError as exc:
+        raise BadInput(str(exc)) from None
     from bench.measure.metrics import LPIPS_MIN_SIDE
     if cell.image_size < LPIPS_MIN_SIDE:  # found now, not after training, at evaluation
         raise BadInput(f"image size {cell.image_size} is too small to evaluate; LPIPS's AlexNet "
@@ -105,13 +70,14 @@ class DataKey:
     seed: int
     limit: int | None
     skip_bad: bool
-    noisy_only: bool = False  # noise2noise: the data layer opens no clean image at all
+    noisy_only: bool = False  # e.g. noise2noise: the data layer opens no clean image at all
 
     @classmethod
     def of(cls, cell: Cell) -> "DataKey":
         # The split depends on the base seed only: every repeat evaluates on the same images.
+        target = plugins.target(cell.target)
         return cls(cell.data, cell.image_size, cell.seed, cell.limit, cell.skip_bad,
-                   cell.target == "noise2noise")
+                   bool(target and target.noisy_only))
 
 
 def prepare_data(cells: list[Cell], cache_dir: str | None = None) -> dict[DataKey, object]:
@@ -164,3 +130,41 @@ def check_output_dir(out: Path) -> None:
         probe = probe.parent
     if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
         raise BadInput(f"output folder {out} cannot be created: {probe} is not a writable folder")
+
+
+@dataclass
+class Plan:
+    """Everything a sweep needs before its first cell starts, all checked."""
+    resolved: ResolvedSweep
+    prepared: dict
+    fingerprints: dict[Cell, str]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def cells(self) -> list[Cell]:
+        return self.resolved.cells
+
+
+def prepare_cells(cells: list[Cell], cache_dir: str | None = None) -> dict:
+    """Prepared data for the cells, each cell's target checked against its data and its
+    batch against the training set."""
+    from bench.data import check_training
+    prepared = prepare_data(cells, cache_dir=cache_dir)
+    for cell in cells:
+        check_training(cell, prepared[DataKey.of(cell)])
+    check_batch_fits(cells, prepared)
+    return prepared
+
+
+def plan_sweep(resolved: ResolvedSweep, cache_dir: str | None = None) -> Plan:
+    """Prepared data, steps from `epochs` and fingerprints: the last checks before work,
+    shared by every command that runs cells."""
+    prepared = prepare_cells(resolved.cells, cache_dir)
+    notes = list(resolved.notes)
+    epochs = resolved.spec.workload.get("epochs")
+    if epochs is not None:
+        resolved.cells = steps_for_epochs(resolved.cells, prepared, epochs)
+        steps = ", ".join(sorted({str(c.steps) for c in resolved.cells}))
+        key = "--epochs" if resolved.spec.from_flags else "workload.epochs"
+        notes.append(f"{key} {epochs}: {steps} steps per cell")
+    return Plan(resolved, prepared, fingerprints(resolved.cells, prepared), notes)

@@ -2,7 +2,6 @@
 how the cell ends. One cell failing never touches another cell's folder."""
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import subprocess
@@ -11,24 +10,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from bench import plugins
+from bench.config.cell import Cell, Job
 from bench.measure import envinfo
-from bench.record import store
-from bench.config.cell import SCHEMA_VERSION, Cell, Job
-
-try:
-    import ctypes
-    _LIBC = ctypes.CDLL(None, use_errno=True)
-except (ImportError, OSError):
-    _LIBC = None
+from bench.record import builder, store
+# termination_requested is also the CLI's way to ask whether the sweep was preempted.
+from bench.sweep.process import (ProcessTree, child_env, forward_sigterm, terminate,
+                                 terminate_with_parent, termination_requested)
 
 POLL_S = 0.25
-_termination = {"requested": False}  # set by SIGTERM to the runner (Slurm preemption)
-
-
-def termination_requested() -> bool:
-    """True once the runner got SIGTERM: the sweep must stop after the current cell."""
-    return _termination["requested"]
-KILL_GRACE_S = 10.0
 LOG_TAIL_CHARS = 4000
 
 
@@ -53,9 +43,8 @@ def should_skip(cell_dir: Path, force: bool, retry_failed: bool) -> dict | None:
     """A re-run skips a cell whose record is `ok`; failed cells rerun unless told otherwise;
     a preempted cell always resumes (it did not fail). `force` also discards a checkpoint, so
     the cell starts over."""
-    from bench.worker.checkpoint import CHECKPOINT
     if force:
-        (Path(cell_dir) / CHECKPOINT).unlink(missing_ok=True)
+        (Path(cell_dir) / store.CHECKPOINT).unlink(missing_ok=True)
         return None
     record = store.read_record(cell_dir)
     if record is None or record.get("status") == "preempted":
@@ -98,8 +87,9 @@ def run_cell(cell: Cell, fingerprint: str, prepared_json: dict, results_dir: Pat
     for stale in (store.RECORD, store.PROGRESS, *[p.name for p in cell_dir.glob("error-rank*")]):
         (cell_dir / stale).unlink(missing_ok=True)
     launch = time.time()
-    store.write_json(cell_dir / store.JOB,
-                     Job(cell, fingerprint, prepared_json, launch, extra or {}).to_dict())
+    # The rank processes load the plug-ins this command loaded (bench.plugins).
+    job = Job(cell, fingerprint, prepared_json, launch, extra or {}, plugins=plugins.loaded())
+    store.write_json(cell_dir / store.JOB, job.to_dict())
     argv = get_strategy(cell.strategy).argv(cell, ["-m", "bench.worker", str(cell_dir)],
                                             free_port())
     if wrap_argv is not None:
@@ -124,85 +114,10 @@ def run_cell(cell: Cell, fingerprint: str, prepared_json: dict, results_dir: Pat
         store.write_json(cell_dir / store.RECORD, record)
     elif timed_out:
         # The SIGTERM of the timeout let the ranks checkpoint; the status says why it stopped.
-        record["status"] = "timeout"
-        record["error"] = {"message": f"cell exceeded its timeout of {cell.timeout_s:g} s; "
-                                      + (record.get("error") or {}).get("message", "")}
-        store.write_json(cell_dir / store.RECORD, record)
+        store.write_json(cell_dir / store.RECORD, builder.mark_timed_out(record, cell.timeout_s))
     (cell_dir / store.PROGRESS).unlink(missing_ok=True)
     on_event(CellEvent("end", cell, record=record))
     return record
-
-
-def terminate_with_parent() -> None:
-    """In the child before exec: if the runner dies (even by SIGKILL), the cell's root gets
-    SIGTERM, so its ranks checkpoint and stop instead of living on as orphans that a re-run
-    would race in the same folder (Linux prctl PR_SET_PDEATHSIG)."""
-    if _LIBC is not None:  # no imports here: this runs between fork and exec
-        _LIBC.prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
-
-
-def child_env() -> dict:
-    env = dict(os.environ)
-    # torchrun would otherwise set OMP_NUM_THREADS=1 and warn; each rank sets its own
-    # intra-op thread count (cores / ranks) and records it.
-    env.setdefault("OMP_NUM_THREADS", str(len(os.sched_getaffinity(0))))
-    env.setdefault("PYTHONUNBUFFERED", "1")
-    return env
-
-
-class ProcessTree:
-    """Every process a cell started. torchrun puts each worker in a session of its own, so
-    killing the cell's process group would miss them; descendants are remembered while their
-    parents live, so that orphans of a crashed launcher can still be found and reaped."""
-
-    def __init__(self, root_pid: int):
-        import psutil
-        self.root = psutil.Process(root_pid)
-        self.known: dict[int, object] = {}
-
-    def refresh(self) -> None:
-        import psutil
-        try:
-            for child in self.root.children(recursive=True):
-                self.known.setdefault(child.pid, child)
-        except psutil.NoSuchProcess:
-            pass
-
-    def signal_all(self, sig: int) -> None:
-        import psutil
-        self.refresh()
-        for process in [self.root, *self.known.values()]:
-            try:
-                process.send_signal(sig)  # psutil checks the pid was not reused
-            except psutil.NoSuchProcess:
-                pass
-
-    def kill_all(self) -> None:
-        self.signal_all(signal.SIGKILL)
-        reap_group(self.root.pid)
-
-
-class forward_sigterm:
-    """While a cell runs, SIGTERM to the runner goes to every process of the cell, so its
-    ranks checkpoint at the next step boundary; the runner then stops the sweep."""
-
-    def __init__(self, tree: "ProcessTree"):
-        self.tree = tree
-        self.previous = None
-
-    def __enter__(self):
-        import threading
-        if threading.current_thread() is threading.main_thread():
-            self.previous = signal.signal(signal.SIGTERM, self._forward)
-        return self
-
-    def _forward(self, signum, frame) -> None:
-        _termination["requested"] = True
-        self.tree.signal_all(signal.SIGTERM)
-
-    def __exit__(self, *exc) -> None:
-        if self.previous is not None:
-            signal.signal(signal.SIGTERM, self.previous)
 
 
 def wait_with_progress(proc, tree: ProcessTree, cell: Cell, cell_dir: Path, on_event,
@@ -225,27 +140,10 @@ def wait_with_progress(proc, tree: ProcessTree, cell: Cell, cell_dir: Path, on_e
     return False
 
 
-def terminate(proc, tree: ProcessTree) -> None:
-    """SIGTERM the whole cell (its ranks may checkpoint), then SIGKILL what is left."""
-    tree.signal_all(signal.SIGTERM)
-    try:
-        proc.wait(timeout=KILL_GRACE_S)
-    except subprocess.TimeoutExpired:
-        pass
-    tree.kill_all()
-    proc.wait()
-
-
-def reap_group(pgid: int) -> None:
-    """No rank, data-loader worker or launcher of a finished cell may outlive it."""
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
 def failure_record(cell: Cell, fingerprint: str, cell_dir: Path, returncode: int | None,
                    timed_out: bool, launch: float) -> dict:
+    """The record of a cell that wrote none: its status and message read from the exit, the
+    ranks' error files and torchrun's report in the log."""
     errors = sorted(cell_dir.glob("error-rank*.txt"))
     first_error = errors[0].read_text() if errors else ""
     message = first_error.splitlines()[0] if first_error else ""
@@ -268,21 +166,13 @@ def failure_record(cell: Cell, fingerprint: str, cell_dir: Path, returncode: int
         if returncode is not None and returncode < 0:
             message = message or f"killed by signal {signal.Signals(-returncode).name}"
         message = message or f"rank processes exited with status {returncode}"
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "cell_id": cell.cell_id,
-        "cell": cell.to_dict(),
-        "fingerprint": fingerprint,
-        "status": status,
-        "timing": {"time_to_train_s": time.time() - launch},
-        "quality": [],
-        "error": {"message": message, "exit_code": returncode,
-                  "ranks_failed": [p.stem.removeprefix("error-rank") for p in errors]
-                  or ([dead[0]] if dead else []),
-                  "signal": dead[1] if dead else None,
-                  "traceback": first_error[-LOG_TAIL_CHARS:], "log_tail": log_tail},
-        "env": envinfo.placement(),  # which node and Slurm task failed, for a retry
-    }
+    ranks_failed = [p.stem.removeprefix("error-rank") for p in errors] or (
+        [dead[0]] if dead else [])
+    return builder.failed_record(
+        cell, fingerprint, status, time_to_train_s=time.time() - launch, message=message,
+        exit_code=returncode, ranks_failed=ranks_failed, signal=dead[1] if dead else None,
+        traceback=first_error[-LOG_TAIL_CHARS:], log_tail=log_tail,
+        env=envinfo.placement())  # which node and Slurm task failed, for a retry
 
 
 def dead_rank(log: str) -> tuple[int, str] | None:

@@ -1,8 +1,7 @@
 """Back at Site One: saved models, their score on clean images, and the privacy audit.
 
-Every trained cell saves ``model.pt``: ``{"format", "state_dict", "cell", "fingerprint"}`` with
-the cell as a dict of plain values, so ``torch.load(..., weights_only=True)`` reads it and no
-pickled code runs. ``evaluate_model`` (``python -m bench evaluate``) scores such a model on the
+Every trained cell saves ``model.pt`` (`bench.twosite.model_file`, this plug-in's
+after-training hook). ``evaluate_model`` (``python -m bench evaluate``) scores such a model on the
 clean test split of a source with ``bench.worker.evaluate.evaluate`` — the code every training run
 uses — and audits, per noise level, what the obfuscation protects and what the model gives
 back:
@@ -20,14 +19,14 @@ released ones, whose key stays secret.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 from bench.errors import BadInput
+# model.pt's names, re-exported: callers knew them as bench.twosite.audit's.
+from bench.twosite.model_file import (MODEL_FILE, MODEL_FORMAT, SavedModel,  # noqa: F401
+                                      load_model, save_model)
 
-MODEL_FILE = "model.pt"
-MODEL_FORMAT = "bench-model/1"
 STATEMENT = (
     "Additive Gaussian noise is not a privacy guarantee: it carries no formal bound (it is not "
     "differential privacy), a denoiser trained on the released images — which needs no clean "
@@ -35,63 +34,6 @@ STATEMENT = (
     "the noise by the square root of their number, and anyone who learns the noise key can "
     "subtract the noise exactly."
 )
-
-
-# --------------------------------------------------------------------------- model files
-
-
-def save_model(path: str | Path, state_dict: dict, cell, fingerprint: str) -> None:
-    """Write the trained weights with their cell and fingerprint, atomically."""
-    import torch
-
-    from bench.record import store
-
-    payload = {
-        "format": MODEL_FORMAT,
-        "state_dict": {k: v.detach().cpu() for k, v in state_dict.items()},
-        "cell": cell.to_dict(),
-        "fingerprint": str(fingerprint),
-    }
-    store._atomic_write(Path(path), lambda handle: torch.save(payload, handle))
-
-
-@dataclass
-class SavedModel:
-    path: Path
-    model: Any  # torch.nn.Module holding the trained weights
-    cell: Any  # bench.config.cell.Cell
-    fingerprint: str
-
-
-def load_model(path: str | Path) -> SavedModel:
-    """Read a model.pt with ``weights_only=True`` and rebuild its model; BadInput when the file
-    is missing, is not a bench model, or does not fit its own cell."""
-    import pickle
-
-    import torch
-
-    from bench.config.cell import Cell
-    from bench.worker.train import model_options
-    from models import build_model
-
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise BadInput(f"model file {path} does not exist")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as error:
-        reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:160]
-        raise BadInput(f"model file {path} cannot be loaded: {reason}") from None
-    if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
-        raise BadInput(f"model file {path} is not a bench model (format {MODEL_FORMAT})")
-    try:
-        cell = Cell.from_dict(payload["cell"])
-        model = build_model(cell.model, **model_options(cell))
-        model.load_state_dict(payload["state_dict"])
-    except (KeyError, TypeError, RuntimeError) as error:
-        reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:160]
-        raise BadInput(f"model file {path} does not match its own cell: {reason}") from None
-    return SavedModel(path, model, cell, str(payload.get("fingerprint", "")))
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -190,6 +132,18 @@ def record_audit(cell, quality: list[dict], measured_at: str,
             "training_note": _training_note(cell),
             "levels": levels if levels is not None else [audit_level(q) for q in quality],
             "statement": STATEMENT}
+
+
+def record_extras(record: dict, *, cell, prepared, cell_dir: Path) -> dict[str, Any]:
+    """The record-extras hook (bench.plugins): a training run that scored its model on clean
+    images carries its audit; one trained on an obfuscated folder says so (two_site, notes)."""
+    from bench.twosite.obfuscate import record_fields
+
+    extra: dict[str, Any] = {}
+    if record.get("quality"):
+        extra["audit"] = record_audit(cell, record["quality"], "training run")
+    extra.update(record_fields(cell, prepared, record["notes"], Path(cell_dir)))
+    return extra
 
 
 def attach_to_record(report: dict[str, Any]) -> Path | None:

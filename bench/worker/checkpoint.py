@@ -13,8 +13,7 @@ import signal
 from pathlib import Path
 
 from bench.record import store
-
-CHECKPOINT = "checkpoint.pt"
+from bench.record.store import CHECKPOINT  # the runner discards it too, so it lives in store
 UNREADABLE = "checkpoint.unreadable.pt"
 CHECK_EVERY = 10  # steps between the ranks' agreement on a pending SIGTERM
 
@@ -71,7 +70,7 @@ def save(cell_dir: Path, payload: dict) -> None:
     import torch
     buffer = io.BytesIO()
     torch.save(payload, buffer)
-    store._atomic_write(Path(cell_dir) / CHECKPOINT, lambda f: f.write(buffer.getvalue()))
+    store.atomic_write(Path(cell_dir) / CHECKPOINT, lambda f: f.write(buffer.getvalue()))
 
 
 def load(cell_dir: Path, cell_id: str, fingerprint: str) -> dict | None:

@@ -21,7 +21,8 @@ def _bench_loop_s(cell: Cell, strategy, runtime, prepared, sample_hz: float = 0.
                   sample_cpu_ms: list | None = None) -> float:
     """Seconds per timed step of bench's own loop (data loading included, like the bare loop);
     the CPU time of each telemetry sample taken goes into `sample_cpu_ms`."""
-    from bench.worker.train import build_training, gpu_indices, timed_loop
+    from bench.worker.loop import timed_loop
+    from bench.worker.setup import build_training, gpu_indices
 
     training = build_training(cell, strategy, runtime, prepared)
     sampler = None
@@ -46,7 +47,7 @@ def _bare_loop_s(cell: Cell, runtime, prepared) -> float:
     import torch.nn.functional as F
 
     from bench.data import DenoiseDataset, GlobalBatchSampler
-    from bench.worker.train import build_seeded_model
+    from bench.worker.setup import build_seeded_model
 
     model = build_seeded_model(cell).to(runtime.device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cell.lr)
@@ -69,14 +70,18 @@ def _bare_loop_s(cell: Cell, runtime, prepared) -> float:
 
 
 def overhead_ratio(model: str = "unet", steps: int = 40, repeats: int = 5,
-                   sample_hz: float = 10.0) -> dict:
+                   sample_hz: float = 10.0, device_type: str | None = None) -> dict:
+    """`device_type` comes resolved from the CLI (bench.sweep.hardware); None: a visible
+    GPU, else the CPU."""
+    import torch
     from launchers import get_strategy
 
     from bench.data import prepare
-    from bench.sweep.plan import default_device_type
 
+    if device_type is None:
+        device_type = "cuda" if torch.cuda.is_available() else "cpu"
     cell = Cell(model=model, steps=steps, warmup=WARMUP, sample_hz=0.0,
-                device_type=default_device_type("auto"))
+                device_type=device_type)
     prepared = prepare(cell.data, image_size=cell.image_size, seed=cell.seed)
     strategy = get_strategy("single")
     runtime = strategy.init_runtime(cell)

@@ -54,7 +54,7 @@ def test_non_finite_loss_is_recorded_as_diverged(tmp_path):
 
 def test_out_of_memory_message_names_the_batch():
     from bench.config.cell import Cell, Job
-    from bench.worker.train import describe_error
+    from bench.worker.main import describe_error
     job = Job(Cell(global_batch=64, devices=2, strategy="ddp", image_size=256), "fp", "{}", 0.0)
     text = describe_error(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB"), job)
     assert text.startswith("out of memory at a per-device batch of 32")

@@ -1,0 +1,147 @@
+"""The whole comparison of one results DataFrame: the summary table, notes, failures and
+the tables of any plug-in report sections, gathered into one `Comparison`."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Iterable
+
+import numpy as np
+import pandas as pd
+
+from bench.analysis.frame import (BASELINE, CONFIG_KEYS, GROUP_KEYS, QUALITY_METRICS, Baseline,
+                                  Margins, _as_baseline, _column, prepare, primary_sigma)
+from bench.analysis.quality import amp_gain, ddp_vs_dp, quality_deltas
+from bench.analysis.speed import speedups
+from bench.analysis.stats import CONFIDENCE, _finite
+from bench.errors import BadInput
+
+
+def summary_table(frame: pd.DataFrame, baseline=BASELINE, margins: Margins = Margins(),
+                  confidence: float = CONFIDENCE, sigma: float | None = None,
+                  quality: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The speedup summary: one row per (workload group, configuration) with speed statistics
+    and, at one σ (default: the smallest evaluated), each quality metric's mean, delta from the
+    baseline, interval, p-value, test and verdict as `<metric>_<field>` columns."""
+    table = speedups(frame, baseline, confidence)
+    if table.empty:
+        return table
+    q = quality if quality is not None else quality_deltas(frame, baseline, margins, confidence)
+    if sigma is None:
+        sigma = primary_sigma(frame)
+    table["sigma"] = sigma
+    if not q.empty and sigma is not None:
+        q = q[np.isclose(q["sigma"].astype(float), float(sigma))]
+        for metric in QUALITY_METRICS:
+            part = q[q["metric"] == metric]
+            fields = ["mean", "ci_low", "ci_high", "noisy_mean", "delta", "delta_ci_low",
+                      "delta_ci_high", "p_value", "test", "verdict"]
+            part = part[GROUP_KEYS + CONFIG_KEYS + fields].rename(
+                columns={f: f"{metric}_{f}" for f in fields})
+            table = table.merge(part, on=GROUP_KEYS + CONFIG_KEYS, how="left")
+    table.attrs["baseline"] = _as_baseline(baseline).label
+    table.attrs["sigma"] = sigma
+    return table
+
+
+def failures(frame: pd.DataFrame) -> pd.DataFrame:
+    """Records whose status is not ok, with the error message when there is one."""
+    if frame.empty or "status" not in frame:
+        return pd.DataFrame(columns=["cell_id", "status", "message"])
+    bad = frame[frame["status"] != "ok"]
+    out = []
+    for _, r in bad.iterrows():
+        error = r.get("error")
+        message = error.get("message") if isinstance(error, dict) else None
+        if not message and "error.message" in bad:
+            message = r.get("error.message")
+        out.append({"cell_id": r.get("cell_id", ""), "status": r.get("status"),
+                    "message": message or ""})
+    return pd.DataFrame(out, columns=["cell_id", "status", "message"])
+
+
+def notes(frame: pd.DataFrame, baseline=BASELINE,
+          summary: pd.DataFrame | None = None) -> list[str]:
+    """What a reader must know before trusting the tables."""
+    base = _as_baseline(baseline)
+    rows = prepare(frame)
+    out: list[str] = []
+    if summary is None:
+        summary = speedups(frame, base)
+    if summary.empty:
+        return out
+    for _, g in summary.groupby(GROUP_KEYS, sort=True, dropna=False):
+        if not g["is_baseline"].any():
+            s = g.iloc[0]
+            out.append(f"{s['cell.model']} σ={s['noise']} workload {s['fingerprint']}: no "
+                       f"{base.label} baseline; speedups and deltas are not computed")
+    if (summary["n"] < 2).any():
+        out.append("some configurations ran once: intervals, p-values and parity verdicts need "
+                   "at least 2 repeats (--repeats)")
+    for _, s in summary.iterrows():
+        if s.get("variation_note"):
+            out.append(f"{s['cell.model']} {s['config']} ×{s['cell.devices']} "
+                       f"{s['cell.precision']}: {s['variation_note']}")
+    if "telemetry.input_bound" in rows:
+        for _, r in rows[rows["telemetry.input_bound"] == True].iterrows():  # noqa: E712
+            out.append(f"{r['cell_id']} is input-bound: data-loader wait was "
+                       f"{float(r.get('timing.data_wait_frac', math.nan)):.0%} of its window")
+    if "runtime.batchnorm_per_rank_stats" in rows and \
+            (rows["runtime.batchnorm_per_rank_stats"] == True).any():  # noqa: E712
+        out.append("BatchNorm with several ranks normalises per-rank batches: those cells are "
+                   "not numerically identical to single-device training")
+    if "notes" in rows:
+        for n in sorted({n for v in rows["notes"] if isinstance(v, list) for n in v}):
+            out.append(n)
+    return out
+
+
+@dataclass
+class Comparison:
+    """Everything a report shows, computed once. `sections` holds each plug-in report
+    section's table by section name (see `bench.plugins.ReportSection`)."""
+    summary: pd.DataFrame
+    quality: pd.DataFrame
+    amp: pd.DataFrame
+    ddp_dp: pd.DataFrame
+    failures: pd.DataFrame
+    notes: list[str]
+    unreadable: list[str]
+    baseline: Baseline
+    margins: Margins
+    confidence: float
+    sigma: float | None
+    records: int = 0
+    sections: dict[str, pd.DataFrame] = field(default_factory=dict)
+    warmup_steps: list[int] = field(default_factory=list)
+    clocks: list[str] = field(default_factory=list)
+
+
+def compare_configs(frame: pd.DataFrame, baseline=BASELINE, margins: Margins = Margins(),
+                    confidence: float = CONFIDENCE, sections: Iterable = ()) -> Comparison:
+    """All comparison tables of one results DataFrame. `sections` are report sections
+    (`bench.plugins.report_sections()`, passed in: analysis knows no plug-ins); each one's
+    table is computed from the whole, unprepared frame, since a plug-in reads its own
+    columns."""
+    if not 0 < confidence < 1:
+        raise BadInput(f"confidence {confidence} is invalid; it must lie strictly between 0 and 1")
+    base = _as_baseline(baseline)
+    quality = quality_deltas(frame, base, margins, confidence)
+    summary = summary_table(frame, base, margins, confidence, quality=quality)
+    rows = prepare(frame)
+    return Comparison(
+        summary=summary,
+        quality=quality,
+        amp=amp_gain(frame, margins, confidence),
+        ddp_dp=ddp_vs_dp(frame, margins, confidence),
+        failures=failures(frame),
+        notes=notes(frame, base, summary if not summary.empty else None),
+        unreadable=list(frame.attrs.get("unreadable", [])),
+        baseline=base, margins=margins, confidence=confidence,
+        sigma=summary.attrs.get("sigma") if not summary.empty else None,
+        records=len(frame),
+        sections={section.name: section.table(frame) for section in sections},
+        warmup_steps=sorted({int(w) for w in _finite(_column(rows, "timing.warmup_steps"))}),
+        clocks=sorted({str(c) for c in _column(rows, "timing.clock", None) if isinstance(c, str)}),
+    )
+

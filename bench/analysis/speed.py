@@ -1,0 +1,120 @@
+"""Speed: per-configuration throughput and training-time statistics over repeats, and
+speedups and scaling efficiency against the baseline of the same workload group."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from bench.analysis.frame import (BASELINE, CONFIG_KEYS, GROUP_KEYS, _as_baseline, _column,
+                                  _groups, _mean_of, _select, _sorted_configs, config_label,
+                                  prepare)
+from bench.analysis.stats import CONFIDENCE, _finite, _variation_note, mean_ci, ratio
+
+
+def config_stats(frame: pd.DataFrame, confidence: float = CONFIDENCE) -> pd.DataFrame:
+    """One row per (workload group, configuration): throughput and training time over the
+    repeats (median, mean with t interval, coefficient of variation) and telemetry means."""
+    rows = prepare(frame)
+    out = []
+    for group, g in _groups(rows):
+        for key in _sorted_configs(g):
+            c = _select(g, key)
+            tput = mean_ci(_column(c, "timing.throughput_img_s"), confidence)
+            time_ = mean_ci(_column(c, "timing.train_time_s"), confidence)
+            warmups = sorted({int(w) for w in _finite(_column(c, "timing.warmup_steps"))})
+            out.append({
+                **group, **dict(zip(CONFIG_KEYS, key)),
+                "config": config_label(key[0], key[3]),
+                "scaling": str(c["cell.scaling"].iloc[0]),
+                "n": len(c), "repeats": sorted(int(r) for r in c["cell.repeat"]),
+                "cell_ids": list(c["cell_id"]),
+                "throughput_median": tput["median"], "throughput_mean": tput["mean"],
+                "throughput_ci_low": tput["ci_low"], "throughput_ci_high": tput["ci_high"],
+                "throughput_std": tput["std"], "throughput_cv": tput["cv"],
+                "train_time_median": time_["median"], "train_time_mean": time_["mean"],
+                "train_time_ci_low": time_["ci_low"], "train_time_ci_high": time_["ci_high"],
+                "train_time_std": time_["std"], "train_time_cv": time_["cv"],
+                "time_to_train_median": mean_ci(_column(c, "timing.time_to_train_s"))["median"],
+                "step_time_median": mean_ci(_column(c, "timing.step_time_median_s"))["median"],
+                "data_wait_frac": _mean_of(c, "timing.data_wait_frac"),
+                "energy_per_img_j": _mean_of(c, "telemetry.energy_per_img_j"),
+                "gpu_busy_pct": _mean_of(c, "telemetry.gpu_busy_pct_mean"),
+                "power_mean_w": _mean_of(c, "telemetry.power_mean_w"),
+                "cpu_pct": _mean_of(c, "telemetry.cpu_pct_mean"),
+                "mfu": _mean_of(c, "telemetry.mfu"),
+                "warmup_steps": ", ".join(map(str, warmups)),
+                "clock": ", ".join(sorted({str(v) for v in _column(c, "timing.clock", None)
+                                           if isinstance(v, str)})),
+            })
+    return pd.DataFrame(out)
+
+
+def speedups(frame: pd.DataFrame, baseline=BASELINE,
+             confidence: float = CONFIDENCE) -> pd.DataFrame:
+    """`config_stats` plus, against the baseline of the same workload group: speedup of
+    throughput and of training time (ratios of geometric means over repeats, Welch t interval
+    on the logs), scaling efficiency = throughput speedup / (devices / baseline devices)
+    (labelled strong or weak from cell.scaling; undefined where the devices do not change),
+    time saving %, and a note when run-to-run variation rivals the effect."""
+    base = _as_baseline(baseline)
+    stats = config_stats(frame, confidence)
+    if stats.empty:
+        return stats
+    rows = prepare(frame)
+    extra = {c: [] for c in ("is_baseline", "speedup_throughput", "speedup_ci_low",
+                             "speedup_ci_high", "speedup_p_value", "speedup_test",
+                             "speedup_time", "efficiency", "efficiency_kind", "time_saving_pct",
+                             "devices_vs_baseline", "variation_note")}
+    base_rows = {}
+    for group, g in _groups(rows):
+        gkey = tuple(group[k] for k in GROUP_KEYS)
+        keys = [k for k in _sorted_configs(g) if base.matches(*k)]
+        base_rows[gkey] = (_select(g, keys[0]), keys[0]) if keys else None
+    for _, s in stats.iterrows():
+        gkey = tuple(s[k] for k in GROUP_KEYS)
+        ckey = tuple(s[k] for k in CONFIG_KEYS)
+        found = base_rows.get(gkey)
+        this = _select(rows[np.logical_and.reduce(
+            [(rows[k] == s[k]).to_numpy() for k in GROUP_KEYS])], ckey)
+        extra["efficiency_kind"].append(s["scaling"])
+        if found is None:
+            for col in ("speedup_throughput", "speedup_ci_low", "speedup_ci_high",
+                        "speedup_p_value", "speedup_time", "efficiency", "time_saving_pct",
+                        "devices_vs_baseline"):
+                extra[col].append(math.nan)
+            extra["is_baseline"].append(False)
+            extra["speedup_test"].append("")
+            extra["variation_note"].append("")
+            continue
+        b, bkey = found
+        r = ratio(_column(b, "timing.throughput_img_s"), _column(this, "timing.throughput_img_s"),
+                  confidence)
+        t = ratio(_column(this, "timing.train_time_s"), _column(b, "timing.train_time_s"),
+                  confidence)
+        is_base = ckey == bkey
+        extra["is_baseline"].append(is_base)
+        extra["speedup_throughput"].append(r["estimate"])
+        extra["speedup_ci_low"].append(math.nan if is_base else r["ci_low"])
+        extra["speedup_ci_high"].append(math.nan if is_base else r["ci_high"])
+        extra["speedup_p_value"].append(math.nan if is_base else r["p_value"])
+        extra["speedup_test"].append("" if is_base else r["test"])
+        extra["speedup_time"].append(t["estimate"])
+        # Scaling is relative to the baseline's devices (a 2-device baseline makes 4 devices
+        # a 2x scale-up); with no change in devices there is no scaling to be efficient at.
+        scale = int(s["cell.devices"]) / int(bkey[CONFIG_KEYS.index("cell.devices")])
+        extra["devices_vs_baseline"].append(scale)
+        extra["efficiency"].append(1.0 if is_base else
+                                   r["estimate"] / scale if scale != 1 else math.nan)
+        extra["time_saving_pct"].append(100 * (1 - 1 / t["estimate"])
+                                        if t["estimate"] and math.isfinite(t["estimate"])
+                                        else math.nan)
+        base_cv = mean_ci(_column(b, "timing.throughput_img_s"))["cv"]
+        extra["variation_note"].append(
+            "" if is_base else _variation_note(base_cv, s["throughput_cv"],
+                                               r["estimate"] - 1, "speedup"))
+    out = stats.assign(**extra)
+    out.attrs["baseline"] = base.label
+    return out
+

@@ -1,0 +1,222 @@
+"""Every command's argument parser. Parsing imports nothing heavy, so `python -m bench --help`
+stays fast; each parser names its handler ("module:function"), imported only when it runs."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from bench import plugins
+from bench.config.cell import Cell
+
+# Cell's field defaults are the one source of every workload default (flags and specs alike).
+DEFAULT = Cell()
+
+
+def add_workload_options(p: argparse.ArgumentParser) -> None:
+    """Options shared by `run` and `parity`: what is trained, and how."""
+    g = p.add_argument_group("workload")
+    g.add_argument("--model", action="append", choices=None, metavar="NAME",
+                   help="unet or unetpp (repeatable; default both)")
+    g.add_argument("--data", default=DEFAULT.data,
+                   help="chest-sample (default, embedded), nih:PATH, folder:PATH, synthetic[:N]")
+    g.add_argument("--image-size", type=int, default=DEFAULT.image_size, help="tile/image side in pixels")
+    g.add_argument("--limit", type=int, default=None, help="use the first N images (sorted names)")
+    g.add_argument("--skip-bad", action="store_true", help="skip undecodable images (counted)")
+    g.add_argument("--noise", type=float, nargs="+", default=list(DEFAULT.noise), metavar="SIGMA",
+                   help="Gaussian noise σ on the [0,1] scale (one or more)")
+    g.add_argument("--noise-mean", type=float, default=DEFAULT.noise_mean, help="noise mean (the seed study used 0.1)")
+    g.add_argument("--steps", type=int, default=DEFAULT.steps, help="optimizer steps")
+    g.add_argument("--epochs", type=int, default=None,
+                   help="train for N passes over the (augmented) training set instead; sets "
+                        "--steps from the data, warm-up included")
+    g.add_argument("--warmup", type=int, default=DEFAULT.warmup, help="untimed warm-up steps")
+    g.add_argument("--batch", type=int, default=DEFAULT.global_batch,
+                   help="global batch (per-device batch with --scaling weak)")
+    g.add_argument("--scaling", default=DEFAULT.scaling, help="strong (fixed global batch) or weak")
+    g.add_argument("--lr", type=float, default=DEFAULT.lr, help="Adam learning rate")
+    g.add_argument("--seed", type=int, default=DEFAULT.seed)
+    g.add_argument("--repeats", type=int, default=1,
+                   help="independent repeats (fresh processes, different seeds)")
+    g.add_argument("--width", type=int, default=DEFAULT.width, help="base channels")
+    g.add_argument("--depth", type=int, default=DEFAULT.depth, help="down-sampling steps")
+    g.add_argument("--norm", default=DEFAULT.norm,
+                   help="group (default: rank-independent), batch or none")
+    g.add_argument("--upsample", default=None, help="transpose or bilinear (model default)")
+    g.add_argument("--deep-supervision", action="store_true", help="U-Net++ deep supervision")
+    g.add_argument("--target", choices=plugins.target_names(), default="clean",
+                   help="clean (supervised, default) or a plug-in's target, e.g. noise2noise: "
+                        "pairs of noisy realisations from --data obfuscated:PATH (two-site)")
+    g.add_argument("--residual", action=argparse.BooleanOptionalAction, default=DEFAULT.residual,
+                   help="output = input + network(input) (default); --no-residual is the "
+                        "seed study's plain output")
+    c = p.add_argument_group("configuration")
+    c.add_argument("--strategy", action="append", metavar="NAME",
+                   help="single, dp, ddp, deepspeed, fsdp (repeatable; default: the study's "
+                        "four configurations)")
+    c.add_argument("--precision", action="append", metavar="P", help="fp32, tf32, bf16, fp16 (repeatable)")
+    c.add_argument("--devices", type=int, default=None,
+                   help="GPUs (or CPU ranks) for multi-device strategies; default 2 on CPU, "
+                        "all visible GPUs")
+    c.add_argument("--zero", type=int, default=None, help="DeepSpeed ZeRO stage 0-3")
+    c.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    c.add_argument("--channels-last", action="store_true")
+    c.add_argument("--compile", action="store_true", help="torch.compile the model")
+    c.add_argument("--cudnn-benchmark", action="store_true")
+    c.add_argument("--workers", type=int, default=DEFAULT.workers, help="data-loader worker processes")
+    c.add_argument("--pin-memory", action="store_true")
+
+
+def build_parser(plugin_parsers=()) -> argparse.ArgumentParser:
+    """Every command's parser; `plugin_parsers` add the plug-ins' commands."""
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="Benchmark distributed training of U-Net denoisers on chest X-rays, honestly.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = sub.add_parser("run", help="train and measure every configuration asked for")
+    run.set_defaults(handler="bench.cli.run:cmd_run")
+    run.add_argument("spec", nargs="?", default=None, metavar="SPEC",
+                     help="a sweep spec: a YAML file or a built-in name (quick, paper, "
+                          "scaling); resumable in runs/<name>. Without it, the flags below")
+    add_workload_options(run)
+    r = run.add_argument_group("running")
+    r.add_argument("--out", type=Path, default=None, help="results folder (default runs/<time>)")
+    r.add_argument("--timeout", type=float, default=DEFAULT.timeout_s, help="seconds per cell")
+    r.add_argument("--sample-hz", type=float, default=DEFAULT.sample_hz, help="telemetry rate (0 = off)")
+    r.add_argument("--force", action="store_true", help="re-run cells that are already ok")
+    r.add_argument("--retry-failed", action=argparse.BooleanOptionalAction, default=True,
+                   help="re-run cells whose record is failed, timeout or diverged (default); "
+                        "--no-retry-failed keeps them. Preempted cells always resume")
+    r.add_argument("--cache-dir", default=None, help="decoded-image cache (default ~/.cache/bench)")
+
+    parity = sub.add_parser("parity", help="compare per-step loss and gradient norm of "
+                                           "strategies against single-device fp32")
+    parity.set_defaults(handler="bench.cli.run:cmd_parity")
+    add_workload_options(parity)
+    parity.add_argument("--check-steps", type=int, default=5, help="steps compared (K)")
+    parity.add_argument("--rtol", type=float, default=None,
+                        help="relative tolerance (default: 1e-4 for fp32, 5e-2 for bf16/fp16)")
+
+    env = sub.add_parser("env", help="print the captured environment")
+    env.set_defaults(handler="bench.cli.report:cmd_env")
+    env.add_argument("--json", action="store_true")
+
+    selfbench = sub.add_parser("selfbench", help="measure bench's own overhead against a bare "
+                                                 "PyTorch loop")
+    selfbench.set_defaults(handler="bench.cli.report:cmd_selfbench")
+    selfbench.add_argument("--steps", type=int, default=40)
+    selfbench.add_argument("--repeats", type=int, default=5)
+    selfbench.add_argument("--model", default="unet")
+    add_report_commands(sub)
+    add_sweep_commands(sub)
+    for add_plugin_commands in plugin_parsers:
+        add_plugin_commands(sub)
+    return parser
+
+
+def add_report_commands(sub) -> None:
+    """`report` (comparison tables, exports, HTML) and `compare` (the regression gate)."""
+    report = sub.add_parser("report", help="compare the configurations of a results folder: "
+                                           "speedup, efficiency, AMP gain, accuracy parity")
+    report.set_defaults(handler="bench.cli.report:cmd_report")
+    report.add_argument("results", type=Path, metavar="DIR", help="results folder")
+    report.add_argument("--format", choices=("md", "csv", "json"), default=None,
+                        help="export instead of (or, with --output, beside) the console tables")
+    report.add_argument("--output", type=Path, default=None, metavar="FILE",
+                        help="write the --format export here (default stdout)")
+    report.add_argument("--html", type=Path, default=None, metavar="FILE",
+                        help="also write a self-contained HTML report with plots")
+    report.add_argument("--baseline", default="single:1:fp32",
+                        metavar="STRATEGY[:DEVICES[:PRECISION[:ZERO]]]",
+                        help="configuration every other is compared against "
+                             "(default single:1:fp32)")
+    report.add_argument("--margin-psnr", type=float, default=0.1, help="PSNR parity margin, dB")
+    report.add_argument("--margin-ssim", type=float, default=0.002, help="SSIM parity margin")
+    report.add_argument("--margin-lpips", type=float, default=0.005, help="LPIPS parity margin")
+    report.add_argument("--confidence", type=float, default=0.95, help="interval confidence")
+
+    gate = sub.add_parser("compare", help="regression gate: exit 1 when NEW is slower or less "
+                                          "accurate than BASELINE beyond the tolerances")
+    gate.set_defaults(handler="bench.cli.report:cmd_compare")
+    gate.add_argument("baseline", type=Path, metavar="BASELINE", help="reference results folder")
+    gate.add_argument("new", type=Path, metavar="NEW", help="results folder to check")
+    gate.add_argument("--tolerance-throughput", type=float, default=7.0, metavar="PCT",
+                      help="largest allowed throughput drop in percent (default 7)")
+    gate.add_argument("--tolerance-psnr", type=float, default=0.1, metavar="DB",
+                      help="largest allowed PSNR drop in dB (default 0.1)")
+    gate.add_argument("--tolerance-ssim", type=float, default=0.002,
+                      help="largest allowed SSIM drop (default 0.002)")
+    gate.add_argument("--tolerance-lpips", type=float, default=0.005,
+                      help="largest allowed LPIPS rise (default 0.005)")
+    gate.add_argument("--soft-fraction", type=float, default=0.8,
+                      help="warn from this share of a tolerance on (default 0.8)")
+    gate.add_argument("--confidence", type=float, default=0.95, help="interval confidence")
+    gate.add_argument("--all", action="store_true", help="list every measure, not only what moved")
+
+
+def add_sweep_commands(sub) -> None:
+    """The `cell`, `status` and `slurm` subcommands (no heavy imports: --help stays fast)."""
+    cell = sub.add_parser("cell", help="run one cell of a spec (what a Slurm array task runs)")
+    cell.set_defaults(handler="bench.cli.sweep:cmd_cell")
+    cell.add_argument("spec", metavar="SPEC",
+                      help="a spec YAML, a built-in name, or a sweep's resolved spec.json")
+    cell.add_argument("--index", type=int, required=True, help="the cell's index in the spec")
+    cell.add_argument("--out", type=Path, default=None,
+                      help="the sweep's folder (default: the folder of a spec.json, else "
+                           "runs/<name>)")
+    cell.add_argument("--expect-id", default=None, metavar="CELL_ID",
+                      help="refuse to run unless the index still names this cell")
+    cell.add_argument("--device", default="auto", help="auto, cpu or cuda (specs by name)")
+    cell.add_argument("--force", action="store_true", help="re-run the cell even if it is ok")
+    cell.add_argument("--cache-dir", default=None, help="decoded-image cache")
+
+    status = sub.add_parser("status", help="list a sweep's cells: ok, failed or missing")
+    status.set_defaults(handler="bench.cli.sweep:cmd_status")
+    status.add_argument("dir", type=Path, metavar="DIR", help="the sweep's results folder")
+    status.add_argument("--json", action="store_true", help="print the status as JSON")
+    status.add_argument("--summary", action="store_true",
+                        help="also write DIR/summary.json and print the comparison table")
+
+    slurm = sub.add_parser("slurm", help="write (and with --submit, submit) sbatch job arrays "
+                                         "for a spec")
+    slurm.set_defaults(handler="bench.cli.slurm:cmd_slurm")
+    slurm.add_argument("spec", metavar="SPEC", help="a spec YAML or a built-in name")
+    slurm.add_argument("--out", type=Path, default=None, help="the sweep's folder (default "
+                                                              "runs/<name>)")
+    slurm.add_argument("--submit", action="store_true",
+                       help="submit the arrays and the summary job, and print the job ids")
+    slurm.add_argument("--cpu", action="store_true", help="a CPU-only cluster: gloo ranks")
+    slurm.add_argument("--partition", default=None)
+    slurm.add_argument("--account", default=None)
+    slurm.add_argument("--qos", default=None)
+    slurm.add_argument("--time", default=None,
+                       help="time limit per array task (default: the cell timeout + 10 min)")
+    slurm.add_argument("--gpus-per-node", type=int, default=None,
+                       help="GPUs per node (with --cpu: ranks per node); cells with more "
+                            "devices span several nodes; default: each cell on one node")
+    slurm.add_argument("--cpus-per-task", type=int, default=None,
+                       help="CPUs per node of a task (default: 1 + loader workers per device)")
+    slurm.add_argument("--constraint", default=None, help="node features, e.g. a100")
+    slurm.add_argument("--exclusive", action="store_true",
+                       help="whole nodes only (nothing else disturbs the measurement)")
+    slurm.add_argument("--sbatch", action="append", default=[], metavar="OPTION",
+                       help="an extra #SBATCH option for the arrays, e.g. --mail-type=END "
+                            "(repeatable)")
+    slurm.add_argument("--setup", action="append", default=[], metavar="LINE",
+                       help="a shell line run before bench, e.g. 'module load cuda' "
+                            "(repeatable)")
+    slurm.add_argument("--python", default=None,
+                       help="the interpreter the jobs run (default: this one, "
+                            f"{sys.executable})")
+    slurm.add_argument("--max-concurrent", type=int, default=None,
+                       help="array throttle %%K: tasks of one array running at once "
+                            "(default 8)")
+    slurm.add_argument("--max-array-size", type=int, default=None,
+                       help="split arrays above this many tasks (default: the cluster's "
+                            "MaxArraySize with --submit, else 1001)")
+    slurm.add_argument("--signal-before", type=int, default=None, metavar="SECONDS",
+                       help="SIGTERM this long before the time limit (default 120)")
+    slurm.add_argument("--force", action="store_true",
+                       help="include cells that are already ok")
+    slurm.add_argument("--cache-dir", default=None, help="decoded-image cache")

@@ -1,0 +1,130 @@
+"""`bench run` and `bench parity`. Flags become a `SweepSpec`, the same object a YAML spec
+gives, so both reach the one planner and write the same files: spec.yaml, spec.json, a folder
+per cell and summary.json."""
+from __future__ import annotations
+
+import itertools
+import time
+from pathlib import Path
+
+from bench.config.spec import (Configuration, SweepSpec, load_spec, spec_key_of_flag,
+                               workload_defaults)
+from bench.errors import BadInput
+
+# `bench run SPEC` options that say how to run a spec, not what it trains.
+RUN_OPTIONS_WITH_SPEC = {"command", "handler", "spec", "out", "force", "retry_failed",
+                         "cache_dir", "device"}
+_DEST_OF_KEY = {"global_batch": "batch", "timeout_s": "timeout"}  # workload key -> flag dest
+_NAME_OK = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+
+
+def spec_from_flags(args, name: str, device_type: str, gpus: int) -> tuple[SweepSpec, list[str]]:
+    """The sweep the flags ask for, and notes on defaults adapted to this machine."""
+    from bench.sweep.hardware import study_configs
+
+    if args.repeats < 1:
+        raise BadInput(f"--repeats {args.repeats} is invalid; it must be at least 1")
+    if args.epochs is not None and args.epochs < 1:
+        raise BadInput(f"--epochs {args.epochs} is invalid; it must be at least 1")
+    notes: list[str] = []
+    if args.strategy or args.precision:
+        pairs = itertools.product(args.strategy or ["single"], args.precision or ["fp32"])
+        configs = [(s, 1 if s == "single" else args.devices, p) for s, p in pairs]
+    elif args.devices is not None:  # the study's configurations on --devices devices
+        study, notes = study_configs(device_type, gpus)
+        configs = [(s, 1 if s == "single" else args.devices, p) for s, _, p in study]
+    else:
+        configs = None
+    if args.zero is not None and not any(s == "deepspeed" for s, _, _ in configs or []):
+        raise BadInput(f"--zero {args.zero} applies only to --strategy deepspeed, "
+                       "which was not asked for")
+    configurations = "study" if configs is None else [
+        Configuration(s, d, p, (args.zero or 0) if s == "deepspeed" else None)
+        for s, d, p in configs]
+    workload = {key: getattr(args, _DEST_OF_KEY.get(key, key), default)
+                for key, default in workload_defaults().items()}
+    workload["noise"] = list(args.noise)
+    spec = SweepSpec(name=name, description="given as `bench run` flags", workload=workload,
+                     models=args.model or ["unet", "unetpp"], configurations=configurations,
+                     noise=[tuple(args.noise)], scaling=[args.scaling], source="flags",
+                     from_flags=True)
+    return spec, notes
+
+
+def reject_workload_flags(args) -> None:
+    """`run SPEC` takes the workload from the spec only; a flag beside it would be ignored."""
+    from bench.cli.parsers import build_parser
+    defaults = vars(build_parser().parse_args(["run"]))
+    for dest, value in vars(args).items():
+        if dest in RUN_OPTIONS_WITH_SPEC or dest not in defaults:
+            continue
+        if value != defaults[dest]:
+            raise BadInput(f"--{dest.replace('_', '-')} cannot be combined with spec "
+                           f"{args.spec}; set {spec_key_of_flag(dest)} in the spec instead")
+
+
+def resolve(args, default_out):
+    """(resolved sweep, results folder, notes) for `bench run` and `bench parity`, all checked."""
+    from bench.sweep import hardware
+    from bench.sweep.expand import expand, validate
+
+    if getattr(args, "spec", None):
+        reject_workload_flags(args)
+        spec, notes = load_spec(args.spec), []
+        device = args.device if args.device != "auto" else spec.device
+        device_type, gpus = hardware.default_device_type(device), hardware.visible_gpus()
+        out = Path(args.out) if args.out else Path("runs") / spec.name
+    else:
+        device_type, gpus = hardware.default_device_type(args.device), hardware.visible_gpus()
+        out = Path(getattr(args, "out", None) or default_out)
+        name = out.name if out.name and set(out.name) <= _NAME_OK else "run"
+        spec, notes = spec_from_flags(args, name, device_type, gpus)
+    resolved = expand(spec, device_type, gpus)
+    resolved.notes = [*resolved.notes, *notes]
+    validate(resolved, gpus)
+    return resolved, out
+
+
+def cmd_run(args) -> int:
+    from bench.cli.summary import render_summary, write_summary
+    from bench.record.store import EXIT_PREEMPTED
+    from bench.sweep.plan import check_output_dir, plan_sweep
+    from bench.sweep.runner import run_cells, termination_requested
+    from bench.sweep.spec_files import write_resolved
+    from bench.sweep.status import sweep_status
+    from reports.progress import SweepProgress
+
+    resolved, out = resolve(args, Path("runs") / time.strftime("%Y%m%d-%H%M%S"))
+    check_output_dir(out)
+    plan = plan_sweep(resolved, args.cache_dir)
+
+    out.mkdir(parents=True, exist_ok=True)
+    write_resolved(out, plan.resolved)
+    with SweepProgress(len(plan.cells)) as progress:
+        _, skipped = run_cells(plan.cells, out, plan.prepared, plan.fingerprints,
+                               force=args.force, retry_failed=args.retry_failed,
+                               on_event=progress.on_event)
+    if skipped:
+        plan.notes.append(f"{skipped} cell(s) already recorded in {out} were skipped "
+                          "(--force re-runs them)")
+    status = sweep_status(out)
+    write_summary(out, status)
+    render_summary(out, status, plan.notes)
+    if termination_requested():
+        return EXIT_PREEMPTED
+    return 0 if status["complete"] else 1
+
+
+def cmd_parity(args) -> int:
+    from bench.sweep.parity import run_parity
+    from bench.sweep.plan import plan_sweep
+    from reports.console import render_parity
+    if args.check_steps < 1:
+        raise BadInput(f"--check-steps {args.check_steps} is invalid; it must be at least 1")
+    args.steps = args.check_steps
+    args.warmup = 0
+    resolved, _ = resolve(args, Path("parity"))
+    plan = plan_sweep(resolved, None)
+    report = run_parity(plan.cells, plan.prepared, plan.fingerprints, rtol=args.rtol)
+    render_parity(report)
+    return 0 if report["passed"] else 1

@@ -1,0 +1,92 @@
+"""The shape of a cell's record: every record.json is made here, whatever ended the cell.
+
+A record always opens with the cell's identity (schema version, id, the cell itself, its
+workload fingerprint) and a status from `store.STATUSES`; what follows depends on how the
+cell ended. Callers measure and describe; this module decides which fields a record holds,
+so a reader (analysis, reports, a re-run deciding what to skip) sees one shape per status.
+Plug-ins add their own fields to a trained record through `bench.plugins.record_extras`.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from bench import plugins
+from bench.config.cell import SCHEMA_VERSION, Cell
+
+
+def identity(cell: Cell, fingerprint: str, status: str) -> dict[str, Any]:
+    """The fields every record starts with: which cell, which workload, how it ended."""
+    return {"schema_version": SCHEMA_VERSION, "cell_id": cell.cell_id, "cell": cell.to_dict(),
+            "fingerprint": fingerprint, "status": status}
+
+
+def trained_record(cell: Cell, fingerprint: str, *, diverged_at: int | None,
+                   segments: list[dict], runtime: dict, loss: dict, timing: dict,
+                   quality: list[dict], telemetry: dict, data: dict, notes: list[str],
+                   env: dict, prepared: Any, cell_dir: Path) -> dict[str, Any]:
+    """A cell that ran all its steps: `ok`, or `diverged` when a loss was not finite.
+    `prepared` and `cell_dir` are context for the plug-ins' extra fields."""
+    status = "diverged" if diverged_at is not None else "ok"
+    record = {
+        **identity(cell, fingerprint, status),
+        "diverged_at_step": diverged_at,
+        "resumed": len(segments) > 1,
+        "segments": segments,
+        "runtime": runtime,
+        "loss": loss,
+        "timing": timing,
+        "quality": quality,
+        "telemetry": telemetry,
+        "data": data,
+        "notes": notes,
+        "env": env,
+        "error": None,
+    }
+    record.update(plugins.record_extras(record, cell=cell, prepared=prepared,
+                                        cell_dir=Path(cell_dir)))
+    return record
+
+
+def preempted_record(cell: Cell, fingerprint: str, *, steps_done: int, train_time_s: float,
+                     time_to_train_s: float, checkpoint: str | None,
+                     env: dict) -> dict[str, Any]:
+    """A cell stopped by SIGTERM at a step boundary. `checkpoint` names the file a re-run
+    resumes from, or is None when the strategy cannot checkpoint (the re-run starts over)."""
+    then = ("; a re-run resumes from the checkpoint" if checkpoint else
+            f"; {cell.strategy} has no checkpoint support here, a re-run starts over")
+    return {
+        **identity(cell, fingerprint, "preempted"),
+        "timing": {"steps_done": steps_done, "train_time_s": train_time_s,
+                   "time_to_train_s": time_to_train_s},
+        "quality": [],
+        "checkpoint": checkpoint,
+        "error": {"message": f"stopped by SIGTERM after step {steps_done} of {cell.steps}"
+                             + then},
+        "env": env,
+    }
+
+
+def failed_record(cell: Cell, fingerprint: str, status: str, *, time_to_train_s: float,
+                  message: str, exit_code: int | None, ranks_failed: list,
+                  signal: str | None, traceback: str, log_tail: str,
+                  env: dict) -> dict[str, Any]:
+    """A cell whose ranks left no record of their own (`failed` or `timeout`): the runner
+    writes what the processes' exit, error files and log say."""
+    return {
+        **identity(cell, fingerprint, status),
+        "timing": {"time_to_train_s": time_to_train_s},
+        "quality": [],
+        "error": {"message": message, "exit_code": exit_code, "ranks_failed": ranks_failed,
+                  "signal": signal, "traceback": traceback, "log_tail": log_tail},
+        "env": env,
+    }
+
+
+def mark_timed_out(record: dict, timeout_s: float) -> dict:
+    """A cell that wrote its own record but was stopped for time (its SIGTERM let the ranks
+    checkpoint): the status says why it stopped, the message keeps what the ranks said."""
+    previous = (record.get("error") or {}).get("message", "")
+    record["status"] = "timeout"
+    record["error"] = {"message": f"cell exceeded its timeout of {timeout_s:g} s; {previous}"}
+    return record

@@ -1,0 +1,93 @@
+"""The two-site commands: `obfuscate` (Site One sends only noisy images) and `evaluate` (Site
+One scores a model trained at Site Two and audits how much the noise protects)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from bench.config.cell import Cell
+
+
+def add_parsers(sub) -> None:
+    """`obfuscate` (Site One sends only noisy images) and `evaluate` (Site One scores a model)."""
+    ob = sub.add_parser("obfuscate", help="Site One: write noisy realisations of a data source, "
+                                          "with a manifest, for training at Site Two")
+    ob.set_defaults(handler="bench.twosite.cli:cmd_obfuscate")
+    ob.add_argument("src", metavar="SRC", help="data source, as for --data")
+    ob.add_argument("out", type=Path, metavar="OUT", help="new folder for Site Two")
+    ob.add_argument("--sigma", type=float, required=True, help="noise σ on the [0,1] scale")
+    ob.add_argument("--mean", type=float, default=0.0, help="noise mean (default 0)")
+    ob.add_argument("--realisations", type=int, default=2,
+                    help="independent noisy copies per image (noise2noise needs 2; default 2)")
+    ob.add_argument("--seed", type=int, default=0, help="split seed of SRC (the noise key is a "
+                                                        "fresh secret kept in the mapping file)")
+    ob.add_argument("--image-size", type=int, default=Cell().image_size)
+    ob.add_argument("--limit", type=int, default=None, help="use the first N images")
+    ob.add_argument("--skip-bad", action="store_true", help="skip undecodable images")
+    ob.add_argument("--mapping", type=Path, default=None, metavar="FILE",
+                    help="Site One's file of original names and noise key (default "
+                         "OUT.site-one-mapping.json beside OUT; never inside OUT)")
+    ob.add_argument("--include-clean", action="store_true",
+                    help="also send the clean images (the seed study's supervised mode: clean "
+                         "data leaves Site One)")
+    ob.add_argument("--cache-dir", default=None, help="decoded-image cache")
+
+    ev = sub.add_parser("evaluate", help="Site One: score a saved model on the clean test split "
+                                         "and audit how much the noise protects")
+    ev.set_defaults(handler="bench.twosite.cli:cmd_evaluate")
+    ev.add_argument("model", type=Path, metavar="MODEL", help="a model.pt from a results folder")
+    ev.add_argument("--data", required=True, help="the clean source, as for --data")
+    ev.add_argument("--sigma", type=float, nargs="+", default=None, metavar="SIGMA",
+                    help="noise levels to audit (default: the model's)")
+    ev.add_argument("--mean", type=float, default=None, help="noise mean (default: the model's)")
+    ev.add_argument("--seed", type=int, default=0,
+                    help="split seed of the source (as given to obfuscate); seeds the test noise")
+    ev.add_argument("--image-size", type=int, default=None, help="default: the model's")
+    ev.add_argument("--limit", type=int, default=None)
+    ev.add_argument("--skip-bad", action="store_true")
+    ev.add_argument("--realisations", type=int, default=2,
+                    help="released realisations per image, for the averaging audit (default 2)")
+    ev.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    ev.add_argument("--json", action="store_true", help="print the report as JSON")
+    ev.add_argument("--out", type=Path, default=None, metavar="FILE",
+                    help="also write the report as JSON")
+    ev.add_argument("--cache-dir", default=None, help="decoded-image cache")
+
+
+def cmd_obfuscate(args) -> int:
+    from bench.twosite.obfuscate import PRIVACY_NOTE, export_obfuscated
+    result = export_obfuscated(
+        args.src, args.out, sigma=args.sigma, mean=args.mean, realisations=args.realisations,
+        seed=args.seed, image_size=args.image_size, limit=args.limit, skip_bad=args.skip_bad,
+        mapping=args.mapping, include_clean=args.include_clean, cache_dir=args.cache_dir)
+    counts = "/".join(str(result.split_counts[name]) for name in ("train", "val", "test"))
+    print(f"wrote {result.images} images × {result.realisations} noisy realisations "
+          f"(train/val/test {counts}) to {result.out}, checked by {result.out}/manifest.json")
+    if result.clean_included:
+        print("the clean images were included: clean data leaves Site One with this folder")
+    print(f"keep {result.mapping} at Site One: it maps ids to source names and holds the "
+          "noise key")
+    print(f"note: {PRIVACY_NOTE}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from bench.record import store
+    from bench.sweep.hardware import default_device_type
+    from bench.sweep.plan import check_output_dir
+    from bench.twosite.audit import attach_to_record, audit_lines, evaluate_model
+    device = default_device_type(args.device)
+    if args.out is not None:
+        check_output_dir(args.out)
+    report = evaluate_model(
+        args.model, args.data, sigmas=args.sigma, seed=args.seed, noise_mean=args.mean,
+        image_size=args.image_size, limit=args.limit, skip_bad=args.skip_bad,
+        realisations=args.realisations, device=device, cache_dir=args.cache_dir)
+    if args.out is not None:
+        store.write_json(args.out, report)
+    updated = attach_to_record(report)  # so `bench report` shows this audit too
+    text = json.dumps(report, indent=2, default=str) if args.json else "\n".join(audit_lines(report))
+    print(text)
+    if updated is not None and not args.json:
+        print(f"audit written into {updated}")
+    return 0

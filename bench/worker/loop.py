@@ -1,0 +1,117 @@
+"""The training loop: warm-up steps, then the timed window, the only code whose time counts.
+
+Inside the window nothing synchronises with the device except what training itself does:
+losses stay on the device until the end, step times come from the StepTimer, progress is
+written at most twice a second, and a pending SIGTERM is checked at step boundaries only.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.config.cell import Cell
+from bench.record import store
+
+PROGRESS_INTERVAL_S = 0.5
+
+
+class ProgressWriter:
+    """Rank 0 tells the runner how far it is, at most twice a second (outside step timing)."""
+
+    def __init__(self, cell_dir: Path, total: int):
+        self.path = Path(cell_dir) / store.PROGRESS
+        self.total = total
+        self.last = 0.0
+
+    def update(self, step: int, phase: str, force: bool = False) -> None:
+        now = time.monotonic()
+        if force or now - self.last >= PROGRESS_INTERVAL_S:
+            self.last = now
+            tmp = self.path.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"step": step, "steps": self.total, "phase": phase}))
+            os.replace(tmp, self.path)
+
+
+@dataclass
+class LoopResult:
+    step_times_s: list[float]
+    data_wait_s: list[float]
+    losses: list[float]
+    grad_norms: list[float]
+    window: tuple[float, float] | None  # time.monotonic() bounds of the timed steps
+    start_step: int = 0
+    end_step: int = 0  # steps [start_step, end_step) ran
+    timed_from: int = 0  # first timed step; the ones before warm the caches up
+    preempted: bool = False
+
+
+def first_timed_step(cell: Cell, start_step: int) -> int:
+    """Warm-up at the start; after a resume the caches are cold again, so the first `warmup`
+    steps of the new segment are trained but not timed (as long as one timed step is left)."""
+    if start_step == 0:
+        return cell.warmup
+    return max(cell.warmup, min(start_step + cell.warmup, cell.steps - 1))
+
+
+def timed_loop(engine, loader, cell: Cell, device: str, *, sampler=None, progress=None,
+               start_step: int = 0, preemption=None, track_grad_norm: bool = False) -> LoopResult:
+    """Steps [start_step, cell.steps) unless a SIGTERM stops them early; the steps from
+    `first_timed_step` on form the timed window."""
+    import torch
+
+    from bench.measure.timing import StepTimer, synchronize
+
+    device_type = device.split(":")[0]
+    timer = StepTimer(device_type)
+    losses, waits, grad_norms = [], [], []
+    window_start = None
+    timed_from = first_timed_step(cell, start_step)
+    end_step, preempted = cell.steps, False
+    set_phase(sampler, "warmup")
+    batch_iter = iter(loader)
+    for step in range(start_step, cell.steps):
+        if preemption is not None and preemption.should_stop(step):
+            end_step, preempted = step, True
+            break
+        if step == timed_from:
+            synchronize(device_type)
+            mark(sampler, "window_start")  # outside the window: it reads NVML
+            window_start = time.monotonic()
+            set_phase(sampler, "timed")
+        t_wait = time.perf_counter()
+        noisy, clean = next(batch_iter)
+        noisy = noisy.to(device, non_blocking=True)
+        clean = clean.to(device, non_blocking=True)
+        if cell.channels_last:
+            noisy = noisy.contiguous(memory_format=torch.channels_last)
+        waits.append(time.perf_counter() - t_wait)
+        timer.start()
+        loss = engine.train_step(noisy, clean)
+        timer.stop()
+        losses.append(loss)
+        if track_grad_norm:  # parity checks only: reading the norm synchronises
+            grad_norms.append(engine.grad_norm())
+        if progress:
+            progress.update(step + 1, "warmup" if step < timed_from else "timed")
+    synchronize(device_type)
+    set_phase(sampler, "eval")  # before the end is read: no "timed" sample can come after it
+    window = (window_start, time.monotonic()) if window_start is not None else None
+    if window is not None:
+        mark(sampler, "window_end")
+    loss_values = [float(v) for v in torch.stack(losses).float().cpu()] if losses else []
+    return LoopResult(timer.step_times_s(), waits, loss_values, grad_norms, window,
+                      start_step, end_step, timed_from, preempted)
+
+
+def set_phase(sampler, name: str) -> None:
+    """Label the telemetry samples from now on (no sampler: telemetry is off)."""
+    if sampler is not None:
+        sampler.set_phase(name)
+
+
+def mark(sampler, name: str) -> None:
+    if sampler is not None:
+        sampler.mark(name)

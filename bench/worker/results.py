@@ -1,0 +1,271 @@
+"""After the loop: every rank's step data on rank 0, and the files a cell leaves behind.
+
+Ranks exchange their timings once, after the timed window (never inside it). Rank 0 then
+writes steps.parquet (one row per step: the slowest rank's time, the mean loss),
+telemetry.parquet, samples.npz and record.json, whose shape is bench.record.builder's.
+"""
+from __future__ import annotations
+
+import math
+import resource
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from bench.config.cell import Cell, Job
+from bench.record import builder, store
+from bench.worker.loop import LoopResult
+from bench.worker.setup import gpu_indices
+
+INPUT_BOUND_FRAC = 0.10  # a cell whose steps wait >10% of the window on data is input-bound
+STEP_KEYS = ("step_times_s", "data_wait_s", "losses", "grad_norms")
+
+
+@dataclass
+class History:
+    """Per-rank step data over every segment of a cell (one segment unless it was resumed)."""
+    per_rank: list[dict]
+    timed: list[bool]  # per step: inside a timed window (not warm-up, not re-warm-up)
+    train_time_s: float  # sum of the segments' timed windows
+    segments: list[dict]
+
+    @classmethod
+    def resume(cls, payload: dict | None) -> "History":
+        if not payload:
+            return cls([], [], 0.0, [])
+        h = payload["history"]
+        return cls(h["per_rank"], h["timed"], h["train_time_s"], h["segments"])
+
+    def extend(self, per_rank: list[dict], loop: LoopResult) -> "History":
+        if not self.per_rank:
+            self.per_rank = [{k: [] for k in STEP_KEYS} for _ in per_rank]
+        for old, new in zip(self.per_rank, per_rank):
+            for k in STEP_KEYS:
+                old[k] = list(old[k]) + list(new[k])
+            old["peak_mem_mb"] = max(old.get("peak_mem_mb", 0.0), new["peak_mem_mb"])
+            old["peak_mem_reserved_mb"] = new["peak_mem_reserved_mb"]
+            old["skipped_steps"] = old.get("skipped_steps", 0) + new["skipped_steps"]
+        self.timed += [loop.timed_from <= s for s in range(loop.start_step, loop.end_step)]
+        if loop.window:
+            self.train_time_s += loop.window[1] - loop.window[0]
+        self.segments.append({"start_step": loop.start_step, "end_step": loop.end_step,
+                              "timed_from": loop.timed_from})
+        return self
+
+    def to_dict(self) -> dict:
+        return {"per_rank": self.per_rank, "timed": self.timed,
+                "train_time_s": self.train_time_s, "segments": self.segments}
+
+
+def local_results(loop: LoopResult, engine, runtime) -> dict:
+    """This rank's share of the history: its step data and its memory peaks."""
+    return {"step_times_s": loop.step_times_s, "data_wait_s": loop.data_wait_s,
+            "losses": loop.losses, "grad_norms": loop.grad_norms,
+            "peak_mem_mb": peak_memory_mb(runtime),
+            "peak_mem_reserved_mb": peak_reserved_mb(runtime),
+            "skipped_steps": engine.skipped_steps}
+
+
+def gather(local: dict, runtime) -> list[dict]:
+    """Every rank's timings on rank 0, once, after the timed window (never inside it)."""
+    if runtime.world_size == 1:
+        return [local]
+    import torch.distributed as dist
+    out: list = [None] * runtime.world_size
+    dist.all_gather_object(out, local)
+    return out
+
+
+def peak_memory_mb(runtime) -> float:
+    import torch
+    if runtime.device_type == "cuda":
+        return torch.cuda.max_memory_allocated(runtime.device) / 2**20
+    # ru_maxrss is the peak resident set of this process, in KiB on Linux.
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def peak_reserved_mb(runtime) -> float | None:
+    """What the caching allocator held at its peak: the memory other jobs could not use."""
+    import torch
+    if runtime.device_type != "cuda":
+        return None
+    return torch.cuda.max_memory_reserved(runtime.device) / 2**20
+
+
+def save_preempted(job: Job, engine, runtime, cell_dir: Path, history: History,
+                   loop: LoopResult, sampler) -> None:
+    """Checkpoint (when the strategy supports it) and a `preempted` record, from rank 0."""
+    from bench.measure import envinfo
+    from bench.worker import checkpoint
+    if sampler:
+        sampler.stop()
+    if not runtime.is_main:
+        return
+    saved = engine.supports_checkpoint
+    if saved:
+        checkpoint.save(cell_dir, {"cell_id": job.cell.cell_id, "fingerprint": job.fingerprint,
+                                   "next_step": loop.end_step, "rng": checkpoint.rng_state(),
+                                   **engine.training_state(), "history": history.to_dict()})
+    record = builder.preempted_record(
+        job.cell, job.fingerprint, steps_done=loop.end_step, train_time_s=history.train_time_s,
+        time_to_train_s=time.time() - job.launch_time,
+        checkpoint=store.CHECKPOINT if saved else None, env=envinfo.capture())
+    store.write_json(Path(cell_dir) / store.RECORD, record)
+
+
+@dataclass
+class Steps:
+    """The cell's steps as they count: the slowest rank's time, the mean loss over ranks'
+    equal shards, and which steps warmed up (not timed)."""
+    times: np.ndarray
+    waits: np.ndarray
+    losses: np.ndarray
+    warm: np.ndarray
+
+    @classmethod
+    def of(cls, history: History) -> "Steps":
+        per_rank = history.per_rank
+        return cls(np.max([r["step_times_s"] for r in per_rank], axis=0),
+                   np.max([r["data_wait_s"] for r in per_rank], axis=0),
+                   np.mean([r["losses"] for r in per_rank], axis=0),
+                   ~np.asarray(history.timed, dtype=bool))
+
+
+def write_results(job: Job, strategy, runtime, cell_dir: Path, history: History,
+                  quality: list[dict], samples: dict, telemetry_info: tuple, *,
+                  window: tuple[float, float] | None, eval_s: float, flops_per_step: int | None,
+                  data_info) -> None:
+    """Rank 0, after evaluation: steps.parquet, telemetry, samples and the `ok`/`diverged`
+    record. `telemetry_info` is (sampler rows, why GPUs were not sampled)."""
+    from bench.measure import envinfo
+
+    cell, cell_dir = job.cell, Path(cell_dir)
+    steps = Steps.of(history)
+    write_steps(cell_dir, cell, history, steps)
+    timing = timing_section(job, runtime, history, steps, eval_s)
+    env = envinfo.capture()
+    telemetry = telemetry_section(cell, cell_dir, history, telemetry_info, window)
+    telemetry.update(mfu_section(cell, timing, env, flops_per_step))
+    telemetry["input_bound"] = timing["data_wait_frac"] > INPUT_BOUND_FRAC
+    if samples:
+        np.savez_compressed(cell_dir / "samples.npz", **samples)
+    losses = steps.losses
+    record = builder.trained_record(
+        cell, job.fingerprint, diverged_at=first_nonfinite(list(losses)),
+        segments=history.segments, runtime=runtime_section(cell, strategy, runtime, history),
+        loss={"first": float(losses[0]), "last": float(losses[-1]),
+              "last10_mean": float(np.mean(losses[-10:]))},
+        timing=timing, quality=quality, telemetry=telemetry, data=data_section(cell, data_info),
+        notes=strategy.notes(cell), env=env, prepared=data_info, cell_dir=cell_dir)
+    store.write_json(cell_dir / store.RECORD, record)
+
+
+def write_steps(cell_dir: Path, cell: Cell, history: History, steps: Steps) -> None:
+    import pandas as pd
+
+    table = pd.DataFrame({"step": np.arange(cell.steps), "loss": steps.losses,
+                          "step_time_s": steps.times, "data_wait_s": steps.waits,
+                          "warmup": steps.warm})
+    for r, rank in enumerate(history.per_rank):
+        table[f"step_time_rank{r}_s"] = rank["step_times_s"]
+    if history.per_rank[0]["grad_norms"]:  # parity runs: every rank holds the same gradient
+        table["grad_norm"] = history.per_rank[0]["grad_norms"]
+    store.write_table(cell_dir / store.STEPS, table)
+
+
+def timing_section(job: Job, runtime, history: History, steps: Steps, eval_s: float) -> dict:
+    from bench.measure.timing import summarize_steps
+
+    cell, per_rank, timed = job.cell, history.per_rank, ~steps.warm
+    train_time_s = history.train_time_s
+    timed_images = cell.effective_global_batch * int(timed.sum())
+    return {
+        "train_time_s": train_time_s,
+        "time_to_train_s": time.time() - job.launch_time,
+        "eval_time_s": eval_s,
+        "timed_steps": int(timed.sum()),
+        "warmup_steps": int(steps.warm.sum()),
+        "throughput_img_s": timed_images / train_time_s if train_time_s > 0 else None,
+        "data_wait_frac": float(steps.waits[timed].sum() / max(train_time_s, 1e-12)),
+        "peak_mem_mb": max(r["peak_mem_mb"] for r in per_rank),
+        "peak_mem_mb_per_rank": [r["peak_mem_mb"] for r in per_rank],
+        "peak_mem_reserved_mb_per_rank": [r.get("peak_mem_reserved_mb") for r in per_rank],
+        "clock": "cuda-events" if runtime.device_type == "cuda" else "host-monotonic",
+        # Each rank's own median timed step: a straggler shows up here before it shows in
+        # the slowest-rank step time that counts.
+        "step_time_median_s_per_rank": [float(np.median(np.asarray(r["step_times_s"])[timed]))
+                                        if timed.any() else None for r in per_rank],
+        **summarize_steps(steps.times[timed]),
+    }
+
+
+def telemetry_section(cell: Cell, cell_dir: Path, history: History, telemetry_info: tuple,
+                      window: tuple[float, float] | None) -> dict:
+    """telemetry.parquet, and the summary of its timed-window samples."""
+    from bench.measure import telemetry
+
+    rows, gpu_reason = telemetry_info
+    if rows:
+        store.write_table(cell_dir / store.TELEMETRY, telemetry.to_table(rows))
+    if not rows or window is None:
+        return {}
+    # This process sampled only the last segment of a resumed cell: its images alone.
+    last = history.segments[-1]
+    segment_steps = sum(history.timed[last["start_step"]:last["end_step"]])
+    return telemetry.summarize(
+        rows, timed_start_s=window[0], timed_end_s=window[1],
+        images=cell.effective_global_batch * segment_steps, gpu_indices=gpu_indices(cell),
+        gpu_reason=gpu_reason)
+
+
+def mfu_section(cell: Cell, timing: dict, env: dict, flops_per_step: int | None) -> dict:
+    """Model FLOPs utilisation of the median step on the cell's devices, or why there is none."""
+    from bench.measure.flops import mfu
+
+    if not (flops_per_step and timing["step_time_median_s"]):
+        return {"mfu": None, "mfu_note": "FLOPs could not be counted (the reason is in "
+                                         "cell.log)"}
+    device_name = env["gpus"][0] if env["gpus"] and cell.device_type == "cuda" else env["cpu"]
+    value, reason = mfu(flops_per_step, timing["step_time_median_s"], device_name,
+                        cell.precision, cell.devices)
+    return {"flops_per_step": flops_per_step,
+            "tflops": flops_per_step / timing["step_time_median_s"] / 1e12,
+            "mfu": value, "mfu_note": reason}
+
+
+def runtime_section(cell: Cell, strategy, runtime, history: History) -> dict:
+    return {
+        "world_size": runtime.world_size, "per_device_batch": cell.per_device_batch,
+        "global_batch": cell.effective_global_batch, "lr": cell.effective_lr,
+        "lr_rule": "linear (lr × devices)" if cell.scaling == "weak" else "none (strong)",
+        "backend": runtime.backend, "device": runtime.device,
+        "threads_per_rank": runtime.threads,
+        "strategy": strategy.description, "strategy_options": strategy_options(cell),
+        "skipped_steps": sum(r["skipped_steps"] for r in history.per_rank),
+        "batchnorm_per_rank_stats": cell.norm == "batch" and runtime.world_size > 1,
+    }
+
+
+def data_section(cell: Cell, prepared) -> dict:
+    return {"source": cell.data, "description": prepared.description,
+            "skipped_images": prepared.skipped, "digest": prepared.digest,
+            "train_images": len(prepared.split("train")),
+            "test_images": len(prepared.split("test"))}
+
+
+def strategy_options(cell: Cell) -> dict:
+    options = {"channels_last": cell.channels_last, "compile": cell.compile,
+               "cudnn_benchmark": cell.cudnn_benchmark, "workers": cell.workers,
+               "pin_memory": cell.pin_memory}
+    if cell.strategy == "deepspeed":
+        options["zero_stage"] = cell.zero_stage or 0
+    return options
+
+
+def first_nonfinite(losses: list[float]) -> int | None:
+    for step, value in enumerate(losses):
+        if not math.isfinite(value):
+            return step
+    return None

@@ -1,0 +1,89 @@
+"""What the console, the exports and the gate share: the Rich console, number formatting and
+the plug-in report sections to show. Rendering only; no statistics here."""
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+
+from rich.console import Console
+
+from bench import plugins
+
+
+@lru_cache(maxsize=1)
+def console() -> Console:
+    # Piped output (logs, CI, Slurm) would otherwise wrap every table at 80 columns.
+    probe = Console()
+    return Console(highlight=False, width=None if probe.is_terminal else 160)
+
+
+def fmt(value, spec: str = ".3g", missing: str = "—") -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return missing
+    return format(value, spec)
+
+
+VERDICT_STYLE = {"equivalent": ("≈", "green"), "better": ("▲", "green"), "worse": ("▼", "red"),
+                 "inconclusive (n too small)": ("?", "yellow"), "baseline": ("", "dim"),
+                 "no baseline": ("", "dim")}
+QUALITY_UNITS = {"psnr": ("PSNR dB", ".2f", "+.2f"), "ssim": ("SSIM", ".4f", "+.4f"),
+                 "lpips": ("LPIPS", ".4f", "+.4f")}
+
+
+def finite(value) -> bool:
+    try:
+        return value is not None and math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def fmt_mean_ci(mean, low, high, spec: str = ".3g") -> str:
+    """`mean ± half-width` when an interval exists, else the mean alone."""
+    if not finite(mean):
+        return "—"
+    if finite(low) and finite(high):
+        return f"{format(mean, spec)} ± {format((high - low) / 2, spec)}"
+    return format(mean, spec)
+
+
+def fmt_ratio(value, low=None, high=None) -> str:
+    if not finite(value):
+        return "—"
+    text = f"{value:.2f}×"
+    if finite(low) and finite(high):
+        text += f" [{low:.2f}–{high:.2f}]"
+    return text
+
+
+def fmt_p(p) -> str:
+    if not finite(p):
+        return "—"
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def verdict_markup(verdict: str, short: bool = True) -> str:
+    mark, style = VERDICT_STYLE.get(verdict, ("", ""))
+    text = mark if short else verdict
+    return f"[{style}]{text}[/{style}]" if text and style else text
+
+
+def group_title(row, what: str) -> str:
+    device = f", {row['cell.device_type']}" if row.get("cell.device_type") else ""
+    return (f"{what} — {row['cell.model']}, σ {row['noise']}{device}, "
+            f"workload {row['fingerprint']}")
+
+
+def groups(frame, keys):
+    return [g for _, g in frame.groupby(keys, sort=True, dropna=False)] if not frame.empty else []
+
+
+def sections(comp) -> list[tuple[plugins.ReportSection, object]]:
+    """The registered report sections that have something to show, each with its table from
+    the comparison, in registration order. A section whose table is missing (the comparison
+    was computed without it) or empty is left out."""
+    out = []
+    for section in plugins.report_sections():
+        table = comp.sections.get(section.name)
+        if table is not None and not table.empty:
+            out.append((section, table))
+    return out
