@@ -81,7 +81,8 @@ def build_model(name: str, **options: Any) -> nn.Module:
         raise ModelOptionError(f"deep_supervision must be true or false, got {deep_supervision!r}")
     # A shared config may carry deep_supervision=False for every model; only True is wrong.
     if deep_supervision and name != "unetpp":
-        raise ModelOptionError(f"deep_supervision=True is only valid for model 'unetpp', not {name!r}")
+        raise ModelOptionError("deep_supervision=True is only valid for model 'unetpp', "
+                               f"not {name!r}")
 
     residual = options.get("residual", False)
     if not isinstance(residual, bool):

@@ -24,6 +24,16 @@ def run_cli(*args, timeout=900, env=None):
                           capture_output=True, text=True, timeout=timeout, env=full_env)
 
 
+def run_main(capsys, *args):
+    """bench's `main` in this process: the function `python -m bench` exits with, without a
+    new interpreter each time. For input that must be refused before any work starts; what
+    runs cells or needs a real exit status uses run_cli."""
+    from bench.cli import main
+    code = main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return subprocess.CompletedProcess(args, code, captured.out, captured.err)
+
+
 # Small, fast workload shared by end-to-end tests: every strategy trains the same thing, on
 # the CPU (gloo ranks) even where a GPU is visible, so the suite means the same everywhere.
 TINY = ["--device", "cpu", "--steps", "6", "--warmup", "2", "--batch", "8", "--width", "4", "--depth", "2",

@@ -39,3 +39,11 @@ def test_weak_scaling_keeps_per_device_batch_and_scales_lr():
 
 def test_repeats_use_different_seeds():
     assert Cell(repeat=0).workload_seed != Cell(repeat=1).workload_seed
+
+
+def test_model_options_set_every_architecture_option_of_build_model():
+    """models/ keeps its own library defaults (it imports nothing of bench); bench never
+    relies on them, because model_options passes every option a cell decides."""
+    from bench.config.cell import model_options
+    from models import _OPTIONS
+    assert set(model_options(Cell())) == set(_OPTIONS) - {"in_channels", "out_channels"}

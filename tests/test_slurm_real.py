@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from bench.config import spec as specs
-from bench.sweep import expand as planner
+from bench.sweep import plan as planner
 from bench.sweep import spec_files
 from conftest import REPO
 from slurm_cluster import FINAL_STATES, LocalSlurm, missing_requirements

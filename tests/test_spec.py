@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from bench.config import spec as specs
-from bench.sweep import expand as planner
+from bench.sweep import plan as planner
 from bench.sweep import spec_files
 from bench.config.cell import Cell
 from bench.errors import BadInput
@@ -106,7 +106,7 @@ def test_ids_are_stable_across_processes_and_key_order():
     code = textwrap.dedent(f"""
         import json
         from bench.config import spec
-        from bench.sweep.expand import expand
+        from bench.sweep.plan import expand
         r = expand(spec.parse_spec(json.loads({json.dumps(json.dumps(raw))})), "cpu", 0)
         print(json.dumps([c.cell_id for c in r.cells]))
     """)
@@ -273,3 +273,54 @@ def test_cell_fields_are_all_workload_keys_or_matrix_axes():
     axes = {"model", "strategy", "devices", "precision", "zero_stage", "repeat", "device_type"}
     for f in dataclasses.fields(Cell):
         assert f.name in defaults or f.name in axes, f.name
+
+
+# --------------------------------------------------------------------------- schema, `bench spec`
+
+def test_schema_names_exactly_the_keys_the_parser_accepts():
+    from bench.config.schema import spec_schema
+    schema = spec_schema()
+    props = schema["properties"]
+    assert set(props) == set(specs.TOP_KEYS)
+    assert set(props["matrix"]["properties"]) == set(specs.MATRIX_KEYS)
+    assert set(props["workload"]["properties"]) == set(specs.workload_defaults())
+    config = props["matrix"]["properties"]["configurations"]["anyOf"][1]["items"]["anyOf"][1]
+    assert set(config["properties"]) == set(specs.CONFIG_KEYS)
+    assert schema["additionalProperties"] is False
+
+
+SAMPLE_OF_TYPE = {"integer": 3, "number": 0.5, "string": "x", "boolean": True}
+
+
+def test_schema_types_agree_with_the_parser():
+    """A value of the schema's type passes the parser's type check; one of another type is
+    refused by both, so an editor's completion never suggests what bench rejects."""
+    from bench.config.schema import spec_schema
+    workload = spec_schema()["properties"]["workload"]["properties"]
+    for key, prop in workload.items():
+        if "anyOf" in prop:  # noise: a σ or a list of σ
+            assert specs._check_type(key, [0.1, 0.2], "tuple[float, ...]") == [0.1, 0.2]
+            continue
+        types = prop["type"] if isinstance(prop["type"], list) else [prop["type"]]
+        annotation = specs.field_types()[key]
+        for json_type in types:
+            if json_type != "null":
+                specs._check_type(key, SAMPLE_OF_TYPE[json_type], annotation)
+        wrong = "string" if "boolean" in types else "boolean"  # true is no number either
+        with pytest.raises(BadInput, match=key):
+            specs._check_type(key, SAMPLE_OF_TYPE[wrong], annotation)
+
+
+def test_spec_command_lists_the_cells_without_running(tmp_path, capsys, monkeypatch):
+    from conftest import run_main
+    monkeypatch.chdir(tmp_path)
+    result = run_main(capsys, "spec", "quick", "--device", "cpu")
+    assert result.returncode == 0, result.stderr
+    ids = [c.cell_id for c in planner.expand(specs.load_spec("quick"), "cpu", 0).cells]
+    assert f"# {len(ids)} cells on cpu:" in result.stdout
+    assert all(cell_id in result.stdout for cell_id in ids)
+    assert yaml.safe_load(result.stdout)["name"] == "quick"  # the listing is YAML comments
+    assert list(tmp_path.iterdir()) == []  # nothing written
+    schema = run_main(capsys, "spec", "--schema")
+    assert json.loads(schema.stdout)["title"] == "bench sweep spec"
+    assert run_main(capsys, "spec").returncode == 2

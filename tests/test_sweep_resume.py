@@ -11,7 +11,7 @@ import psutil
 import yaml
 
 from bench.config import spec as specs
-from bench.sweep import expand as planner
+from bench.sweep import plan as planner
 from bench.sweep import spec_files
 from bench.record import store
 from conftest import REPO, run_cli

@@ -181,7 +181,9 @@ def test_without_nvml_gpu_fields_are_none_with_reason():
     assert summ["rss_peak_mb"] > 0
 
 
-@pytest.mark.skipif(NVML_ERROR is not None, reason=NVML_ERROR or "")
+@pytest.mark.skipif(NVML_ERROR is not None, reason=f"{NVML_ERROR}: needs an NVIDIA GPU and "
+                    "its driver's NVML library (on a GPU host: apt-get install nvidia-driver, "
+                    "or the cluster's driver module); scripts/gpu-check.sh runs it there")
 def test_real_nvml_fields_are_numbers():
     s = Sampler(10.0, gpu_indices=[0], root_pid=os.getpid())
     s.start()

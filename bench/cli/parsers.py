@@ -108,6 +108,14 @@ def build_parser(plugin_parsers=()) -> argparse.ArgumentParser:
     selfbench.add_argument("--steps", type=int, default=40)
     selfbench.add_argument("--repeats", type=int, default=5)
     selfbench.add_argument("--model", default="unet")
+    spec = sub.add_parser("spec", help="show the cells a spec expands to on this machine, or "
+                                        "print the JSON Schema of specs for editors")
+    spec.set_defaults(handler="bench.cli.spec:cmd_spec")
+    spec.add_argument("spec", nargs="?", default=None, metavar="SPEC",
+                      help="a spec YAML or a built-in name")
+    spec.add_argument("--schema", action="store_true",
+                      help="print the JSON Schema of a spec file (for YAML editors)")
+    spec.add_argument("--device", default="auto", help="auto, cpu or cuda")
     add_report_commands(sub)
     add_sweep_commands(sub)
     for add_plugin_commands in plugin_parsers:

@@ -24,7 +24,8 @@ def cmd_selfbench(args) -> int:
     from bench.worker.selfbench import WARMUP, overhead_ratio
     from reports.console import console
     if args.steps <= WARMUP:
-        raise BadInput(f"--steps {args.steps} must exceed the {WARMUP} warm-up steps selfbench runs")
+        raise BadInput(f"--steps {args.steps} must exceed the {WARMUP} warm-up steps "
+                       "selfbench runs")
     if args.repeats < 1:
         raise BadInput(f"--repeats {args.repeats} is invalid; it must be at least 1")
     from bench.sweep.hardware import default_device_type

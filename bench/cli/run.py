@@ -66,7 +66,7 @@ def reject_workload_flags(args) -> None:
 def resolve(args, default_out):
     """(resolved sweep, results folder, notes) for `bench run` and `bench parity`, all checked."""
     from bench.sweep import hardware
-    from bench.sweep.expand import expand, validate
+    from bench.sweep.plan import expand, validate
 
     if getattr(args, "spec", None):
         reject_workload_flags(args)

@@ -22,7 +22,7 @@ def _read_json(path: Path):
 def cmd_slurm(args) -> int:
     from bench.config.spec import load_spec
     from bench.record import store
-    from bench.sweep.expand import expand, validate
+    from bench.sweep.plan import expand, validate
     from bench.sweep.plan import check_output_dir, prepare_cells
     from bench.sweep.spec_files import SPEC_JSON, write_resolved
     from launchers import get_strategy

@@ -18,7 +18,7 @@ A spec is YAML (or a built-in name). It has four top-level keys:
       scaling: [strong, weak]
 
 `python -m bench run` with flags builds the same `SweepSpec` (`spec_from_flags` in the CLI), so
-one planner (`bench.sweep.expand`) serves both. Everything wrong with a spec is a BadInput
+one planner (`bench.sweep.plan`) serves both. Everything wrong with a spec is a BadInput
 naming the key. Nothing here imports torch.
 """
 from __future__ import annotations
@@ -45,7 +45,7 @@ _NOT_WORKLOAD = frozenset({"model", "strategy", "devices", "precision", "zero_st
 # Workload keys that are not Cell fields: how many repeats, which device, and `epochs` (when
 # set, each cell's steps come from the data: epochs × full global batches per pass).
 _EXTRA_WORKLOAD = {"repeats": 1, "device": "auto", "epochs": None}
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 # The spec key of each `bench run` flag (argparse dest) whose name differs from its key: the
 # one table behind "set KEY in the spec instead" and behind spec-worded cell errors.
 FLAG_SPEC_KEYS = {"batch": "workload.global_batch", "timeout": "workload.timeout_s",
@@ -198,7 +198,8 @@ def workload_defaults() -> dict:
     return out
 
 
-def _field_types() -> dict[str, str]:
+def field_types() -> dict[str, str]:
+    """Each workload key's type, as Cell annotates it (`int`, `str | None`, ...)."""
     types = {f.name: str(f.type) for f in dataclasses.fields(Cell) if f.name not in _NOT_WORKLOAD}
     types.update(repeats="int", device="str", epochs="int | None")
     return types
@@ -209,7 +210,7 @@ def parse_spec(raw: dict, default_name: str = "sweep", source: str = "") -> Swee
         raw = raw["spec"]
     _no_unknown(raw, TOP_KEYS, "")
     name = raw.get("name", default_name)
-    if not isinstance(name, str) or not _NAME_RE.match(name):
+    if not isinstance(name, str) or not NAME_RE.match(name):
         raise BadInput(f"spec key name {name!r} is invalid; use letters, digits, '.', '_' or "
                        "'-' (it names the results folder)")
     description = raw.get("description", "") or ""
@@ -221,7 +222,7 @@ def parse_spec(raw: dict, default_name: str = "sweep", source: str = "") -> Swee
     if "matrix" in raw and not matrix:  # written but left empty: a mistake, not "the default"
         raise BadInput("spec key matrix is empty; give models, configurations or noise, or "
                        "leave the key out for the default study matrix")
-    types = _field_types()
+    types = field_types()
     _no_unknown(workload, tuple(types), "workload.")
     _no_unknown(matrix, MATRIX_KEYS, "matrix.")
     resolved = workload_defaults()

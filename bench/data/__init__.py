@@ -19,6 +19,7 @@ from bench.data.datasets import (
     DIHEDRAL_VIEWS,
     DenoiseDataset,
     GlobalBatchSampler,
+    PairDataset,
     check_training,
     dihedral,
     target_noisy_only,
@@ -43,7 +44,8 @@ from bench.data.store import ArrayStore, to_unit
 
 __all__ = [
     "ArrayStore", "Box", "Built", "CACHE_FORMAT_VERSION", "DEFAULT_SYNTHETIC_COUNT",
-    "DIHEDRAL_VIEWS", "DenoiseDataset", "GlobalBatchSampler", "IMAGE_SUFFIXES", "NIH_CSV",
+    "DIHEDRAL_VIEWS", "DenoiseDataset", "GlobalBatchSampler", "PairDataset", "IMAGE_SUFFIXES",
+    "NIH_CSV",
     "NIH_LISTS", "Plan", "PreparedData", "SAMPLE_FILE", "SPLITS", "allowed_sources",
     "cache_root", "check_training", "column_roles", "decode_image", "dihedral", "existing_dir",
     "file_stats", "fit_square", "prepare", "resize", "sample_path",

@@ -29,7 +29,26 @@ def dihedral(image: np.ndarray, transform: int) -> np.ndarray:
     return np.flip(rotated, axis=-1) if transform >= 4 else rotated
 
 
-class DenoiseDataset:
+class PairDataset:
+    """A map-style dataset whose `arrays(index)` gives (input, target) float32 images; items
+    are (1, H, W) tensors. Subclasses read pixels from a memory map opened on first use."""
+
+    def arrays(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+    def __getitem__(self, index: int) -> tuple[Any, Any]:
+        import torch
+
+        source, target = self.arrays(index)
+        return (torch.from_numpy(np.ascontiguousarray(source)[None]),
+                torch.from_numpy(np.ascontiguousarray(target)[None]))
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Workers re-open the memory map instead of receiving a pickled copy of the pixels.
+        return {**self.__dict__, "_images": None}
+
+
+class DenoiseDataset(PairDataset):
     """(noisy, clean) float32 tensors of shape (1, H, W) from one split of a prepared data set.
 
     Base image ``i`` (its index in the cached array, a stable id) at level σ is always
@@ -86,18 +105,6 @@ class DenoiseDataset:
         )
         return dihedral(noisy, transform), dihedral(clean, transform)
 
-    def __getitem__(self, index: int) -> tuple[Any, Any]:
-        import torch
-
-        noisy, clean = self.arrays(index)
-        return (
-            torch.from_numpy(np.ascontiguousarray(noisy)[None]),
-            torch.from_numpy(np.ascontiguousarray(clean)[None]),
-        )
-
-    def __getstate__(self) -> dict[str, Any]:
-        # Workers re-open the memory map instead of receiving a pickled copy of the pixels.
-        return {**self.__dict__, "_images": None}
 
 
 def training_dataset(

@@ -86,7 +86,8 @@ def cmd_evaluate(args) -> int:
     if args.out is not None:
         store.write_json(args.out, report)
     updated = attach_to_record(report)  # so `bench report` shows this audit too
-    text = json.dumps(report, indent=2, default=str) if args.json else "\n".join(audit_lines(report))
+    text = (json.dumps(report, indent=2, default=str) if args.json
+            else "\n".join(audit_lines(report)))
     print(text)
     if updated is not None and not args.json:
         print(f"audit written into {updated}")

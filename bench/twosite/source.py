@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 
 from bench import plugins
-from bench.data import (DIHEDRAL_VIEWS, SPLITS, ArrayStore, Built, Plan, PreparedData,
-                        decode_image, dihedral, to_unit, training_dataset)
+from bench.data import (DIHEDRAL_VIEWS, SPLITS, ArrayStore, Built, PairDataset, Plan,
+                        PreparedData, decode_image, dihedral, to_unit, training_dataset)
 from bench.errors import BadInput
 from bench.twosite.manifest import Manifest, read_manifest
 
@@ -92,7 +92,7 @@ def _build(store: ArrayStore, manifest: Manifest, files: list[Path], size: int,
 # --------------------------------------------------------------------------- reading
 
 
-class ObfuscatedDataset:
+class ObfuscatedDataset(PairDataset):
     """(input, target) float32 tensors of shape (1, H, W) from one split of an obfuscated folder.
 
     Nothing is added: the images are Site One's noisy realisations. With ``target
@@ -139,17 +139,6 @@ class ObfuscatedDataset:
         target = to_unit(self._images[target_row]) - self.target_offset
         return dihedral(source, transform), dihedral(target, transform)
 
-    def __getitem__(self, index: int) -> tuple[Any, Any]:
-        import torch
-
-        source, target = self.arrays(index)
-        return (
-            torch.from_numpy(np.ascontiguousarray(source)[None]),
-            torch.from_numpy(np.ascontiguousarray(target)[None]),
-        )
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_images": None}
 
 
 def _pairs(target: str, info: dict[str, Any], folder: str) -> list[tuple[int, int]]:

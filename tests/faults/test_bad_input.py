@@ -3,7 +3,7 @@ results folder left behind — checked before any work starts."""
 import numpy as np
 import pytest
 
-from conftest import TINY, run_cli
+from conftest import TINY, run_cli, run_main
 
 
 BAD = [
@@ -35,9 +35,9 @@ BAD = [
 
 
 @pytest.mark.parametrize("args,needle", BAD, ids=[" ".join(a) for a, _ in BAD])
-def test_bad_input_exits_2_with_one_sentence_and_no_results(tmp_path, args, needle):
+def test_bad_input_exits_2_with_one_sentence_and_no_results(tmp_path, capsys, args, needle):
     out_dir = tmp_path / "results"
-    result = run_cli("run", *TINY, "--out", out_dir, *args)
+    result = run_main(capsys, "run", *TINY, "--out", out_dir, *args)
     assert result.returncode == 2, result.stderr + result.stdout
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("bench: error: "), result.stderr
@@ -57,10 +57,10 @@ SPECS = [
 
 @pytest.mark.parametrize("text,needle", SPECS, ids=["malformed-yaml", "unknown-key",
                          "empty-matrix", "no-configurations", "unknown-strategy", "bad-type"])
-def test_bad_spec_exits_2_with_one_sentence_and_no_results(tmp_path, text, needle):
+def test_bad_spec_exits_2_with_one_sentence_and_no_results(tmp_path, capsys, text, needle):
     spec, out_dir = tmp_path / "sweep.yaml", tmp_path / "results"
     spec.write_text(text)
-    result = run_cli("run", spec, "--out", out_dir)
+    result = run_main(capsys, "run", spec, "--out", out_dir)
     assert result.returncode == 2, result.stderr + result.stdout
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("bench: error: "), result.stderr
@@ -107,10 +107,10 @@ def _folder_with(tmp_path, broken_name: str, broken_bytes: bytes | None = None, 
     ("empty.jpg", b"", False),
     ("nopixels.dcm", None, True),
 ], ids=["corrupt-png", "empty-jpeg", "dicom-without-pixels"])
-def test_undecodable_image_is_named(tmp_path, name, content, dicom):
+def test_undecodable_image_is_named(tmp_path, capsys, name, content, dicom):
     folder = _folder_with(tmp_path, name, content, dicom)
     out_dir = tmp_path / "results"
-    result = run_cli("run", *TINY, "--out", out_dir, "--data", f"folder:{folder}")
+    result = run_main(capsys, "run", *TINY, "--out", out_dir, "--data", f"folder:{folder}")
     assert result.returncode == 2, result.stderr
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and name in lines[0], result.stderr

@@ -33,15 +33,17 @@ def test_sigkilled_rank_fails_the_cell_and_the_sweep_goes_on(tmp_path):
 
 def test_hung_rank_times_out_and_is_reaped(tmp_path):
     out = tmp_path / "results"
+    # The cell's clock starts at launch: enough for torchrun and two ranks to start and
+    # train 3 steps on a busy 2-core machine, short enough not to hold the suite up.
     proc = start_cli("run", *TINY, *LONG, "--model", "unet", "--strategy", "ddp", "--out", out,
-                     "--timeout", "45")
+                     "--timeout", "25")
     cell_dir = wait_for_step(out, 3)
     # A stopped rank is the purest hang: its peer blocks in the next all-reduce forever.
     rank_process(cell_dir, 1).send_signal(signal.SIGSTOP)
     code, output = finish(proc)
     record = json.loads((cell_dir / store.RECORD).read_text())
     assert record["status"] == "timeout", record
-    assert "timeout of 45 s" in record["error"]["message"]
+    assert "timeout of 25 s" in record["error"]["message"]
     assert processes_of(cell_dir) == []
 
 
