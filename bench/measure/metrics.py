@@ -27,7 +27,6 @@ import logging
 import os
 import pickle
 import threading
-import warnings
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -98,30 +97,46 @@ def _pair(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch
 def psnr(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Per-image PSNR in dB, data range 1 (identical images give inf, as scikit-image does)."""
     _check(pred, target)
-    from torchmetrics.functional.image import peak_signal_noise_ratio
-
     p, t = _pair(pred, target)
     with _fp32(p.device):
-        v = peak_signal_noise_ratio(p, t, data_range=1.0, reduction="none", dim=(1, 2, 3))
-    return v.reshape(-1).float().cpu()
+        v = 10 * torch.log10(1.0 / (p - t).pow(2).mean(dim=(1, 2, 3)))
+    return v.float().cpu()
+
+
+SSIM_K = (0.01, 0.03)  # Wang et al. 2004's constants, for data range 1
+
+
+def _gaussian_window(channels: int, device: torch.device) -> torch.Tensor:
+    """The 11×11 Gaussian window (σ 1.5) of Wang et al., normalised, one per channel."""
+    dist = torch.arange((1 - SSIM_MIN_SIDE) / 2, (1 + SSIM_MIN_SIDE) / 2, 1.0, device=device)
+    g = torch.exp(-((dist / 1.5) ** 2) / 2)
+    g = g / g.sum()
+    return (g[:, None] * g[None, :]).expand(channels, 1, -1, -1).contiguous()
 
 
 def ssim(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Per-image SSIM, 11x11 Gaussian window, sigma 1.5, data range 1, averaged over the windows
-    that lie inside the image (scikit-image's and Wang et al.'s convention)."""
+    that lie inside the image (scikit-image's and Wang et al.'s convention: no padding, so no
+    made-up border pixels move the mean). Written out rather than imported: torchmetrics costs
+    ~1.5 s of start-up in every process that evaluates."""
     _check(pred, target, SSIM_MIN_SIDE)
-    from torchmetrics.functional.image import structural_similarity_index_measure
-
     p, t = _pair(pred, target)
+    channels = p.shape[1]
     with _fp32(p.device):
-        _, full = structural_similarity_index_measure(
-            p, t, gaussian_kernel=True, sigma=1.5, kernel_size=11, data_range=1.0, reduction="none",
-            return_full_image=True,
-        )
-        # torchmetrics averages over reflect-padded borders too, which moves SSIM by up to ~0.05
-        # on small or structured images; the 5-px crop leaves only windows of real pixels.
-        v = full[..., 5:-5, 5:-5].mean(dim=(1, 2, 3))
-    return v.reshape(-1).float().cpu()
+        window = _gaussian_window(channels, p.device)
+
+        def local_mean(z: torch.Tensor) -> torch.Tensor:
+            return torch.nn.functional.conv2d(z, window, groups=channels)
+
+        mu_p, mu_t = local_mean(p), local_mean(t)
+        var_p = local_mean(p * p) - mu_p ** 2
+        var_t = local_mean(t * t) - mu_t ** 2
+        cov = local_mean(p * t) - mu_p * mu_t
+        c1, c2 = SSIM_K[0] ** 2, SSIM_K[1] ** 2
+        index = ((2 * mu_p * mu_t + c1) * (2 * cov + c2)) / (
+            (mu_p ** 2 + mu_t ** 2 + c1) * (var_p + var_t + c2))
+        v = index.mean(dim=(1, 2, 3))
+    return v.float().cpu()
 
 
 # ----------------------------------------------------------------------------- weight files
@@ -280,25 +295,13 @@ def _net(device: torch.device) -> torch.nn.Module | None:
         weights = _backbone()
         if weights is None:
             return None
-        import lpips as lpips_pkg
+        from bench.measure.lpips_net import AlexLPIPS, heads_file, load_heads
 
-        with warnings.catch_warnings():  # torchvision's "pretrained is deprecated" noise
-            warnings.simplefilter("ignore", UserWarning)
-            # pnet_rand: build AlexNet without torchvision's download; pretrained: load the v0.1
-            # linear heads that ship inside the lpips package.
-            net = lpips_pkg.LPIPS(net="alex", version="0.1", pretrained=True, pnet_rand=True, verbose=False)
-        convs = [
-            (int(n), m)
-            for s in net.net.children()
-            for n, m in s.named_children()
-            if isinstance(m, torch.nn.Conv2d)
-        ]
-        if sorted(i for i, _ in convs) != sorted(ALEX_CONVS):  # lpips changed its AlexNet slicing
-            raise RuntimeError(f"lpips' AlexNet has convs {[i for i, _ in convs]}, expected {list(ALEX_CONVS)}")
-        with torch.no_grad():
-            for idx, conv in convs:  # overwrite every random init; shapes were checked on load
-                conv.weight.copy_(weights[idx][0])
-                conv.bias.copy_(weights[idx][1])
+        path = heads_file()
+        if path is None:  # the heads ship with lpips, which setup.cfg installs
+            raise RuntimeError("the lpips package's v0.1 AlexNet heads (weights/v0.1/alex.pth) "
+                               "are not installed")
+        net = AlexLPIPS(weights, load_heads(path))
         net = net.eval().requires_grad_(False).to(device)
         _NETS[key] = net
         return net
