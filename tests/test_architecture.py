@@ -21,7 +21,7 @@ ALLOWED = {
     "bench.config": {"bench.errors"},
     "bench.data": {"bench.errors", "bench.plugins", "bench.config"},
     "bench.measure": {"bench.errors"},
-    "bench.record": {"bench.errors", "bench.plugins", "bench.config", "bench.measure"},
+    "bench.record": {"bench.errors", "bench.plugins", "bench.config"},
     "bench.analysis": {"bench.errors", "bench.record"},
     "bench.sweep": {"bench.errors", "bench.plugins", "bench.config", "bench.data",
                     "bench.measure", "bench.record", "launchers", "models", "slurm"},
