@@ -81,7 +81,8 @@ def render_report(comp, results_dir: Path | None = None, *, brief: bool = False,
         has_gpu = g["gpu_busy_pct"].notna().any() or g["energy_per_img_j"].notna().any()
         table = Table(title=group_title(first, "speedup summary"),
                       caption=f"baseline {comp.baseline.label}; quality on the test split at "
-                              f"σ={comp.sigma} (mean, Δ vs baseline, verdict: ≈ equivalent "
+                              f"σ={fmt(first['sigma'], 'g')} (mean, Δ vs baseline, verdict: "
+                              "≈ equivalent "
                               f"▲ better ▼ worse ? inconclusive); ± is the {pct} t interval "
                               "over repeats", caption_justify="left")
         for name in ("config", "dev", "prec", "n", "img/s", "train s", "speedup", "eff.",

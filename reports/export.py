@@ -63,7 +63,8 @@ def _markdown(comp) -> str:
     from bench.analysis import GROUP_KEYS
 
     pct = f"{comp.confidence:.0%}"
-    parts = [f"# bench report\n\nBaseline {comp.baseline.label}; quality at σ={comp.sigma}; "
+    at = f"σ={comp.sigma:g}" if comp.sigma is not None else "each group's own σ"
+    parts = [f"# bench report\n\nBaseline {comp.baseline.label}; quality at {at}; "
              f"± and [..] are {pct} t intervals over repeats.\n"]
     for g in groups(comp.summary, GROUP_KEYS):
         first = g.iloc[0]

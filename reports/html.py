@@ -113,8 +113,8 @@ def group_section(g: pd.DataFrame, rows: pd.DataFrame, steps: pd.DataFrame,
     out = [f"<h2>{esc(group_title(first))}</h2>"]
     body, classes = summary_rows(g)
     out.append(f'<p class="muted">Speedup summary against {esc(comp.baseline.label)}; quality on '
-               f"the test split at σ={esc(comp.sigma)}; ± and [..] are {pct} intervals over "
-               "repeats.</p>")
+               f"the test split at σ={fmt(first['sigma'], 'g')}; ± and [..] are {pct} intervals "
+               "over repeats.</p>")
     out.append(table(SUMMARY_HEADER, body, left={0, 2}, row_classes=classes))
     notes = [f"{r['config']} ×{r['cell.devices']} {r['cell.precision']}: {r['variation_note']}"
              for _, r in g.iterrows() if r.get("variation_note")]

@@ -349,3 +349,23 @@ def test_input_bound_cells_are_named_with_their_wait():
     assert "slow-cell is input-bound: data-loader wait was 25% of its window" in comp.notes
     assert not any("input-bound" in n for n in analysis.compare_configs(
         frame_of([record()])).notes)
+
+
+def test_every_noise_group_shows_its_own_quality():
+    """A folder with σ 0.1 cells and σ 0.2 cells: each group's summary rows carry quality at
+    that group's own σ (not only the folder's smallest, which left σ 0.2 blank)."""
+    recs = []
+    for sigma, fp, psnr in ((0.1, "fpA", 30.0), (0.2, "fpB", 27.0)):
+        for strategy, devices in (("single", 1), ("ddp", 2)):
+            recs.append(record(strategy=strategy, devices=devices, sigmas=(sigma,),
+                               fingerprint=fp, psnr=psnr))
+    table = analysis.summary_table(frame_of(recs))
+    assert len(table) == 4 and table["psnr_mean"].notna().all()
+    by_sigma = {float(s): set(g["psnr_mean"]) for s, g in table.groupby("sigma")}
+    assert by_sigma == {0.1: {30.0}, 0.2: {27.0}}
+    assert table.attrs["sigma"] is None  # two levels: no single σ for the whole table
+    one = analysis.summary_table(frame_of(recs[:2]))
+    assert one.attrs["sigma"] == 0.1 and set(one["sigma"]) == {0.1}
+    from reports.export import export_report
+    text = export_report(analysis.compare_configs(frame_of(recs)), "md")
+    assert "30.00" in text and "27.00" in text and "each group's own σ" in text

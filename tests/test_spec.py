@@ -86,12 +86,14 @@ def test_matrix_order_and_product():
                   {"repeats": 2})
     cells = expand(raw).cells
     assert len(cells) == 2 * 2 * 3 * 2
-    # models × noise × scaling × configurations × repeats: repeats vary fastest
-    first = cells[:6]
-    assert [c.repeat for c in first] == [0, 1] * 3
-    assert [(c.strategy, c.precision, c.zero_stage) for c in first[::2]] == [
+    # repeats × models × noise × scaling × configurations: repeat 0 of every configuration
+    # first (interleaved, so drift is not confounded with configuration), then repeat 1
+    assert [c.repeat for c in cells] == [0] * 12 + [1] * 12
+    first = cells[:3]
+    assert [(c.strategy, c.precision, c.zero_stage) for c in first] == [
         ("single", "fp32", None), ("ddp", "bf16", None), ("deepspeed", "fp32", 2)]
-    assert cells[6].noise == (0.2, 0.3) and cells[12].model == "unetpp"
+    assert cells[3].noise == (0.2, 0.3) and cells[6].model == "unetpp"
+    assert [c.replace(repeat=0) for c in cells[12:]] == cells[:12]
 
 
 def test_ids_are_stable_across_processes_and_key_order():

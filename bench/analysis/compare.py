@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from bench.analysis.frame import (BASELINE, CONFIG_KEYS, GROUP_KEYS, QUALITY_METRICS, Baseline,
-                                  Margins, _as_baseline, _column, prepare, primary_sigma)
+                                  Margins, _as_baseline, _column, prepare)
 from bench.analysis.quality import amp_gain, ddp_vs_dp, quality_deltas
 from bench.analysis.speed import speedups
 from bench.analysis.stats import CONFIDENCE, _finite
@@ -21,17 +21,23 @@ def summary_table(frame: pd.DataFrame, baseline=BASELINE, margins: Margins = Mar
                   confidence: float = CONFIDENCE, sigma: float | None = None,
                   quality: pd.DataFrame | None = None) -> pd.DataFrame:
     """The speedup summary: one row per (workload group, configuration) with speed statistics
-    and, at one σ (default: the smallest evaluated), each quality metric's mean, delta from the
-    baseline, interval, p-value, test and verdict as `<metric>_<field>` columns."""
+    and, at one σ per group, each quality metric's mean, delta from the baseline, interval,
+    p-value, test and verdict as `<metric>_<field>` columns. The σ is `sigma` where given,
+    else each group's own smallest evaluated σ (a folder may hold several noise levels, each
+    its own group); the `sigma` column says which."""
     table = speedups(frame, baseline, confidence)
     if table.empty:
         return table
     q = quality if quality is not None else quality_deltas(frame, baseline, margins, confidence)
-    if sigma is None:
-        sigma = primary_sigma(frame)
-    table["sigma"] = sigma
-    if not q.empty and sigma is not None:
-        q = q[np.isclose(q["sigma"].astype(float), float(sigma))]
+    table["sigma"] = np.nan if sigma is None else float(sigma)
+    if not q.empty:
+        levels = q["sigma"].astype(float)
+        shown = levels.groupby([q[k] for k in GROUP_KEYS], dropna=False).transform("min") \
+            if sigma is None \
+            else pd.Series(float(sigma), index=q.index)
+        q = q[np.isclose(levels, shown)]
+        group_sigma = q.groupby(GROUP_KEYS, as_index=False, dropna=False)["sigma"].min()
+        table = table.drop(columns="sigma").merge(group_sigma, on=GROUP_KEYS, how="left")
         for metric in QUALITY_METRICS:
             part = q[q["metric"] == metric]
             fields = ["mean", "ci_low", "ci_high", "noisy_mean", "delta", "delta_ci_low",
@@ -40,7 +46,8 @@ def summary_table(frame: pd.DataFrame, baseline=BASELINE, margins: Margins = Mar
                 columns={f: f"{metric}_{f}" for f in fields})
             table = table.merge(part, on=GROUP_KEYS + CONFIG_KEYS, how="left")
     table.attrs["baseline"] = _as_baseline(baseline).label
-    table.attrs["sigma"] = sigma
+    levels = sorted({float(s) for s in table["sigma"] if pd.notna(s)})
+    table.attrs["sigma"] = levels[0] if len(levels) == 1 else None  # one σ for the whole table
     return table
 
 

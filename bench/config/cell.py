@@ -85,6 +85,15 @@ class Cell:
         return self.lr * self.devices if self.scaling == "weak" else self.lr
 
     @property
+    def batchnorm_per_device(self) -> bool:
+        """BatchNorm meets more than one device: each DDP/ZeRO/FSDP rank, and each
+        DataParallel replica on a GPU (whose running statistics come from device 0's chunk),
+        normalises only its share of the batch. DataParallel on a CPU has no replicas."""
+        if self.norm != "batch" or self.devices < 2:
+            return False
+        return not (self.strategy == "dp" and self.device_type != "cuda")
+
+    @property
     def cell_id(self) -> str:
         prefix = f"{self.model}-{self.strategy}{self.devices}-{self.precision}"
         if self.zero_stage is not None:

@@ -8,6 +8,8 @@ Plug-ins add their own fields to a trained record through `bench.plugins.record_
 """
 from __future__ import annotations
 
+import datetime
+import time
 from pathlib import Path
 from typing import Any
 
@@ -15,13 +17,21 @@ from bench import plugins
 from bench.config.cell import SCHEMA_VERSION, Cell
 
 
-def identity(cell: Cell, fingerprint: str, status: str) -> dict[str, Any]:
-    """The fields every record starts with: which cell, which workload, how it ended."""
+def utc_iso(epoch_s: float) -> str:
+    """UTC, ISO 8601 with an explicit offset: comparable across the nodes of a campaign."""
+    return datetime.datetime.fromtimestamp(epoch_s, datetime.timezone.utc).isoformat()
+
+
+def identity(cell: Cell, fingerprint: str, status: str, launched_at: float) -> dict[str, Any]:
+    """The fields every record starts with: which cell, which workload, how it ended, and
+    when it was launched and recorded (so drift of a machine over a campaign can be seen)."""
     return {"schema_version": SCHEMA_VERSION, "cell_id": cell.cell_id, "cell": cell.to_dict(),
-            "fingerprint": fingerprint, "status": status}
+            "fingerprint": fingerprint, "status": status, "started_at": utc_iso(launched_at),
+            "finished_at": utc_iso(time.time())}
 
 
-def trained_record(cell: Cell, fingerprint: str, *, diverged_at: int | None,
+def trained_record(cell: Cell, fingerprint: str, *, launched_at: float,
+                   diverged_at: int | None,
                    segments: list[dict], runtime: dict, loss: dict, timing: dict,
                    quality: list[dict], telemetry: dict, data: dict, notes: list[str],
                    env: dict, prepared: Any, cell_dir: Path) -> dict[str, Any]:
@@ -29,7 +39,7 @@ def trained_record(cell: Cell, fingerprint: str, *, diverged_at: int | None,
     `prepared` and `cell_dir` are context for the plug-ins' extra fields."""
     status = "diverged" if diverged_at is not None else "ok"
     record = {
-        **identity(cell, fingerprint, status),
+        **identity(cell, fingerprint, status, launched_at),
         "diverged_at_step": diverged_at,
         "resumed": len(segments) > 1,
         "segments": segments,
@@ -48,7 +58,8 @@ def trained_record(cell: Cell, fingerprint: str, *, diverged_at: int | None,
     return record
 
 
-def preempted_record(cell: Cell, fingerprint: str, *, steps_done: int, train_time_s: float,
+def preempted_record(cell: Cell, fingerprint: str, *, launched_at: float, steps_done: int,
+                     train_time_s: float,
                      time_to_train_s: float, checkpoint: str | None,
                      env: dict) -> dict[str, Any]:
     """A cell stopped by SIGTERM at a step boundary. `checkpoint` names the file a re-run
@@ -56,7 +67,7 @@ def preempted_record(cell: Cell, fingerprint: str, *, steps_done: int, train_tim
     then = ("; a re-run resumes from the checkpoint" if checkpoint else
             f"; {cell.strategy} has no checkpoint support here, a re-run starts over")
     return {
-        **identity(cell, fingerprint, "preempted"),
+        **identity(cell, fingerprint, "preempted", launched_at),
         "timing": {"steps_done": steps_done, "train_time_s": train_time_s,
                    "time_to_train_s": time_to_train_s},
         "quality": [],
@@ -67,14 +78,15 @@ def preempted_record(cell: Cell, fingerprint: str, *, steps_done: int, train_tim
     }
 
 
-def failed_record(cell: Cell, fingerprint: str, status: str, *, time_to_train_s: float,
+def failed_record(cell: Cell, fingerprint: str, status: str, *, launched_at: float,
+                  time_to_train_s: float,
                   message: str, exit_code: int | None, ranks_failed: list,
                   signal: str | None, traceback: str, log_tail: str,
                   env: dict) -> dict[str, Any]:
     """A cell whose ranks left no record of their own (`failed` or `timeout`): the runner
     writes what the processes' exit, error files and log say."""
     return {
-        **identity(cell, fingerprint, status),
+        **identity(cell, fingerprint, status, launched_at),
         "timing": {"time_to_train_s": time_to_train_s},
         "quality": [],
         "error": {"message": message, "exit_code": exit_code, "ranks_failed": ranks_failed,
@@ -88,5 +100,6 @@ def mark_timed_out(record: dict, timeout_s: float) -> dict:
     checkpoint): the status says why it stopped, the message keeps what the ranks said."""
     previous = (record.get("error") or {}).get("message", "")
     record["status"] = "timeout"
+    record["finished_at"] = utc_iso(time.time())
     record["error"] = {"message": f"cell exceeded its timeout of {timeout_s:g} s; {previous}"}
     return record

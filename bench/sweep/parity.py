@@ -60,9 +60,9 @@ def run_parity(cells: list[Cell], prepared: dict, fingerprints: dict, *,
 def compare(cell: Cell, ref: Cell, records: dict, tables: dict, rtol: float) -> dict:
     check = {"cell_id": cell.cell_id, "reference_id": ref.cell_id, "rtol": rtol, "steps": [],
              "passed": False, "reason": "", "notes": []}
-    if cell.norm == "batch" and cell.devices > 1 and cell.strategy != "dp":
-        check["notes"].append("BatchNorm statistics are computed per rank; use --norm group or "
-                              "none for step-exact parity")
+    if cell.batchnorm_per_device:
+        check["notes"].append("BatchNorm statistics are computed per rank (or per DataParallel "
+                              "replica); use --norm group or none for step-exact parity")
     for c in (cell, ref):
         if records[c].get("status") != "ok" or tables[c] is None:
             message = (records[c].get("error") or {}).get("message", records[c].get("status"))

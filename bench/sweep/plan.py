@@ -1,7 +1,8 @@
 """From a spec (YAML or flags) to validated cells and prepared data — before any work.
 
-Expansion order (and so each cell's index) is models × noise × scaling × configurations ×
-repeats.
+Expansion order (and so each cell's index) is repeats × models × noise × scaling ×
+configurations: repeat 0 of every configuration, then repeat 1, ..., so a drift of the machine
+over a sweep spreads over every configuration instead of landing on the last ones.
 
 Everything that can be wrong with the input is found here, so that a bad value ends the
 command with one sentence and exit 2 and no results folder is ever created for it.
@@ -41,8 +42,8 @@ def expand(spec: SweepSpec, device_type: str, gpus: int) -> ResolvedSweep:
     base = cell_workload(spec.workload)
     cells: list[Cell] = []
     seen: set[str] = set()
-    for model, sigmas, scaling, (strategy, devices, precision, zero), repeat in itertools.product(
-            spec.models, spec.noise, spec.scaling, configs, range(spec.repeats)):
+    for repeat, model, sigmas, scaling, (strategy, devices, precision, zero) in itertools.product(
+            range(spec.repeats), spec.models, spec.noise, spec.scaling, configs):
         cell = Cell.from_dict({**base, "model": model, "noise": list(sigmas), "scaling": scaling,
                                "strategy": strategy, "devices": devices, "precision": precision,
                                "zero_stage": zero, "repeat": repeat,

@@ -169,7 +169,8 @@ def failure_record(cell: Cell, fingerprint: str, cell_dir: Path, returncode: int
     ranks_failed = [p.stem.removeprefix("error-rank") for p in errors] or (
         [dead[0]] if dead else [])
     return builder.failed_record(
-        cell, fingerprint, status, time_to_train_s=time.time() - launch, message=message,
+        cell, fingerprint, status, launched_at=launch, time_to_train_s=time.time() - launch,
+        message=message,
         exit_code=returncode, ranks_failed=ranks_failed, signal=dead[1] if dead else None,
         traceback=first_error[-LOG_TAIL_CHARS:], log_tail=log_tail,
         env=envinfo.placement())  # which node and Slurm task failed, for a retry

@@ -109,7 +109,8 @@ def save_preempted(job: Job, engine, runtime, cell_dir: Path, history: History,
                                    "next_step": loop.end_step, "rng": checkpoint.rng_state(),
                                    **engine.training_state(), "history": history.to_dict()})
     record = builder.preempted_record(
-        job.cell, job.fingerprint, steps_done=loop.end_step, train_time_s=history.train_time_s,
+        job.cell, job.fingerprint, launched_at=job.launch_time, steps_done=loop.end_step,
+        train_time_s=history.train_time_s,
         time_to_train_s=time.time() - job.launch_time,
         checkpoint=store.CHECKPOINT if saved else None, env=envinfo.capture())
     store.write_json(Path(cell_dir) / store.RECORD, record)
@@ -153,7 +154,8 @@ def write_results(job: Job, strategy, runtime, cell_dir: Path, history: History,
         np.savez_compressed(cell_dir / "samples.npz", **samples)
     losses = steps.losses
     record = builder.trained_record(
-        cell, job.fingerprint, diverged_at=first_nonfinite(list(losses)),
+        cell, job.fingerprint, launched_at=job.launch_time,
+        diverged_at=first_nonfinite(list(losses)),
         segments=history.segments, runtime=runtime_section(cell, strategy, runtime, history),
         loss={"first": float(losses[0]), "last": float(losses[-1]),
               "last10_mean": float(np.mean(losses[-10:]))},
@@ -243,8 +245,10 @@ def runtime_section(cell: Cell, strategy, runtime, history: History) -> dict:
         "backend": runtime.backend, "device": runtime.device,
         "threads_per_rank": runtime.threads,
         "strategy": strategy.description, "strategy_options": strategy_options(cell),
-        "skipped_steps": sum(r["skipped_steps"] for r in history.per_rank),
-        "batchnorm_per_rank_stats": cell.norm == "batch" and runtime.world_size > 1,
+        # Every rank steps on the same all-reduced gradients, so a skipped fp16 step is skipped
+        # on all of them: the count is rank 0's, once, not a sum over ranks.
+        "skipped_steps": history.per_rank[0]["skipped_steps"],
+        "batchnorm_per_rank_stats": cell.batchnorm_per_device,
     }
 
 

@@ -18,7 +18,6 @@ BAD = [
     (["--strategy", "ddp", "--devices", "3", "--batch", "8"], "not divisible by 3"),
     (["--strategy", "deepspeed", "--zero", "4", "--devices", "2"], "ZeRO stage 4"),
     (["--strategy", "ddp", "--zero", "1"], "applies only to --strategy deepspeed"),
-    (["--device", "cuda"], "no CUDA GPU is visible"),
     (["--image-size", "30"], "30"),
     (["--image-size", "16"], "too small to evaluate"),  # divides by 2**depth, but LPIPS can't
     (["--strategy", "deepspeed", "--zero", "-1", "--devices", "2"], "ZeRO stage -1"),
@@ -65,6 +64,18 @@ def test_bad_spec_exits_2_with_one_sentence_and_no_results(tmp_path, capsys, tex
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("bench: error: "), result.stderr
     assert needle in lines[0]
+    assert not out_dir.exists()
+
+
+def test_cuda_without_a_visible_gpu_is_refused(tmp_path):
+    """Hidden GPUs on a GPU host too, so the refusal is tested everywhere (a real process:
+    CUDA visibility is fixed when torch starts)."""
+    out_dir = tmp_path / "results"
+    result = run_cli("run", *TINY, "--out", out_dir, "--device", "cuda",
+                     env={"CUDA_VISIBLE_DEVICES": ""})
+    assert result.returncode == 2, result.stderr + result.stdout
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "no CUDA GPU is visible" in lines[0], result.stderr
     assert not out_dir.exists()
 
 

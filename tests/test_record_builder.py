@@ -1,0 +1,57 @@
+"""What every record says, whoever writes it: timestamps, and the runtime facts a reader
+needs before comparing cells (BatchNorm meeting several devices, fp16 steps skipped)."""
+import datetime
+import time
+from types import SimpleNamespace
+
+from bench.config.cell import Cell
+from bench.record import builder
+from bench.worker.results import runtime_section
+
+
+def _when(text: str) -> datetime.datetime:
+    moment = datetime.datetime.fromisoformat(text)
+    assert moment.utcoffset() == datetime.timedelta(0), text  # UTC, stated
+    return moment
+
+
+def test_every_status_carries_started_and_finished_at():
+    cell, launched = Cell(), time.time() - 5
+    records = [
+        builder.failed_record(cell, "f" * 16, "failed", launched_at=launched, time_to_train_s=5,
+                              message="x", exit_code=1, ranks_failed=[], signal=None,
+                              traceback="", log_tail="", env={}),
+        builder.preempted_record(cell, "f" * 16, launched_at=launched, steps_done=3,
+                                 train_time_s=1.0, time_to_train_s=5, checkpoint=None, env={}),
+    ]
+    for record in records:
+        started, finished = _when(record["started_at"]), _when(record["finished_at"])
+        assert abs(started.timestamp() - launched) < 1e-3
+        assert 4 < (finished - started).total_seconds() < 60
+    timed_out = builder.mark_timed_out(dict(records[1]), 30)
+    assert timed_out["status"] == "timeout" and _when(timed_out["finished_at"]) >= finished
+
+
+def _runtime(cell: Cell, world_size: int, skipped: list[int]) -> dict:
+    strategy = SimpleNamespace(description="test")
+    runtime = SimpleNamespace(world_size=world_size, backend=None, device="cuda:0", threads=1)
+    history = SimpleNamespace(per_rank=[{"skipped_steps": n} for n in skipped])
+    return runtime_section(cell, strategy, runtime, history)
+
+
+def test_batchnorm_on_several_devices_is_flagged_for_data_parallel_too():
+    """nn.DataParallel on GPUs normalises each replica's chunk, like DDP's ranks, although it
+    runs as one process (world size 1)."""
+    dp = Cell(strategy="dp", devices=2, norm="batch", device_type="cuda")
+    assert _runtime(dp, 1, [0])["batchnorm_per_rank_stats"] is True
+    ddp = dp.replace(strategy="ddp")
+    assert _runtime(ddp, 2, [0, 0])["batchnorm_per_rank_stats"] is True
+    assert not dp.replace(norm="group").batchnorm_per_device
+    assert not dp.replace(device_type="cpu").batchnorm_per_device  # no replicas on a CPU
+    assert not Cell(norm="batch").batchnorm_per_device  # one device
+
+
+def test_fp16_skipped_steps_are_counted_once_not_per_rank():
+    """Every rank steps on the same all-reduced gradients: 3 skipped steps on 2 ranks are 3."""
+    cell = Cell(strategy="ddp", devices=2, precision="fp16", device_type="cuda")
+    assert _runtime(cell, 2, [3, 3])["skipped_steps"] == 3
