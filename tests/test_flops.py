@@ -73,3 +73,16 @@ def test_mfu_arithmetic_and_reasons():
     assert value is None and "tf32" in why and "V100" in why
     value, why = mfu(1e12, 0.0, "NVIDIA H200", "bf16", 1)
     assert value is None and "step_time_s" in why
+
+
+def test_deep_supervision_heads_are_counted():
+    """U-Net++ with deep supervision returns a list of heads; its FLOPs are counted (the list
+    once reached zeros_like and no MFU was reported), and the extra heads cost a little more."""
+    from models import build_model
+    x = torch.zeros(2, 1, 32, 32)
+    options = dict(width=4, depth=2, norm="group")
+    torch.manual_seed(0)
+    plain = train_step_flops(build_model("unetpp", **options), x)
+    torch.manual_seed(0)
+    deep = train_step_flops(build_model("unetpp", deep_supervision=True, **options), x)
+    assert deep > plain > 0

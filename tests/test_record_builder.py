@@ -55,3 +55,18 @@ def test_fp16_skipped_steps_are_counted_once_not_per_rank():
     """Every rank steps on the same all-reduced gradients: 3 skipped steps on 2 ranks are 3."""
     cell = Cell(strategy="ddp", devices=2, precision="fp16", device_type="cuda")
     assert _runtime(cell, 2, [3, 3])["skipped_steps"] == 3
+
+
+def test_mfu_divides_by_the_window_not_the_median_step():
+    """An input-bound cell: its median step is 0.1 s but the window holds 0.2 s a step.
+    TFLOP/s and MFU come from the window; the median step's figures stand beside them."""
+    from bench.measure.flops import peak_tflops
+    from bench.worker.results import mfu_section
+    cell = Cell(strategy="ddp", devices=2, precision="bf16", device_type="cuda")
+    timing = {"timed_steps": 10, "train_time_s": 2.0, "step_time_median_s": 0.1}
+    env = {"gpus": ["NVIDIA H200", "NVIDIA H200"], "cpu": "AMD EPYC"}
+    section = mfu_section(cell, timing, env, flops_per_step=int(4e13))
+    assert section["tflops"] == 200.0 and section["tflops_median_step"] == 400.0
+    peak = peak_tflops("NVIDIA H200", "bf16")
+    assert section["mfu"] == 200.0 / (2 * peak)
+    assert section["mfu_median_step"] == 400.0 / (2 * peak)

@@ -112,7 +112,8 @@ def forward_backward_flops(model: torch.nn.Module,
     torch.utils.flop_counter.FlopCounterMode (matmul/conv count 2 FLOPs per multiply-add;
     element-wise ops are not counted).
 
-    Loss: L1 of the output against zeros (mean |y|). The input does not require grad, as in
+    Loss: L1 of the output against zeros (mean |y|); a deep-supervision model's list of heads
+    averages the heads' losses, as training does. The input does not require grad, as in
     training, so the first layer's input-gradient is not computed or counted. Runs on a deep
     copy, so the caller's weights, grads and BatchNorm statistics are untouched.
     """
@@ -124,7 +125,9 @@ def forward_backward_flops(model: torch.nn.Module,
     x = example_input.detach()
     with FlopCounterMode(display=False) as fwd:
         y = work(x)
-        loss = torch.nn.functional.l1_loss(y, torch.zeros_like(y))
+        heads = y if isinstance(y, (list, tuple)) else [y]
+        loss = sum(torch.nn.functional.l1_loss(h, torch.zeros_like(h)) for h in heads) \
+            / len(heads)
     with FlopCounterMode(display=False) as bwd:
         loss.backward()
     del work, y, loss

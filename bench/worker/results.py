@@ -223,18 +223,27 @@ def telemetry_section(cell: Cell, cell_dir: Path, history: History, telemetry_in
 
 
 def mfu_section(cell: Cell, timing: dict, env: dict, flops_per_step: int | None) -> dict:
-    """Model FLOPs utilisation of the median step on the cell's devices, or why there is none."""
+    """Model FLOPs utilisation on the cell's devices, or why there is none. `tflops` and `mfu`
+    divide the timed steps' FLOPs by the timed window, which holds the data waits too: a median
+    step would overstate them exactly when a cell is input-bound. The median step's figures
+    are kept beside them (`*_median_step`)."""
     from bench.measure.flops import mfu
 
-    if not (flops_per_step and timing["step_time_median_s"]):
+    timed_steps, window_s = timing["timed_steps"], timing["train_time_s"]
+    if not (flops_per_step and timed_steps and window_s and timing["step_time_median_s"]):
         return {"mfu": None, "mfu_note": "FLOPs could not be counted (the reason is in "
                                          "cell.log)"}
     device_name = env["gpus"][0] if env["gpus"] and cell.device_type == "cuda" else env["cpu"]
-    value, reason = mfu(flops_per_step, timing["step_time_median_s"], device_name,
-                        cell.precision, cell.devices)
+    window_step_s = window_s / timed_steps  # the window's time per step, waits included
+    value, reason = mfu(flops_per_step, window_step_s, device_name, cell.precision,
+                        cell.devices)
+    median_value, _ = mfu(flops_per_step, timing["step_time_median_s"], device_name,
+                          cell.precision, cell.devices)
     return {"flops_per_step": flops_per_step,
-            "tflops": flops_per_step / timing["step_time_median_s"] / 1e12,
-            "mfu": value, "mfu_note": reason}
+            "tflops": flops_per_step / window_step_s / 1e12,
+            "mfu": value, "mfu_note": reason,
+            "tflops_median_step": flops_per_step / timing["step_time_median_s"] / 1e12,
+            "mfu_median_step": median_value}
 
 
 def runtime_section(cell: Cell, strategy, runtime, history: History) -> dict:
