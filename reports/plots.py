@@ -58,7 +58,8 @@ def _half_widths(mean, low, high) -> np.ndarray:
 
 @styled
 def train_time_bars(summary: pd.DataFrame, repeats: pd.DataFrame, confidence: float):
-    """Training time (timed window) per configuration: mean over repeats with its interval,
+    """Training time (timed window, at the nominal timed steps) per configuration: mean over
+    repeats with its interval,
     and every repeat as a dot."""
     labels = [config_name(r) for _, r in summary.iterrows()]
     fig, ax = plt.subplots(figsize=(max(4.0, 1.1 * len(labels) + 1.5), 3.2))
@@ -69,7 +70,7 @@ def train_time_bars(summary: pd.DataFrame, repeats: pd.DataFrame, confidence: fl
                              summary["train_time_ci_high"]), capsize=4, ecolor="black")
     for i, (_, row) in enumerate(summary.iterrows()):
         ids = set(row["cell_ids"])
-        values = repeats.loc[repeats["cell_id"].isin(ids), "timing.train_time_s"]
+        values = repeats.loc[repeats["cell_id"].isin(ids), "train_time_nominal_s"]
         spread = np.linspace(-0.12, 0.12, len(values)) if len(values) > 1 else np.zeros(1)
         ax.scatter(np.full(len(values), i) + spread[:len(values)], values,
                    color="black", s=10, zorder=3)

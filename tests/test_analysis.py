@@ -369,3 +369,20 @@ def test_every_noise_group_shows_its_own_quality():
     from reports.export import export_report
     text = export_report(analysis.compare_configs(frame_of(recs)), "md")
     assert "30.00" in text and "27.00" in text and "each group's own σ" in text
+
+
+def test_a_resumed_cell_shows_no_false_time_saving():
+    """A resumed DDP cell timed 5 of its 10 steps at the baseline's throughput: its raw window
+    is half as long, but it saved no time. Time figures use the nominal steps, and a note says
+    which cell was scaled."""
+    base = record(throughput=100.0)
+    resumed = record(strategy="ddp", devices=2, throughput=100.0)
+    resumed["timing"]["timed_steps"] = 5
+    resumed["timing"]["train_time_s"] /= 2
+    table = analysis.summary_table(frame_of([base, resumed]))
+    ddp = row(table, config="ddp")
+    assert ddp["speedup_throughput"] == pytest.approx(1.0)
+    assert ddp["speedup_time"] == pytest.approx(1.0) and ddp["time_saving_pct"] == pytest.approx(0)
+    assert ddp["train_time_median"] == pytest.approx(row(table, config="single")["train_time_median"])
+    notes = analysis.notes(frame_of([base, resumed]))
+    assert any(resumed["cell_id"] in n and "timed 5 of its 10 steps" in n for n in notes)

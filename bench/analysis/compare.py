@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from bench.analysis.frame import (BASELINE, CONFIG_KEYS, GROUP_KEYS, QUALITY_METRICS, Baseline,
-                                  Margins, _as_baseline, _column, prepare)
+                                  Margins, _as_baseline, _column, prepare, short_timed)
 from bench.analysis.quality import amp_gain, ddp_vs_dp, quality_deltas
 from bench.analysis.speed import speedups
 from bench.analysis.stats import CONFIDENCE, _finite
@@ -93,6 +93,10 @@ def notes(frame: pd.DataFrame, baseline=BASELINE,
         for _, r in rows[rows["telemetry.input_bound"] == True].iterrows():  # noqa: E712
             out.append(f"{r['cell_id']} is input-bound: data-loader wait was "
                        f"{float(r.get('timing.data_wait_frac', math.nan)):.0%} of its window")
+    for _, r in short_timed(rows).iterrows():
+        out.append(f"{r['cell_id']} was resumed and timed {int(r['timed'])} of its "
+                   f"{int(r['nominal'])} steps: its training time is scaled to "
+                   f"{int(r['nominal'])} steps at its measured rate (throughput is unaffected)")
     if "runtime.batchnorm_per_rank_stats" in rows and \
             (rows["runtime.batchnorm_per_rank_stats"] == True).any():  # noqa: E712
         out.append("BatchNorm with several ranks normalises per-rank batches: those cells are "

@@ -136,7 +136,7 @@ _KEEP = {"cell.model", "fingerprint", "cell.strategy", "cell.devices", "cell.pre
          "cell_id", "status", "notes", "_dir", "runtime.batchnorm_per_rank_stats",
          "telemetry.energy_per_img_j", "telemetry.gpu_busy_pct_mean", "telemetry.power_mean_w",
          "telemetry.cpu_pct_mean", "telemetry.mfu", "telemetry.input_bound",
-         "telemetry.timed_start_s"}
+         "telemetry.timed_start_s", "cell.steps", "cell.warmup"}
 _KEEP_PREFIXES = ("timing.", "quality[")
 
 
@@ -161,7 +161,32 @@ def prepare(frame: pd.DataFrame) -> pd.DataFrame:
     rows["config"] = [config_label(s, z) for s, z in zip(rows["cell.strategy"], rows["zero"])]
     rows["_config_key"] = [_key_text(k) for k in
                            rows[CONFIG_KEYS].itertuples(index=False, name=None)]
+    rows["train_time_nominal_s"] = nominal_train_time(rows)
     return rows
+
+
+def nominal_train_time(rows: pd.DataFrame) -> pd.Series:
+    """Training time at the cell's nominal timed steps (steps − warm-up). A resumed cell
+    re-warms its caches untimed after the resume, so it times fewer steps: its raw window would
+    show a time saving that is not there. Its measured rate is scaled to the nominal count;
+    every other cell keeps its raw time."""
+    raw = pd.to_numeric(_column(rows, "timing.train_time_s"), errors="coerce")
+    timed = pd.to_numeric(_column(rows, "timing.timed_steps"), errors="coerce")
+    nominal = pd.to_numeric(_column(rows, "cell.steps"), errors="coerce") \
+        - pd.to_numeric(_column(rows, "cell.warmup"), errors="coerce")
+    factor = (nominal / timed).where((timed > 0) & (nominal > 0), 1.0)
+    return (raw * factor).astype(float)
+
+
+def short_timed(rows: pd.DataFrame) -> pd.DataFrame:
+    """Cells that timed fewer steps than their nominal count (resumed): (cell_id, timed,
+    nominal) rows, for the report's note."""
+    timed = pd.to_numeric(_column(rows, "timing.timed_steps"), errors="coerce")
+    nominal = pd.to_numeric(_column(rows, "cell.steps"), errors="coerce") \
+        - pd.to_numeric(_column(rows, "cell.warmup"), errors="coerce")
+    short = timed < nominal
+    return pd.DataFrame({"cell_id": rows["cell_id"][short], "timed": timed[short],
+                         "nominal": nominal[short]})
 
 
 def _key_text(key: tuple) -> str:

@@ -15,14 +15,15 @@ from bench.analysis.stats import CONFIDENCE, _finite, _variation_note, mean_ci, 
 
 def config_stats(frame: pd.DataFrame, confidence: float = CONFIDENCE) -> pd.DataFrame:
     """One row per (workload group, configuration): throughput and training time over the
-    repeats (median, mean with t interval, coefficient of variation) and telemetry means."""
+    repeats (median, mean with t interval, coefficient of variation) and telemetry means.
+    Training time is at the nominal timed steps (`frame.nominal_train_time`)."""
     rows = prepare(frame)
     out = []
     for group, g in _groups(rows):
         for key in _sorted_configs(g):
             c = _select(g, key)
             tput = mean_ci(_column(c, "timing.throughput_img_s"), confidence)
-            time_ = mean_ci(_column(c, "timing.train_time_s"), confidence)
+            time_ = mean_ci(_column(c, "train_time_nominal_s"), confidence)
             warmups = sorted({int(w) for w in _finite(_column(c, "timing.warmup_steps"))})
             out.append({
                 **group, **dict(zip(CONFIG_KEYS, key)),
@@ -91,7 +92,7 @@ def speedups(frame: pd.DataFrame, baseline=BASELINE,
         b, bkey = found
         r = ratio(_column(b, "timing.throughput_img_s"), _column(this, "timing.throughput_img_s"),
                   confidence)
-        t = ratio(_column(this, "timing.train_time_s"), _column(b, "timing.train_time_s"),
+        t = ratio(_column(this, "train_time_nominal_s"), _column(b, "train_time_nominal_s"),
                   confidence)
         is_base = ckey == bkey
         extra["is_baseline"].append(is_base)
