@@ -74,7 +74,8 @@ def p_text(p) -> str:
 
 
 SHORT_VERDICTS = {"equivalent": "≈ equivalent", "better": "▲ better", "worse": "▼ worse",
-                  "inconclusive (n too small)": "? n too small"}
+                  "inconclusive (n too small)": "? n too small",
+                  "no verdict (weak scaling: other global batch)": "– weak scaling"}
 
 
 def verdict_span(verdict, short: bool = False) -> str:

@@ -25,7 +25,8 @@ def fmt(value, spec: str = ".3g", missing: str = "—") -> str:
 
 VERDICT_STYLE = {"equivalent": ("≈", "green"), "better": ("▲", "green"), "worse": ("▼", "red"),
                  "inconclusive (n too small)": ("?", "yellow"), "baseline": ("", "dim"),
-                 "no baseline": ("", "dim")}
+                 "no baseline": ("", "dim"),
+                 "no verdict (weak scaling: other global batch)": ("–", "dim")}
 QUALITY_UNITS = {"psnr": ("PSNR dB", ".2f", "+.2f"), "ssim": ("SSIM", ".4f", "+.4f"),
                  "lpips": ("LPIPS", ".4f", "+.4f")}
 

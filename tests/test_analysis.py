@@ -386,3 +386,19 @@ def test_a_resumed_cell_shows_no_false_time_saving():
     assert ddp["train_time_median"] == pytest.approx(row(table, config="single")["train_time_median"])
     notes = analysis.notes(frame_of([base, resumed]))
     assert any(resumed["cell_id"] in n and "timed 5 of its 10 steps" in n for n in notes)
+
+
+def test_weak_scaling_cells_get_no_parity_verdict():
+    """Weak scaling on 2 devices trains a doubled global batch with a doubled LR: its quality
+    difference from single fp32 is shown, but not judged, and the notes say why."""
+    recs = [record(scaling="weak"), record(strategy="ddp", devices=2, scaling="weak", psnr=29.0),
+            record(repeat=1, scaling="weak"),
+            record(strategy="ddp", devices=2, scaling="weak", psnr=29.0, repeat=1)]
+    q = analysis.quality_deltas(frame_of(recs))
+    ddp = q[(q["cell.strategy"] == "ddp") & (q["metric"] == "psnr")].iloc[0]
+    assert ddp["delta"] == pytest.approx(-1.0)
+    assert ddp["verdict"] == "no verdict (weak scaling: other global batch)"
+    strong = [dict(r, cell={**r["cell"], "scaling": "strong"}) for r in recs]
+    judged = analysis.quality_deltas(frame_of(strong))
+    assert judged[(judged["cell.strategy"] == "ddp")]["verdict"].iloc[0] == "worse"
+    assert any("weak-scaling" in n for n in analysis.notes(frame_of(recs)))

@@ -93,6 +93,11 @@ def notes(frame: pd.DataFrame, baseline=BASELINE,
         for _, r in rows[rows["telemetry.input_bound"] == True].iterrows():  # noqa: E712
             out.append(f"{r['cell_id']} is input-bound: data-loader wait was "
                        f"{float(r.get('timing.data_wait_frac', math.nan)):.0%} of its window")
+    weak = rows[(rows["cell.scaling"] == "weak") & (rows["cell.devices"] != base.devices)]
+    if not weak.empty:
+        out.append("weak-scaling cells on other device counts than the baseline train another "
+                   "global batch and learning rate: their quality is shown without a parity "
+                   "verdict")
     for _, r in short_timed(rows).iterrows():
         out.append(f"{r['cell_id']} was resumed and timed {int(r['timed'])} of its "
                    f"{int(r['nominal'])} steps: its training time is scaled to "

@@ -25,7 +25,8 @@ def quality_long(frame: pd.DataFrame) -> pd.DataFrame:
     for col, (sigma, metric) in pattern:
         if metric in QUALITY_METRICS:
             cols[(float(sigma), metric)] = col
-    keep = GROUP_KEYS + CONFIG_KEYS + ["config", "_config_key", "cell.repeat", "cell_id"]
+    keep = GROUP_KEYS + CONFIG_KEYS + ["config", "_config_key", "cell.repeat", "cell_id",
+                                       "cell.scaling"]
     for (sigma, metric), col in sorted(cols.items()):
         noisy_col = col.rsplit(".", 1)[0] + f".noisy_{metric}"
         part = rows[keep].copy()
@@ -37,6 +38,19 @@ def quality_long(frame: pd.DataFrame) -> pd.DataFrame:
     if not out:
         return pd.DataFrame(columns=keep + ["sigma", "metric", "value", "noisy_value"])
     return pd.concat(out, ignore_index=True)
+
+
+# Weak scaling keeps the per-device batch: on other device counts than the baseline's, a cell
+# trains another global batch with another learning rate, so its quality is shown (and its
+# difference), but a parity verdict would compare different trainings.
+WEAK_SCALING = "no verdict (weak scaling: other global batch)"
+
+
+def resized_weak(cell_rows: pd.DataFrame, base_rows: pd.DataFrame) -> bool:
+    """Weak-scaling cells on another device count than the baseline's."""
+    weak = (cell_rows["cell.scaling"] == "weak").any() or \
+        (base_rows["cell.scaling"] == "weak").any()
+    return bool(weak) and set(cell_rows["cell.devices"]) != set(base_rows["cell.devices"])
 
 
 def _quality_delta(a: pd.DataFrame, b: pd.DataFrame, metric: str, margins: Margins,
@@ -79,6 +93,8 @@ def quality_deltas(frame: pd.DataFrame, baseline=BASELINE, margins: Margins = Ma
                            verdict="baseline" if row["is_baseline"] else "no baseline")
             else:
                 row.update(_quality_delta(b, c, metric, margins, confidence))
+                if resized_weak(c, b):
+                    row["verdict"] = WEAK_SCALING
             out.append(row)
     result = pd.DataFrame(out)
     order = result["metric"].map({m: i for i, m in enumerate(QUALITY_METRICS)})
