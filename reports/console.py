@@ -100,7 +100,8 @@ def render_report(comp, results_dir: Path | None = None, *, brief: bool = False,
                                    f"{verdict_markup(row.get(f'{metric}_verdict', ''))}")
             kind = row["efficiency_kind"][:1] if isinstance(row["efficiency_kind"], str) else ""
             table.add_row(
-                row["config"] + (" [dim](base)[/dim]" if row["is_baseline"] else ""),
+                row["config"] + (" [dim](base)[/dim]" if row["is_baseline"] else "")
+                + (" [red]†other hardware[/red]" if row.get("hardware_differs") is True else ""),
                 str(row["cell.devices"]), row["cell.precision"], str(row["n"]),
                 fmt_mean_ci(row["throughput_mean"], row["throughput_ci_low"],
                             row["throughput_ci_high"], ".1f"),

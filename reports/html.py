@@ -81,7 +81,8 @@ def summary_rows(g: pd.DataFrame) -> tuple[list[list[str]], list[str]]:
                 text += (f" ({fmt(r[f'{metric}_delta'], dspec)})<br>"
                          f"{verdict_span(r.get(f'{metric}_verdict'), short=True)}")
             quality.append(text)
-        rows.append([esc(r["config"]) + (" <i>(baseline)</i>" if r["is_baseline"] else ""),
+        rows.append([esc(r["config"]) + (" <i>(baseline)</i>" if r["is_baseline"] else "")
+                     + (" <b>† other hardware</b>" if r.get("hardware_differs") is True else ""),
                      str(r["cell.devices"]), esc(r["cell.precision"]), str(r["n"]),
                      mean_ci(r["throughput_mean"], r["throughput_ci_low"],
                              r["throughput_ci_high"], ".1f"),

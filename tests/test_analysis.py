@@ -402,3 +402,20 @@ def test_weak_scaling_cells_get_no_parity_verdict():
     judged = analysis.quality_deltas(frame_of(strong))
     assert judged[(judged["cell.strategy"] == "ddp")]["verdict"].iloc[0] == "worse"
     assert any("weak-scaling" in n for n in analysis.notes(frame_of(recs)))
+
+
+def test_a_baseline_on_other_hardware_is_marked():
+    """A mixed partition put the baseline on one GPU model and DDP on another: the row says
+    so and a note names the hardware, because the speedup compares machines too."""
+    base = record(gpu=True, device_type="cuda")
+    other = record(strategy="ddp", devices=2, gpu=True, device_type="cuda", throughput=180.0)
+    other["env"]["gpus"] = ["NVIDIA A100", "NVIDIA A100"]
+    table = analysis.summary_table(frame_of([base, other]))
+    assert bool(row(table, config="ddp")["hardware_differs"]) is True
+    assert row(table, config="ddp")["hardware"] == "NVIDIA A100"
+    assert not bool(row(table, config="single")["hardware_differs"])
+    notes = analysis.notes(frame_of([base, other]))
+    assert any("ran on NVIDIA A100, unlike its baseline" in n for n in notes)
+    same = analysis.summary_table(frame_of([base, record(strategy="ddp", devices=2, gpu=True,
+                                                         device_type="cuda")]))
+    assert not same["hardware_differs"].any()

@@ -93,6 +93,10 @@ def notes(frame: pd.DataFrame, baseline=BASELINE,
         for _, r in rows[rows["telemetry.input_bound"] == True].iterrows():  # noqa: E712
             out.append(f"{r['cell_id']} is input-bound: data-loader wait was "
                        f"{float(r.get('timing.data_wait_frac', math.nan)):.0%} of its window")
+    for _, s in summary[summary["hardware_differs"] == True].iterrows():  # noqa: E712
+        out.append(f"{s['cell.model']} {s['config']} ×{s['cell.devices']} "
+                   f"{s['cell.precision']} ran on {s['hardware']}, unlike its baseline: its "
+                   "speedup compares machines as well as configurations")
     weak = rows[(rows["cell.scaling"] == "weak") & (rows["cell.devices"] != base.devices)]
     if not weak.empty:
         out.append("weak-scaling cells on other device counts than the baseline train another "

@@ -136,7 +136,7 @@ _KEEP = {"cell.model", "fingerprint", "cell.strategy", "cell.devices", "cell.pre
          "cell_id", "status", "notes", "_dir", "runtime.batchnorm_per_rank_stats",
          "telemetry.energy_per_img_j", "telemetry.gpu_busy_pct_mean", "telemetry.power_mean_w",
          "telemetry.cpu_pct_mean", "telemetry.mfu", "telemetry.input_bound",
-         "telemetry.timed_start_s", "cell.steps", "cell.warmup"}
+         "telemetry.timed_start_s", "cell.steps", "cell.warmup", "env.gpus", "env.cpu"}
 _KEEP_PREFIXES = ("timing.", "quality[")
 
 
@@ -162,7 +162,16 @@ def prepare(frame: pd.DataFrame) -> pd.DataFrame:
     rows["_config_key"] = [_key_text(k) for k in
                            rows[CONFIG_KEYS].itertuples(index=False, name=None)]
     rows["train_time_nominal_s"] = nominal_train_time(rows)
+    rows["hardware"] = [hardware_of(t, g, c) for t, g, c in zip(
+        rows["cell.device_type"], _column(rows, "env.gpus", None), _column(rows, "env.cpu", None))]
     return rows
+
+
+def hardware_of(device_type: str, gpus, cpu) -> str:
+    """The processor model a cell ran on: its first GPU's on CUDA, else the CPU's."""
+    if device_type == "cuda" and isinstance(gpus, (list, tuple, np.ndarray)) and len(gpus):
+        return str(gpus[0])
+    return str(cpu) if isinstance(cpu, str) and cpu else "?"
 
 
 def nominal_train_time(rows: pd.DataFrame) -> pd.Series:

@@ -46,6 +46,7 @@ def config_stats(frame: pd.DataFrame, confidence: float = CONFIDENCE) -> pd.Data
                 "cpu_pct": _mean_of(c, "telemetry.cpu_pct_mean"),
                 "mfu": _mean_of(c, "telemetry.mfu"),
                 "warmup_steps": ", ".join(map(str, warmups)),
+                "hardware": ", ".join(sorted(set(c["hardware"]))),
                 "clock": ", ".join(sorted({str(v) for v in _column(c, "timing.clock", None)
                                            if isinstance(v, str)})),
             })
@@ -67,7 +68,7 @@ def speedups(frame: pd.DataFrame, baseline=BASELINE,
     extra = {c: [] for c in ("is_baseline", "speedup_throughput", "speedup_ci_low",
                              "speedup_ci_high", "speedup_p_value", "speedup_test",
                              "speedup_time", "efficiency", "efficiency_kind", "time_saving_pct",
-                             "devices_vs_baseline", "variation_note")}
+                             "devices_vs_baseline", "variation_note", "hardware_differs")}
     base_rows = {}
     for group, g in _groups(rows):
         gkey = tuple(group[k] for k in GROUP_KEYS)
@@ -88,8 +89,12 @@ def speedups(frame: pd.DataFrame, baseline=BASELINE,
             extra["is_baseline"].append(False)
             extra["speedup_test"].append("")
             extra["variation_note"].append("")
+            extra["hardware_differs"].append(False)
             continue
         b, bkey = found
+        # A mixed partition can put the baseline on one processor model and this on another:
+        # the speedup would compare machines as well as configurations.
+        extra["hardware_differs"].append(set(this["hardware"]) != set(b["hardware"]))
         r = ratio(_column(b, "timing.throughput_img_s"), _column(this, "timing.throughput_img_s"),
                   confidence)
         t = ratio(_column(this, "train_time_nominal_s"), _column(b, "train_time_nominal_s"),
