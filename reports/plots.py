@@ -59,8 +59,7 @@ def _half_widths(mean, low, high) -> np.ndarray:
 @styled
 def train_time_bars(summary: pd.DataFrame, repeats: pd.DataFrame, confidence: float):
     """Training time (timed window, at the nominal timed steps) per configuration: mean over
-    repeats with its interval,
-    and every repeat as a dot."""
+    repeats with its interval, and every repeat as a dot."""
     labels = [config_name(r) for _, r in summary.iterrows()]
     fig, ax = plt.subplots(figsize=(max(4.0, 1.1 * len(labels) + 1.5), 3.2))
     x = np.arange(len(labels))

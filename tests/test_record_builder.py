@@ -70,3 +70,17 @@ def test_mfu_divides_by_the_window_not_the_median_step():
     peak = peak_tflops("NVIDIA H200", "bf16")
     assert section["mfu"] == 200.0 / (2 * peak)
     assert section["mfu_median_step"] == 400.0 / (2 * peak)
+
+
+def test_a_gpu_saturated_cell_is_not_called_input_bound():
+    """On CUDA the host waits for the next batch while the GPU still works through queued
+    steps: 30% host wait, 1% device idle between steps is not input-bound. On a CPU the host
+    wait is the signal."""
+    from bench.worker.results import input_bound
+    timing = {"data_wait_frac": 0.30, "idle_between_steps_frac": 0.01}
+    assert input_bound(timing, "cuda") == {"input_bound": False, "input_bound_frac": 0.01,
+                                           "input_bound_signal": "device idle between steps"}
+    starved = {"data_wait_frac": 0.30, "idle_between_steps_frac": 0.25}
+    assert input_bound(starved, "cuda")["input_bound"] is True
+    assert input_bound(timing, "cpu")["input_bound"] is True
+    assert input_bound(timing, "cpu")["input_bound_signal"] == "host wait for data"

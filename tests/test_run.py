@@ -46,6 +46,12 @@ def test_throughput_is_global_samples_over_timed_wall_time(single_run):
     assert inside <= timing["train_time_s"] * 1.0001
     assert inside >= 0.8 * timing["train_time_s"]
     assert timing["step_time_median_s"] == pytest.approx(np.median(timed["step_time_s"]))
+    # Idle between steps: the window's share outside the steps' own time (here: data waits
+    # and the loop's bookkeeping); the host-clock wait is part of it on a CPU.
+    idle = 1 - timed["step_time_s"].sum() / timing["train_time_s"]
+    assert timing["idle_between_steps_frac"] == pytest.approx(idle)
+    assert timing["idle_between_steps_frac"] >= timing["data_wait_frac"] - 1e-9
+    assert record["telemetry"]["input_bound_signal"] == "host wait for data"
     assert timing["time_to_train_s"] > timing["train_time_s"] + timing["eval_time_s"]
 
 

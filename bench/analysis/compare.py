@@ -91,8 +91,12 @@ def notes(frame: pd.DataFrame, baseline=BASELINE,
                        f"{s['cell.precision']}: {s['variation_note']}")
     if "telemetry.input_bound" in rows:
         for _, r in rows[rows["telemetry.input_bound"] == True].iterrows():  # noqa: E712
-            out.append(f"{r['cell_id']} is input-bound: data-loader wait was "
-                       f"{float(r.get('timing.data_wait_frac', math.nan)):.0%} of its window")
+            signal = r.get("telemetry.input_bound_signal")
+            share = r.get("telemetry.input_bound_frac") if isinstance(signal, str) \
+                else r.get("timing.data_wait_frac")  # records from before the signal existed
+            signal = signal if isinstance(signal, str) else "data-loader wait"
+            out.append(f"{r['cell_id']} is input-bound: {signal} was "
+                       f"{float(share if share is not None else math.nan):.0%} of its window")
     for _, s in summary[summary["hardware_differs"] == True].iterrows():  # noqa: E712
         out.append(f"{s['cell.model']} {s['config']} ×{s['cell.devices']} "
                    f"{s['cell.precision']} ran on {s['hardware']}, unlike its baseline: its "

@@ -136,6 +136,7 @@ _KEEP = {"cell.model", "fingerprint", "cell.strategy", "cell.devices", "cell.pre
          "cell_id", "status", "notes", "_dir", "runtime.batchnorm_per_rank_stats",
          "telemetry.energy_per_img_j", "telemetry.gpu_busy_pct_mean", "telemetry.power_mean_w",
          "telemetry.cpu_pct_mean", "telemetry.mfu", "telemetry.input_bound",
+         "telemetry.input_bound_signal", "telemetry.input_bound_frac",
          "telemetry.timed_start_s", "cell.steps", "cell.warmup", "env.gpus", "env.cpu"}
 _KEEP_PREFIXES = ("timing.", "quality[")
 

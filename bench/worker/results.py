@@ -19,7 +19,7 @@ from bench.record import builder, store
 from bench.worker.loop import LoopResult
 from bench.worker.setup import gpu_indices
 
-INPUT_BOUND_FRAC = 0.10  # a cell whose steps wait >10% of the window on data is input-bound
+INPUT_BOUND_FRAC = 0.10  # a cell idle >10% of its window between steps is input-bound
 STEP_KEYS = ("step_times_s", "data_wait_s", "losses", "grad_norms")
 
 
@@ -149,7 +149,7 @@ def write_results(job: Job, strategy, runtime, cell_dir: Path, history: History,
     env = envinfo.capture()
     telemetry = telemetry_section(cell, cell_dir, history, telemetry_info, window)
     telemetry.update(mfu_section(cell, timing, env, flops_per_step))
-    telemetry["input_bound"] = timing["data_wait_frac"] > INPUT_BOUND_FRAC
+    telemetry.update(input_bound(timing, runtime.device_type))
     if samples:
         np.savez_compressed(cell_dir / "samples.npz", **samples)
     losses = steps.losses
@@ -191,6 +191,11 @@ def timing_section(job: Job, runtime, history: History, steps: Steps, eval_s: fl
         "warmup_steps": int(steps.warm.sum()),
         "throughput_img_s": timed_images / train_time_s if train_time_s > 0 else None,
         "data_wait_frac": float(steps.waits[timed].sum() / max(train_time_s, 1e-12)),
+        # The window's share outside the steps' own time. On CUDA the step times are device
+        # times (events), so this is the device idle between one step's end and the next one's
+        # start: what an input-bound GPU shows. The host's wait above overlaps queued GPU work.
+        "idle_between_steps_frac": max(0.0, 1.0 - float(steps.times[timed].sum())
+                                       / train_time_s) if train_time_s > 0 else None,
         "peak_mem_mb": max(r["peak_mem_mb"] for r in per_rank),
         "peak_mem_mb_per_rank": [r["peak_mem_mb"] for r in per_rank],
         "peak_mem_reserved_mb_per_rank": [r.get("peak_mem_reserved_mb") for r in per_rank],
@@ -201,6 +206,19 @@ def timing_section(job: Job, runtime, history: History, steps: Steps, eval_s: fl
                                         if timed.any() else None for r in per_rank],
         **summarize_steps(steps.times[timed]),
     }
+
+
+def input_bound(timing: dict, device_type: str) -> dict:
+    """Whether the steps waited on their input, and by which signal. On CUDA the host's wait
+    for the next batch overlaps GPU work still queued, so a GPU-saturated cell can wait long
+    on the host without the GPU ever idling: there the device's idle time between steps
+    decides. On a CPU the work is synchronous and the host wait is exact."""
+    if device_type == "cuda":
+        share, signal = timing.get("idle_between_steps_frac"), "device idle between steps"
+    else:
+        share, signal = timing.get("data_wait_frac"), "host wait for data"
+    return {"input_bound": share is not None and share > INPUT_BOUND_FRAC,
+            "input_bound_signal": signal, "input_bound_frac": share}
 
 
 def telemetry_section(cell: Cell, cell_dir: Path, history: History, telemetry_info: tuple,
