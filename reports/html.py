@@ -269,7 +269,8 @@ def render_html(frame: pd.DataFrame, comp, results_dir) -> str:
 
     rows = analysis.prepare(frame)
     steps = load.step_times(rows, analysis.CELL_KEYS)
-    tele = load.telemetry_timelines(rows, analysis.CELL_KEYS)
+    # The timeline figure shows each configuration's lowest repeat: read only those files.
+    tele = load.telemetry_timelines(analysis.lowest_repeats(rows), analysis.CELL_KEYS)
     samples = load.sample_images(analysis.sample_cells(frame, comp.baseline))
     ok = int((frame["status"] == "ok").sum()) if "status" in frame else 0
     head = (f"<h1>bench report</h1><p class='muted'>results <code>{esc(results_dir)}</code> · "

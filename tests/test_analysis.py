@@ -419,3 +419,11 @@ def test_a_baseline_on_other_hardware_is_marked():
     same = analysis.summary_table(frame_of([base, record(strategy="ddp", devices=2, gpu=True,
                                                          device_type="cuda")]))
     assert not same["hardware_differs"].any()
+
+
+def test_lowest_repeats_keeps_one_repeat_per_configuration():
+    """What the telemetry timelines show (and so all a report reads of telemetry.parquet)."""
+    recs = [record(repeat=r) for r in (2, 0, 1)] + [record(strategy="ddp", devices=2, repeat=r)
+                                                    for r in (3, 1)]
+    rows = analysis.lowest_repeats(analysis.prepare(frame_of(recs)))
+    assert sorted(zip(rows["config"], rows["cell.repeat"])) == [("ddp", 1), ("single", 0)]

@@ -175,6 +175,14 @@ def hardware_of(device_type: str, gpus, cpu) -> str:
     return str(cpu) if isinstance(cpu, str) and cpu else "?"
 
 
+def lowest_repeats(rows: pd.DataFrame) -> pd.DataFrame:
+    """Each configuration's rows of its lowest repeat (what a timeline figure shows)."""
+    if rows.empty:
+        return rows
+    lowest = rows.groupby(GROUP_KEYS + CONFIG_KEYS, dropna=False)["cell.repeat"].transform("min")
+    return rows[rows["cell.repeat"] == lowest]
+
+
 def nominal_train_time(rows: pd.DataFrame) -> pd.Series:
     """Training time at the cell's nominal timed steps (steps − warm-up). A resumed cell
     re-warms its caches untimed after the resume, so it times fewer steps: its raw window would

@@ -36,29 +36,43 @@ def _with_dir(rows: pd.DataFrame) -> pd.DataFrame:
     return rows[rows["_dir"].notna()] if "_dir" in rows else rows.iloc[0:0]
 
 
-def _read_parquet(cell_dir, name: str) -> pd.DataFrame | None:
+def _read_parquet(cell_dir, name: str, columns: list[str] | None = None) -> pd.DataFrame | None:
+    """The table, or None when it is missing or unreadable. With `columns`, only those that
+    the file has are read (pyarrow directly: a campaign's report reads thousands of these)."""
+    import pyarrow.parquet as pq
     try:
-        return pd.read_parquet(Path(cell_dir) / name)
+        if columns is None:
+            return pd.read_parquet(Path(cell_dir) / name)
+        path = Path(cell_dir) / name
+        present = set(pq.read_schema(path).names)
+        return pq.read_table(path, columns=[c for c in columns if c in present]).to_pandas()
     except (OSError, ValueError):
         return None
 
 
+STEP_COLUMNS = ["step", "step_time_s", "data_wait_s", "warmup"]
+
+
 def step_times(rows: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     """Timed (non-warm-up) steps of every row's cell from its steps.parquet, one row per step."""
-    out = []
-    for _, r in _with_dir(rows).iterrows():
-        steps = _read_parquet(r["_dir"], store.STEPS)
-        if steps is None:
+    parts, owners = [], []
+    for position, (_, r) in enumerate(_with_dir(rows).iterrows()):
+        steps = _read_parquet(r["_dir"], store.STEPS, STEP_COLUMNS)
+        if steps is None or "step_time_s" not in steps:
             continue
         if "warmup" in steps:
             steps = steps[~steps["warmup"].astype(bool)]
-        part = pd.DataFrame({"step": steps.get("step", pd.Series(range(len(steps)))),
-                             "step_time_s": steps["step_time_s"],
-                             "data_wait_s": steps.get("data_wait_s", math.nan)})
-        for k in keys:
-            part[k] = r[k]
-        out.append(part)
-    return pd.concat(out, ignore_index=True) if out else pd.DataFrame()
+        parts.append(pd.DataFrame({
+            "step": steps["step"] if "step" in steps else np.arange(len(steps)),
+            "step_time_s": steps["step_time_s"],
+            "data_wait_s": steps["data_wait_s"] if "data_wait_s" in steps else math.nan}))
+        owners.append(np.full(len(steps), position))
+    if not parts:
+        return pd.DataFrame()
+    out = pd.concat(parts, ignore_index=True)
+    # Each step row takes its cell's key columns, copied once for all rows, not per cell.
+    keyed = _with_dir(rows)[keys].iloc[np.concatenate(owners)].reset_index(drop=True)
+    return pd.concat([out, keyed], axis=1)
 
 
 def telemetry_timelines(rows: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
