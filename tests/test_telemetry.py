@@ -408,3 +408,29 @@ def test_to_table_is_flat_and_round_trips_parquet(tmp_path):
     assert list(back.columns) == list(df.columns)
     assert int(back[gpu_col("energy_mj", 0)].iloc[0]) == 2**64 - 1
     assert back[gpu_col("gpu_busy_pct", 0)].iloc[5] == 40.0
+
+
+def _node(energy, power=100.0, cpu=50.0, rss=1000.0, busy=(80.0,)):
+    return {"energy_j": energy, "power_mean_w": power, "cpu_pct_mean": cpu, "rss_peak_mb": rss,
+            "gpu_busy_pct_mean": sum(busy) / len(busy), "samples_in_window": 10,
+            "per_gpu": {str(i): {"gpu_busy_pct_mean": b} for i, b in enumerate(busy)},
+            "energy_method": "nvml-energy-counter"}
+
+
+def test_two_nodes_add_up_and_a_missing_node_leaves_nulls():
+    """A 2-node cell: each node's local rank 0 sampled its own GPUs. Energy per image is the
+    sum over nodes divided by the cell's images (one node's energy alone gave half)."""
+    from bench.measure.telemetry import combine_nodes
+    both = combine_nodes([_node(300.0, busy=(80.0, 90.0)), _node(500.0, busy=(60.0, 70.0))],
+                         ["n1", "n2"], images=100)
+    assert both["energy_j"] == 800.0 and both["energy_per_img_j"] == 8.0
+    assert both["power_mean_w"] == 200.0 and both["cpu_pct_mean"] == 100.0
+    assert both["rss_peak_mb"] == 2000.0 and both["nodes"] == 2
+    assert both["gpu_busy_pct_mean"] == 75.0  # mean over the 4 GPUs
+    assert [n["host"] for n in both["per_node"]] == ["n1", "n2"] and "node_note" not in both
+    lost = combine_nodes([_node(300.0), None], ["n1", "n2"], images=100)
+    assert lost["energy_j"] is None and lost["energy_per_img_j"] is None
+    assert lost["power_mean_w"] is None and lost["gpu_busy_pct_mean"] is None
+    assert "n2" in lost["node_note"] and lost["per_node"][1] == {"host": "n2", "missing": True}
+    one = _node(300.0)
+    assert combine_nodes([one], ["n1"], images=100) == one  # one node: unchanged

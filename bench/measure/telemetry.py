@@ -33,7 +33,7 @@ import psutil
 # importing everything telemetry from here.
 from bench.measure.nvml import GPU_FIELDS, NvmlGpu, gpu_col, to_mb
 from bench.measure.telemetry_summary import (  # noqa: F401  (re-exported)
-    WINDOW_MARKS, energy_joules, summarize, to_table, window)
+    WINDOW_MARKS, combine_nodes, energy_joules, summarize, to_table, window)
 
 log = logging.getLogger(__name__)
 

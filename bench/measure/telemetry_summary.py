@@ -199,3 +199,43 @@ def to_table(rows: Sequence[dict[str, Any]]) -> "pandas.DataFrame":  # noqa: F82
             # float even when every value is None, so tables with and without GPUs concatenate
             df[col] = df[col].astype("float64")
     return df
+
+
+# Figures that add up over nodes (each node's sampler sees only its own processes and GPUs).
+_NODE_SUMS = ("energy_j", "power_mean_w", "cpu_pct_mean", "rss_peak_mb")
+
+
+def combine_nodes(summaries: Sequence[dict[str, Any] | None], hosts: Sequence[str],
+                  images: int) -> dict[str, Any]:
+    """One cell's telemetry from every node's sampler (local rank 0 of each node samples its
+    own process tree and GPUs). Energy, power, CPU % and RSS are summed over the nodes and
+    energy per image divides the sum by the cell's images; GPU busy % is the mean over every
+    GPU. A figure some node lacks is null with a note, never a partial sum shown as the
+    whole. One node: its summary, unchanged."""
+    if len(summaries) == 1 and summaries[0] is not None:
+        return dict(summaries[0])
+    present = [s for s in summaries if s is not None]
+    missing = [h for h, s in zip(hosts, summaries) if s is None]
+    out: dict[str, Any] = dict(present[0]) if present else {}
+    out["per_node"] = [{"host": h, **({k: s.get(k) for k in (*_NODE_SUMS, "gpu_busy_pct_mean",
+                                                              "samples_in_window")}
+                                      if s is not None else {"missing": True})}
+                       for h, s in zip(hosts, summaries)]
+    notes = []
+    for key in _NODE_SUMS:
+        values = [s.get(key) for s in present]
+        complete = not missing and all(v is not None for v in values)
+        out[key] = sum(values) if complete else None
+        if not complete and any(v is not None for v in values):
+            lacking = missing + [h for h, s in zip(hosts, summaries)
+                                 if s is not None and s.get(key) is None]
+            notes.append(f"{key} is null: no figure from {', '.join(lacking)}")
+    per_gpu = [g for s in present for g in (s.get("per_gpu") or {}).values()]
+    busy = [g["gpu_busy_pct_mean"] for g in per_gpu if g.get("gpu_busy_pct_mean") is not None]
+    out["gpu_busy_pct_mean"] = _mean(busy) if not missing else None
+    out["energy_per_img_j"] = out["energy_j"] / images \
+        if out.get("energy_j") is not None and images > 0 else None
+    out["nodes"] = len(hosts)
+    if notes:
+        out["node_note"] = "; ".join(notes)
+    return out

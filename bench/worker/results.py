@@ -59,13 +59,32 @@ class History:
                 "train_time_s": self.train_time_s, "segments": self.segments}
 
 
-def local_results(loop: LoopResult, engine, runtime) -> dict:
-    """This rank's share of the history: its step data and its memory peaks."""
+@dataclass
+class NodeTelemetry:
+    """One node's samples, taken by its local rank 0 on that node's own clock."""
+    host: str
+    rows: list[dict]
+    gpu_reason: str | None
+    window: tuple[float, float] | None  # the node's timed window, on the same clock
+    gpu_indices: list[int]
+
+    @classmethod
+    def of(cls, sampler, window, cell: Cell) -> "NodeTelemetry":
+        """Stops the sampler: what it holds is the node's whole record."""
+        import socket
+        rows = sampler.stop()
+        return cls(socket.gethostname(), rows, sampler.gpu_reason, window, gpu_indices(cell))
+
+
+def local_results(loop: LoopResult, engine, runtime, node: NodeTelemetry | None = None) -> dict:
+    """This rank's share of the history: its step data and its memory peaks, and, from
+    another node's local rank 0, that node's telemetry (sent once, after the window)."""
     return {"step_times_s": loop.step_times_s, "data_wait_s": loop.data_wait_s,
             "losses": loop.losses, "grad_norms": loop.grad_norms,
             "peak_mem_mb": peak_memory_mb(runtime),
             "peak_mem_reserved_mb": peak_reserved_mb(runtime),
-            "skipped_steps": engine.skipped_steps}
+            "skipped_steps": engine.skipped_steps, "local_rank": runtime.local_rank,
+            "node_telemetry": node}
 
 
 def gather(local: dict, runtime) -> list[dict]:
@@ -135,11 +154,10 @@ class Steps:
 
 
 def write_results(job: Job, strategy, runtime, cell_dir: Path, history: History,
-                  quality: list[dict], samples: dict, telemetry_info: tuple, *,
-                  window: tuple[float, float] | None, eval_s: float, flops_per_step: int | None,
-                  data_info) -> None:
+                  quality: list[dict], samples: dict, nodes: list[NodeTelemetry | None], *,
+                  eval_s: float, flops_per_step: int | None, data_info) -> None:
     """Rank 0, after evaluation: steps.parquet, telemetry, samples and the `ok`/`diverged`
-    record. `telemetry_info` is (sampler rows, why GPUs were not sampled)."""
+    record. `nodes`: each node's telemetry, rank 0's first (None where none was taken)."""
     from bench.measure import envinfo
 
     cell, cell_dir = job.cell, Path(cell_dir)
@@ -147,7 +165,7 @@ def write_results(job: Job, strategy, runtime, cell_dir: Path, history: History,
     write_steps(cell_dir, cell, history, steps)
     timing = timing_section(job, runtime, history, steps, eval_s)
     env = envinfo.capture()
-    telemetry = telemetry_section(cell, cell_dir, history, telemetry_info, window)
+    telemetry = telemetry_section(cell, cell_dir, history, nodes)
     telemetry.update(mfu_section(cell, timing, env, flops_per_step))
     telemetry.update(input_bound(timing, runtime.device_type))
     if samples:
@@ -221,23 +239,28 @@ def input_bound(timing: dict, device_type: str) -> dict:
             "input_bound_signal": signal, "input_bound_frac": share}
 
 
-def telemetry_section(cell: Cell, cell_dir: Path, history: History, telemetry_info: tuple,
-                      window: tuple[float, float] | None) -> dict:
-    """telemetry.parquet, and the summary of its timed-window samples."""
+def telemetry_section(cell: Cell, cell_dir: Path, history: History,
+                      nodes: list[NodeTelemetry | None]) -> dict:
+    """telemetry.parquet (every node's samples, a `node` column naming the host), and the
+    summary of the timed window: each node's own, added up over the nodes. `nodes` holds one
+    entry per node, rank 0's first; None where a node sent nothing."""
     from bench.measure import telemetry
 
-    rows, gpu_reason = telemetry_info
+    rows = [{**r, "node": n.host} for n in nodes if n is not None for r in n.rows]
     if rows:
         store.write_table(cell_dir / store.TELEMETRY, telemetry.to_table(rows))
-    if not rows or window is None:
+    if nodes[0] is None or not nodes[0].rows or nodes[0].window is None:
         return {}
     # This process sampled only the last segment of a resumed cell: its images alone.
     last = history.segments[-1]
-    segment_steps = sum(history.timed[last["start_step"]:last["end_step"]])
-    return telemetry.summarize(
-        rows, timed_start_s=window[0], timed_end_s=window[1],
-        images=cell.effective_global_batch * segment_steps, gpu_indices=gpu_indices(cell),
-        gpu_reason=gpu_reason)
+    images = cell.effective_global_batch * sum(history.timed[last["start_step"]:last["end_step"]])
+    summaries = [telemetry.summarize(n.rows, timed_start_s=n.window[0],
+                                     timed_end_s=n.window[1], images=images,
+                                     gpu_indices=n.gpu_indices, gpu_reason=n.gpu_reason)
+                 if n is not None and n.rows and n.window is not None else None
+                 for n in nodes]
+    hosts = [n.host if n is not None else f"node {i}" for i, n in enumerate(nodes)]
+    return telemetry.combine_nodes(summaries, hosts, images)
 
 
 def mfu_section(cell: Cell, timing: dict, env: dict, flops_per_step: int | None) -> dict:

@@ -78,8 +78,9 @@ def count_flops(model, cell: Cell, runtime) -> int | None:
 
 
 def start_telemetry(job: Job, runtime):
-    """Rank 0 samples the whole cell (every rank's process and every GPU the cell uses)."""
-    if not runtime.is_main or job.cell.sample_hz <= 0:
+    """Local rank 0 of every node samples its node: every rank's process there and the node's
+    GPUs of the cell (rank 0 then adds the nodes up; one node: the whole cell)."""
+    if runtime.local_rank != 0 or job.cell.sample_hz <= 0:
         return None
     from bench.measure.telemetry import Sampler
     # t0=0: samples carry absolute time.monotonic(), the clock of the timed window.
@@ -97,11 +98,15 @@ def cell_root_pid() -> int:
 
 
 def gpu_indices(cell: Cell) -> list[int]:
-    """NVML numbers GPUs physically and ignores CUDA_VISIBLE_DEVICES: translate."""
+    """This node's GPUs of the cell, as NVML numbers them (physically: it ignores
+    CUDA_VISIBLE_DEVICES, so translate). A node holds LOCAL_WORLD_SIZE of a multi-node cell's
+    ranks (torchrun sets it); DataParallel drives all its devices from one process."""
     if cell.device_type != "cuda":
         return []
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", cell.devices)) if "TORCHELASTIC_RUN_ID" \
+        in os.environ else cell.devices
     visible = os.environ.get("CUDA_VISIBLE_DEVICES", "")
     ids = [v for v in visible.split(",") if v.strip()]
     if ids and all(v.strip().isdigit() for v in ids):
-        return [int(v) for v in ids[:cell.devices]]
-    return list(range(cell.devices))
+        return [int(v) for v in ids[:local]]
+    return list(range(local))

@@ -14,7 +14,8 @@ from bench import plugins
 from bench.config.cell import Job
 from bench.worker import checkpoint
 from bench.worker.loop import LoopResult, ProgressWriter, set_phase, timed_loop
-from bench.worker.results import History, gather, local_results, save_preempted, write_results
+from bench.worker.results import (History, NodeTelemetry, gather, local_results, save_preempted,
+                                  write_results)
 from bench.worker.setup import Training, build_seeded_model, build_training, start_telemetry
 
 
@@ -35,15 +36,21 @@ def train_cell(job: Job, strategy, runtime, cell_dir: Path) -> bool:
     progress = ProgressWriter(cell_dir, cell.steps) if runtime.is_main else None
     loop = run_loop(job, training, runtime, sampler, progress, start_step)
     set_phase(sampler, "eval")
-    history = History.resume(resume).extend(
-        gather(local_results(loop, training.engine, runtime), runtime), loop)
+    # Another node's sampler ends with the window; its samples travel to rank 0 with the
+    # step data. Rank 0 keeps sampling through evaluation.
+    node = NodeTelemetry.of(sampler, loop.window, cell) \
+        if sampler is not None and not runtime.is_main else None
+    gathered = gather(local_results(loop, training.engine, runtime, node), runtime)
+    history = History.resume(resume).extend(gathered, loop)
     if loop.preempted:
         save_preempted(job, training.engine, runtime, cell_dir, history, loop, sampler)
         return True
     state = training.engine.full_state_dict(runtime)  # every rank takes part in the gather
     if runtime.is_main:
+        # One entry per other node: its local rank 0's telemetry, None if it sent none.
+        others = [g["node_telemetry"] for g in gathered[1:] if g["local_rank"] == 0]
         finish(job, strategy, runtime, cell_dir, state, prepared, training, history, loop,
-               sampler, progress)
+               sampler, progress, others)
     return False
 
 
@@ -61,7 +68,7 @@ def run_loop(job: Job, training: Training, runtime, sampler, progress,
 
 def finish(job: Job, strategy, runtime, cell_dir: Path, state: dict, prepared,
            training: Training, history: History, loop: LoopResult, sampler,
-           progress: ProgressWriter | None) -> None:
+           progress: ProgressWriter | None, other_nodes: list) -> None:
     """Rank 0 after the last step: evaluate, let plug-ins keep the trained weights, record,
     and drop the checkpoint the finished cell no longer needs."""
     if progress:
@@ -69,11 +76,10 @@ def finish(job: Job, strategy, runtime, cell_dir: Path, state: dict, prepared,
     quality, samples, eval_s = evaluate_trained(job, state, prepared, runtime.device)
     if not is_parity(job):  # a parity run compares steps, not trained models
         plugins.after_training(job, state, cell_dir)
-    rows = sampler.stop() if sampler else []
-    telemetry_info = (rows, sampler.gpu_reason if sampler else None)
-    write_results(job, strategy, runtime, cell_dir, history, quality, samples, telemetry_info,
-                  window=loop.window, eval_s=eval_s,
-                  flops_per_step=training.flops_per_step, data_info=prepared)
+    own = NodeTelemetry.of(sampler, loop.window, job.cell) if sampler else None
+    write_results(job, strategy, runtime, cell_dir, history, quality, samples,
+                  [own, *other_nodes], eval_s=eval_s, flops_per_step=training.flops_per_step,
+                  data_info=prepared)
     (cell_dir / checkpoint.CHECKPOINT).unlink(missing_ok=True)
 
 
