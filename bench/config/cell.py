@@ -148,6 +148,12 @@ def _short_hash(obj: object, n: int = 8) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:n]
 
 
+# The runner's process id and host, in every rank's environment: the ranks on the runner's host
+# watch it and stop (checkpoint, `preempted` record) if it dies (bench.worker.main).
+RUNNER_PID_ENV = "BENCH_RUNNER_PID"
+RUNNER_HOST_ENV = "BENCH_RUNNER_HOST"
+
+
 @dataclass
 class Job:
     """What a rank process needs to run its cell; written by the runner as job.json."""

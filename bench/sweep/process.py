@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
+
+from bench.config.cell import RUNNER_HOST_ENV, RUNNER_PID_ENV
 
 try:
     import ctypes
@@ -28,7 +31,13 @@ def termination_requested() -> bool:
 def terminate_with_parent() -> None:
     """In the child before exec: if the runner dies (even by SIGKILL), the cell's root gets
     SIGTERM, so its ranks checkpoint and stop instead of living on as orphans that a re-run
-    would race in the same folder (Linux prctl PR_SET_PDEATHSIG)."""
+    would race in the same folder (Linux prctl PR_SET_PDEATHSIG).
+
+    Only for a cell whose root is the rank itself. The kernel sends the signal again for each
+    thread of the dying runner the child is reparented to, and torchrun's agent turns a second
+    SIGTERM into an abrupt shutdown that could kill its ranks before rank 0 wrote its record
+    (1 run in 6 of test_killed_runner_takes_its_cell_down). Ranks under torchrun watch the
+    runner themselves instead (bench.worker.checkpoint.watch_runner)."""
     if _LIBC is not None:  # no imports here: this runs between fork and exec
         _LIBC.prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
 
@@ -39,6 +48,7 @@ def child_env() -> dict:
     # intra-op thread count (cores / ranks) and records it.
     env.setdefault("OMP_NUM_THREADS", str(len(os.sched_getaffinity(0))))
     env.setdefault("PYTHONUNBUFFERED", "1")
+    env[RUNNER_PID_ENV], env[RUNNER_HOST_ENV] = str(os.getpid()), socket.gethostname()
     return env
 
 

@@ -90,8 +90,8 @@ def run_cell(cell: Cell, fingerprint: str, prepared_json: dict, results_dir: Pat
     # The rank processes load the plug-ins this command loaded (bench.plugins).
     job = Job(cell, fingerprint, prepared_json, launch, extra or {}, plugins=plugins.loaded())
     store.write_json(cell_dir / store.JOB, job.to_dict())
-    argv = get_strategy(cell.strategy).argv(cell, ["-m", "bench.worker", str(cell_dir)],
-                                            free_port())
+    strategy = get_strategy(cell.strategy)
+    argv = strategy.argv(cell, ["-m", "bench.worker", str(cell_dir)], free_port())
     if wrap_argv is not None:
         argv = wrap_argv(argv)
     on_event(CellEvent("start", cell, steps=cell.steps))
@@ -100,7 +100,8 @@ def run_cell(cell: Cell, fingerprint: str, prepared_json: dict, results_dir: Pat
         log.flush()
         proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True, env=child_env(),
-                                preexec_fn=terminate_with_parent)
+                                preexec_fn=None if strategy.distributed
+                                else terminate_with_parent)
     tree = ProcessTree(proc.pid)
     try:
         with forward_sigterm(tree):

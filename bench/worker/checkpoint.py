@@ -10,12 +10,55 @@ import io
 import logging
 import os
 import signal
+import threading
 from pathlib import Path
 
+from bench.config.cell import RUNNER_HOST_ENV, RUNNER_PID_ENV
 from bench.record import store
 from bench.record.store import CHECKPOINT  # the runner discards it too, so it lives in store
 UNREADABLE = "checkpoint.unreadable.pt"
 CHECK_EVERY = 10  # steps between the ranks' agreement on a pending SIGTERM
+
+
+_runner_gone = threading.Event()  # set by watch_runner; read by Preemption.should_stop
+
+
+def watch_runner(poll_s: float = 0.5) -> None:
+    """If the runner that launched this cell dies (even by SIGKILL), the training loop stops at
+    its next step boundary as for a Slurm preemption: checkpoint, and rank 0 writes the
+    `preempted` record. Only ranks on the runner's host can see it; the others stop with them
+    (the stop flag is all-reduced). A request, not a signal: once the loop is over, a rank
+    finishes what it is writing. (A cell whose root is the rank itself also has the
+    parent-death signal, bench.sweep.process.terminate_with_parent.)"""
+    import socket
+    import time
+
+    import psutil
+
+    pid, host = os.environ.get(RUNNER_PID_ENV), os.environ.get(RUNNER_HOST_ENV)
+    if not pid or host != socket.gethostname():
+        return
+    try:
+        runner = psutil.Process(int(pid))
+    except (psutil.Error, ValueError):
+        return
+
+    def alive() -> bool:
+        try:  # is_running also catches a reused pid (it compares creation times)
+            return runner.is_running() and runner.status() != psutil.STATUS_ZOMBIE
+        except psutil.Error:
+            return False
+
+    def watch() -> None:
+        while alive():
+            time.sleep(poll_s)
+        _runner_gone.set()
+
+    threading.Thread(target=watch, name="bench-runner-watch", daemon=True).start()
+
+
+def runner_gone() -> bool:
+    return _runner_gone.is_set()
 
 
 class Preemption:
@@ -34,13 +77,14 @@ class Preemption:
 
     def should_stop(self, step: int) -> bool:
         """Called before each step; True means: save and stop before running `step`."""
+        stop = self.requested or runner_gone()
         if self.world_size == 1:
-            return self.requested
+            return stop
         if step % CHECK_EVERY:
             return False
         import torch
         import torch.distributed as dist
-        flag = torch.tensor([1 if self.requested else 0])
+        flag = torch.tensor([1 if stop else 0])
         dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=self.group)
         return bool(flag.item())
 

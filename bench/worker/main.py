@@ -10,6 +10,7 @@ from bench import plugins
 from bench.config.cell import Job
 from bench.record import store
 from bench.record.store import EXIT_PREEMPTED
+from bench.worker import checkpoint
 from bench.worker.train import train_cell
 
 
@@ -20,6 +21,7 @@ def run_job(cell_dir: Path) -> int:
 
     cell_dir = Path(cell_dir)
     rank = int(os.environ.get("RANK", "0"))
+    checkpoint.watch_runner()
     job = None
     try:
         job = Job.from_dict(json.loads((cell_dir / store.JOB).read_text()))

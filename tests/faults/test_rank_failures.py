@@ -1,11 +1,12 @@
 """A rank that dies or hangs ends its cell with the right status; nothing is left running and
 the sweep's other cells complete."""
 import json
+import os
 import signal
 import socket
 
 from bench.record import store
-from conftest import TINY
+from conftest import REPO, TINY
 from faultlib import finish, processes_of, rank_process, start_cli, wait_for_step
 
 LONG = ["--steps", "150", "--warmup", "2"]  # long enough to be interrupted mid-run
@@ -62,3 +63,45 @@ def test_killed_runner_takes_its_cell_down(tmp_path):
     assert processes_of(cell_dir) == []
     record = json.loads((cell_dir / store.RECORD).read_text())
     assert record["status"] == "preempted", record
+
+
+def test_a_rank_stops_itself_when_its_runner_dies():
+    """The mechanism under the test above, alone: a rank on the runner's host watches the
+    runner and asks its loop to stop once it is gone (no signal, so nothing can kill a rank
+    that is still writing its record)."""
+    import subprocess
+    import sys
+    runner = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    code = ("import time\n"
+            "from bench.worker import checkpoint\n"
+            "checkpoint.watch_runner(poll_s=0.1)\n"
+            "time.sleep(0.5)\n"
+            "print('before', checkpoint.runner_gone(), flush=True)\n"
+            "input()\n"  # the test kills the runner, then says go
+            "deadline = time.time() + 20\n"
+            "while not checkpoint.runner_gone() and time.time() < deadline:\n"
+            "    time.sleep(0.05)\n"
+            "print('after', checkpoint.runner_gone(), flush=True)\n")
+    env = {**os.environ, "BENCH_RUNNER_PID": str(runner.pid),
+           "BENCH_RUNNER_HOST": socket.gethostname()}
+    rank = subprocess.Popen([sys.executable, "-c", code], env=env, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True, cwd=REPO)
+    try:
+        assert rank.stdout.readline().split() == ["before", "False"]  # the runner lives
+        runner.kill()
+        runner.wait()
+        rank.stdin.write("go\n")
+        rank.stdin.flush()
+        assert rank.stdout.readline().split() == ["after", "True"]
+        assert rank.wait(timeout=20) == 0  # a request, not a signal: the rank ends normally
+    finally:
+        runner.kill()
+        rank.kill()
+    other_host = {**env, "BENCH_RUNNER_HOST": "another-node"}
+    probe = subprocess.run([sys.executable, "-c", "import threading\n"
+                            "from bench.worker import checkpoint\ncheckpoint.watch_runner()\n"
+                            "print(sum(t.name == 'bench-runner-watch' "
+                            "for t in threading.enumerate()))"],
+                           env=other_host, capture_output=True, text=True, timeout=60,
+                           cwd=REPO)
+    assert probe.stdout.strip() == "0"  # a rank on another node cannot see the runner
