@@ -84,3 +84,17 @@ def test_a_gpu_saturated_cell_is_not_called_input_bound():
     assert input_bound(starved, "cuda")["input_bound"] is True
     assert input_bound(timing, "cpu")["input_bound"] is True
     assert input_bound(timing, "cpu")["input_bound_signal"] == "host wait for data"
+
+
+def test_every_nodes_local_rank_zero_samples_its_node():
+    """Rank 2 of a 2-node cell is local rank 0 of the second node: it samples that node (only
+    global rank 0 did, so a 2-node cell's energy covered one node)."""
+    from bench.config.cell import Job
+    from bench.worker.setup import start_telemetry
+    job = Job(Cell(strategy="ddp", devices=4, sample_hz=5.0), "f" * 16, "{}", time.time())
+    for rank, local_rank, samples in ((0, 0, True), (2, 0, True), (1, 1, False), (3, 1, False)):
+        runtime = SimpleNamespace(rank=rank, local_rank=local_rank, is_main=rank == 0)
+        sampler = start_telemetry(job, runtime)
+        assert (sampler is not None) == samples, (rank, local_rank)
+        if sampler is not None:
+            sampler.stop()
