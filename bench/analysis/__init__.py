@@ -12,7 +12,7 @@ from bench.analysis.compare import Comparison, compare_configs, failures, notes,
 from bench.analysis.frame import (AMP_PRECISIONS, BASELINE, CELL_KEYS, CONFIG_KEYS, GROUP_KEYS,
                                   HIGHER_IS_BETTER, QUALITY_METRICS, Baseline, Margins,
                                   config_label, lowest_repeats, noise_label, ok_rows,
-                                  parse_baseline, prepare, primary_sigma, sample_cells)
+                                  parse_baseline, prepare, sample_cells)
 from bench.analysis.quality import amp_gain, ddp_vs_dp, quality_deltas, quality_long
 from bench.analysis.speed import config_stats, speedups
 from bench.analysis.stats import (CONFIDENCE, INCONCLUSIVE, difference, mean_ci, paired_test,
@@ -23,6 +23,6 @@ __all__ = [
     "HIGHER_IS_BETTER", "INCONCLUSIVE", "QUALITY_METRICS", "Baseline", "Comparison", "Margins",
     "amp_gain", "compare_configs", "config_label", "config_stats", "ddp_vs_dp", "difference",
     "failures", "lowest_repeats", "mean_ci", "noise_label", "notes", "ok_rows", "paired_test",
-    "parse_baseline", "prepare", "primary_sigma", "quality_deltas", "quality_long", "ratio",
+    "parse_baseline", "prepare", "quality_deltas", "quality_long", "ratio",
     "sample_cells", "speedups", "summary_table", "verdict", "welch_test",
 ]

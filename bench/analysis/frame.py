@@ -24,14 +24,6 @@ def ok_rows(frame: pd.DataFrame) -> pd.DataFrame:
     return frame[frame["status"] == "ok"]
 
 
-def primary_sigma(frame: pd.DataFrame) -> float | None:
-    """The first evaluated noise level, whose quality the summary shows."""
-    cols = [c for c in frame.columns if c.startswith("quality[") and c.endswith("].psnr")]
-    if not cols:
-        return None
-    return min(float(c[len("quality["):-len("].psnr")]) for c in cols)
-
-
 # A comparison group: one model, noise level, workload and device type (a CPU and a GPU run
 # of one workload share a fingerprint but are not repeats of each other).
 GROUP_KEYS = ["cell.model", "noise", "fingerprint", "cell.device_type"]

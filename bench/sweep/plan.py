@@ -133,9 +133,9 @@ class DataKey:
     @classmethod
     def of(cls, cell: Cell) -> "DataKey":
         # The split depends on the base seed only: every repeat evaluates on the same images.
-        target = plugins.target(cell.target)
+        from bench.data import target_noisy_only
         return cls(cell.data, cell.image_size, cell.seed, cell.limit, cell.skip_bad,
-                   bool(target and target.noisy_only))
+                   target_noisy_only(cell.target))
 
 
 def prepare_data(cells: list[Cell], cache_dir: str | None = None) -> dict[DataKey, object]:
