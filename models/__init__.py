@@ -7,6 +7,8 @@ from typing import Any
 from torch import nn
 
 from models.blocks import NORMS, UPSAMPLES, GlobalResidual
+from models.seed import SEED_ARCHS, SeedUNet, SeedUNetPlusPlus, build_seed_model
+from models.seed_weights import SeedWeightsError, load_seed_weights
 from models.unet import UNet
 from models.unetpp import UNetPlusPlus
 
@@ -16,19 +18,30 @@ class ModelOptionError(ValueError):
 
 
 MODEL_NAMES = ("unet", "unetpp")
+# "bench": this package's configurable networks; "seed" / "seed-ddp": the seed study's own
+# notebook / DDP-script networks with its key names (models.seed).
+ARCHS = ("bench", *SEED_ARCHS)
 MAX_DEPTH = 6
 DEFAULT_UPSAMPLE = {"unet": "transpose", "unetpp": "bilinear"}
 _OPTIONS = ("in_channels", "out_channels", "width", "depth", "norm", "upsample",
-            "deep_supervision", "residual")
+            "deep_supervision", "residual", "arch")
+# What the seed networks fix, and why, for the one-sentence refusal of any other value.
+_SEED_UPSAMPLE_WHY = {"transpose": "transposed convolution",
+                      "bilinear": "bilinear interpolation with align_corners=True"}
 
 __all__ = [
+    "ARCHS",
     "MODEL_NAMES",
     "ModelOptionError",
+    "SeedUNet",
+    "SeedUNetPlusPlus",
+    "SeedWeightsError",
     "UNet",
     "UNetPlusPlus",
     "build_model",
     "check_image_size",
     "count_parameters",
+    "load_seed_weights",
 ]
 
 
@@ -47,16 +60,42 @@ def _check_choice(key: str, value: Any, allowed: tuple[str, ...]) -> None:
         raise ModelOptionError(f"unknown {key} {value!r}; choose one of: {', '.join(allowed)}")
 
 
+def _check_seed_fixed(name: str, arch: str, options: dict[str, Any]) -> None:
+    """The seed networks fix norm, up-sampling, residual and deep supervision: accept only
+    their own value (or the option omitted / None), so a config cannot silently differ."""
+    norm = options.get("norm", "batch")
+    if norm != "batch":
+        raise ModelOptionError(f"arch {arch!r} fixes norm to 'batch' (the seed study's "
+                               f"BatchNorm), got {norm!r}")
+    fixed = DEFAULT_UPSAMPLE[name]
+    upsample = options.get("upsample")
+    if upsample is not None and upsample != fixed:
+        raise ModelOptionError(f"arch {arch!r} fixes upsample to {fixed!r} for model {name!r} "
+                               f"(the seed study's {_SEED_UPSAMPLE_WHY[fixed]}), got {upsample!r}")
+    residual = options.get("residual", False)
+    if residual is not False:
+        raise ModelOptionError(f"arch {arch!r} fixes residual to False (the seed study's "
+                               f"networks output the image itself), got {residual!r}")
+    deep = options.get("deep_supervision")
+    if deep is not None and deep is not False:
+        raise ModelOptionError(f"arch {arch!r} fixes deep_supervision to False (the seed "
+                               f"study trains one head), got {deep!r}")
+
+
 def build_model(name: str, **options: Any) -> nn.Module:
     """Build model `name` with `options` (in_channels, out_channels, width, depth, norm,
-    upsample, deep_supervision, residual); omitted options, and upsample=None, take defaults.
-    residual=True wraps the network as input + net(input)."""
+    upsample, deep_supervision, residual, arch); omitted options, and upsample=None, take
+    defaults. residual=True wraps the network as input + net(input). arch "bench" (default)
+    builds this package's networks; "seed" / "seed-ddp" the seed study's own (models.seed),
+    which fix norm, upsample, residual and deep_supervision."""
     _check_choice("model", name, MODEL_NAMES)
     unknown = sorted(set(options) - set(_OPTIONS))
     if unknown:
         raise ModelOptionError(
             f"unknown model option {unknown[0]!r}; choose from: {', '.join(_OPTIONS)}"
         )
+    arch = options.get("arch", "bench")
+    _check_choice("arch", arch, ARCHS)
     in_channels = options.get("in_channels", 1)
     out_channels = options.get("out_channels", 1)
     # The library's own defaults are the seed study's network (depth 4, BatchNorm, plain
@@ -73,6 +112,9 @@ def build_model(name: str, **options: Any) -> nn.Module:
         _check_positive_int(key, value)
     if not _is_int(depth) or not 1 <= depth <= MAX_DEPTH:
         raise ModelOptionError(f"depth must be an integer from 1 to {MAX_DEPTH}, got {depth!r}")
+    if arch != "bench":
+        _check_seed_fixed(name, arch, options)
+        return build_seed_model(name, arch, in_channels, out_channels, width, depth)
     _check_choice("norm", norm, NORMS)
     _check_choice("upsample", upsample, UPSAMPLES)
     if deep_supervision is None:
