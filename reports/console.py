@@ -10,6 +10,7 @@ from pathlib import Path
 from rich.table import Table
 
 from reports.export import EXPORT_FORMATS, export_report
+from reports.factorial import render_console as render_factorial
 from reports.gate import OUTCOME_STYLE, render_gate
 from reports.text import (QUALITY_UNITS, VERDICT_STYLE, console, finite, fmt, fmt_mean_ci,
                           fmt_p, fmt_ratio, group_title, groups, sections, verdict_markup)
@@ -67,8 +68,8 @@ def render_parity(report: dict) -> None:
 def render_report(comp, results_dir: Path | None = None, *, brief: bool = False,
                   notes: list[str] = ()) -> None:
     """The speedup summary per workload group, then (unless brief: the end of a `run`)
-    throughput statistics, quality parity, AMP gain, DDP vs DP and the plug-in sections; notes
-    and failures."""
+    throughput statistics, quality parity, AMP gain, DDP vs DP, the plug-in sections and the
+    seed-claim decomposition; notes and failures."""
     from bench.analysis import GROUP_KEYS
 
     out = console()
@@ -129,6 +130,7 @@ def render_report(comp, results_dir: Path | None = None, *, brief: bool = False,
         _render_pairs(comp.amp, "AMP gain (vs fp32, same strategy and devices)", pct)
         _render_pairs(comp.ddp_dp, "DDP vs DataParallel (same devices and precision)", pct)
         _render_sections(comp)
+        render_factorial(comp.factorial, comp.confidence)
     for note in [*comp.notes, *notes]:
         out.print(f"[dim]note: {note}[/dim]")
     for _, f in comp.failures.iterrows():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from reports import factorial
 from reports.text import (QUALITY_UNITS, finite, fmt, fmt_mean_ci, fmt_p, fmt_ratio, groups,
                           group_title, sections)
 
@@ -42,6 +43,10 @@ def export_report(comp, fmt_name: str) -> str:
                "summary": _json_records(_plain(comp.summary)),
                "quality": _json_records(_plain(comp.quality)),
                "amp_gain": _json_records(comp.amp), "ddp_vs_dp": _json_records(comp.ddp_dp),
+               "factorial": {"basis": comp.factorial.basis,
+                             "rows": _json_records(comp.factorial.rows),
+                             "notes": list(comp.factorial.notes),
+                             "sentences": list(comp.factorial.sentences)},
                "failures": _json_records(comp.failures), "notes": list(comp.notes),
                "unreadable": list(comp.unreadable)}
         return json.dumps(doc, indent=2, allow_nan=False) + "\n"
@@ -121,6 +126,9 @@ def _markdown(comp) -> str:
         parts.append(f"## {title}\n\n" + _md_table(
             ["model", "σ", "A", "B", "devices", "n", "gain B/A", "p", "ΔPSNR", "ΔSSIM",
              "ΔLPIPS"], rows) + "\n")
+    decomposition = factorial.markdown(comp.factorial, comp.confidence, _md_table)
+    if decomposition:
+        parts.append(decomposition)
     for section, table in sections(comp):
         text = section.markdown(table) if section.markdown else ""
         if text:  # a section with nothing to say in Markdown adds no part

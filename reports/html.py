@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from reports import plots
+from reports import factorial, plots
 from reports.markup import (CSS, QUALITY_FORMATS, esc, figure, fmt, group_title, groups,
                             key_of, mean_ci, p_text, ratio_text, table, verdict_span)
 from reports.text import sections
@@ -286,6 +286,7 @@ def render_html(frame: pd.DataFrame, comp, results_dir) -> str:
     body.append(pairs_section("DDP vs DataParallel (same devices and precision)", comp.ddp_dp,
                               comp))
     body.append(quality_section(comp))
+    body.append(factorial.html_section(comp.factorial, comp.confidence))
     body += [section.html(section_table) for section, section_table in sections(comp)]
     body.append(samples_section(samples))
     body.append(environment_section(frame))

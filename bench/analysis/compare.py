@@ -9,6 +9,7 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
+from bench.analysis.factorial import FactorialResult, decompose
 from bench.analysis.frame import (BASELINE, CONFIG_KEYS, GROUP_KEYS, QUALITY_METRICS, Baseline,
                                   Margins, _as_baseline, _column, prepare, short_timed)
 from bench.analysis.quality import amp_gain, ddp_vs_dp, quality_deltas
@@ -139,6 +140,8 @@ class Comparison:
     sections: dict[str, pd.DataFrame] = field(default_factory=dict)
     warmup_steps: list[int] = field(default_factory=list)
     clocks: list[str] = field(default_factory=list)
+    # the seed-claim decomposition; empty unless the frame holds a seed-factorial design
+    factorial: FactorialResult = field(default_factory=FactorialResult)
 
 
 def compare_configs(frame: pd.DataFrame, baseline=BASELINE, margins: Margins = Margins(),
@@ -167,5 +170,6 @@ def compare_configs(frame: pd.DataFrame, baseline=BASELINE, margins: Margins = M
         sections={section.name: section.table(frame) for section in sections},
         warmup_steps=sorted({int(w) for w in _finite(_column(rows, "timing.warmup_steps"))}),
         clocks=sorted({str(c) for c in _column(rows, "timing.clock", None) if isinstance(c, str)}),
+        factorial=decompose(frame, confidence),
     )
 
