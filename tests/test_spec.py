@@ -44,12 +44,75 @@ def test_paper_is_the_seed_study_corrected():
     configs = sorted({(c.strategy, c.devices, c.precision) for c in cells})
     assert configs == [("ddp", 2, "fp16"), ("ddp", 2, "fp32"), ("dp", 2, "fp32"),
                        ("single", 1, "fp16"), ("single", 1, "fp32")]
-    for c in cells:  # the study's models at one fixed global batch (strong scaling)
-        assert (c.width, c.depth, c.norm, c.residual) == (64, 4, "batch", False)
+    for c in cells:  # the study's own networks at one fixed global batch (strong scaling)
+        assert (c.arch, c.width, c.depth, c.norm, c.residual) == (
+            "seed", 64, 4, "batch", False)
+        assert c.to_dict()["arch"] == "seed" and c.cell_id.startswith(f"{c.model}-seed-")
         assert c.global_batch == 32 and c.scaling == "strong" and c.noise_mean == 0.1
     # AMP means bf16 on a CPU machine.
     cpu = planner.expand(specs.load_spec("paper"), "cpu", 0)
     assert {c.precision for c in cpu.cells} == {"fp32", "bf16"}
+
+
+def test_seed_confounded_runs_the_seeds_three_configurations_as_they_were():
+    cells = expand(specs.load_spec("seed-confounded").to_dict(), "cuda", 2).cells
+    got = {(c.model, c.strategy, c.devices, c.precision, c.effective_global_batch, c.workers,
+            c.pin_memory, c.arch) for c in cells if c.repeat == 0}
+    assert got == {(m, *rest) for m in ("unet", "unetpp") for rest in (
+        ("single", 1, "fp32", 16, 0, False, "seed"), ("dp", 2, "fp32", 32, 0, False, "seed"),
+        ("ddp", 2, "fp16", 64, 4, True, "seed-ddp"))}
+    assert all((c.norm, c.residual, c.image_size, c.noise, c.noise_mean)
+               == ("batch", False, 256, (0.1,), 0.1) for c in cells)
+    assert specs.load_spec("seed-confounded").workload["epochs"] == 2
+
+
+def test_seed_factorial_crosses_every_level_of_the_four_factors():
+    from bench.analysis.factorial import CLAIMS
+    cells = [c for c in expand(specs.load_spec("seed-factorial").to_dict(), "cuda", 2).cells
+             if c.repeat == 0 and c.model == "unet"]
+    levels = {(c.strategy, c.precision, c.global_batch, c.workers, c.pin_memory) for c in cells}
+    assert len(cells) == len(levels) == 3 * 2 * 3 * 2
+    assert {c.arch for c in cells} == {"seed"}
+    loader = {"0 workers": (0, False), "workers + pinned": (4, True)}
+    for claim in CLAIMS:  # both corners of every claim the decomposition makes are there
+        for corner in (claim.base, claim.top):
+            process, precision, batch, load = corner
+            assert (process, "fp16" if precision == "AMP" else precision, batch,
+                    *loader[load]) in levels
+
+
+def test_configurations_may_set_batch_loader_and_arch_and_round_trip(tmp_path):
+    raw = spec_of({"models": ["unet"], "configurations": [
+        {"strategy": "single"},
+        {"strategy": "ddp", "devices": 2, "global_batch": 16, "workers": 1, "pin_memory": True,
+         "arch": "seed-ddp"}]}, {"arch": "seed"})
+    resolved = expand(raw)
+    single, ddp = resolved.cells
+    assert (single.global_batch, single.workers, single.arch) == (8, 0, "seed")
+    assert (ddp.global_batch, ddp.workers, ddp.pin_memory, ddp.arch) == (16, 1, True, "seed-ddp")
+    # a seed arch implies its batch norm and plain output where the spec does not say
+    assert (single.norm, single.residual) == ("batch", False)
+    spec_files.write_resolved(tmp_path, resolved)
+    again = planner.expand(specs.load_spec(str(tmp_path / "spec.yaml")), "cpu", 0).cells
+    assert [c.cell_id for c in again] == [c.cell_id for c in resolved.cells]
+    # arch changes the workload: another fingerprint than bench's network
+    from bench.config.cell import workload_fingerprint
+    assert workload_fingerprint(single, "d") != \
+        workload_fingerprint(single.replace(arch="bench", norm="batch", residual=False), "d")
+
+
+def test_arch_flag_implies_the_seeds_norm_unless_given():
+    from bench.cli.parsers import build_parser
+    from bench.cli.run import spec_from_flags
+    parse = build_parser().parse_args
+    spec, _ = spec_from_flags(parse(["run", "--arch", "seed"]), "t", "cpu", 0)
+    assert (spec.workload["arch"], spec.workload["norm"], spec.workload["residual"]) == \
+        ("seed", "batch", False)
+    spec, _ = spec_from_flags(parse(["run"]), "t", "cpu", 0)
+    assert (spec.workload["norm"], spec.workload["residual"]) == ("group", True)
+    spec, _ = spec_from_flags(parse(["run", "--arch", "seed", "--norm", "group"]), "t", "cpu", 0)
+    with pytest.raises(BadInput, match="norm"):
+        planner.validate(planner.expand(spec, "cpu", 0), 0)
 
 
 def test_scaling_covers_1_2_4_8_devices_strong_and_weak():
@@ -207,6 +270,12 @@ BAD = [
     (spec_of({"models": ["unet"], "configurations": [{"strategy": "single"},
                                                      {"strategy": "single", "devices": 1}]}),
      "twice"),
+    (spec_of({"models": ["unet"], "configurations": [{"strategy": "single", "workers": "4"}]}),
+     "matrix.configurations[0].workers must be an integer"),
+    (spec_of({"models": ["unet"], "configurations": [{"strategy": "single", "lr": 0.1}]}),
+     "unknown spec key matrix.configurations[0].lr"),
+    (spec_of(workload={"arch": "seed", "norm": "group"}), "norm"),
+    (spec_of(workload={"arch": "vit"}), "vit"),
 ]
 
 

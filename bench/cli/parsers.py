@@ -40,16 +40,20 @@ def add_workload_options(p: argparse.ArgumentParser) -> None:
                    help="independent repeats (fresh processes, different seeds)")
     g.add_argument("--width", type=int, default=DEFAULT.width, help="base channels")
     g.add_argument("--depth", type=int, default=DEFAULT.depth, help="down-sampling steps")
-    g.add_argument("--norm", default=DEFAULT.norm,
-                   help="group (default: rank-independent), batch or none")
+    g.add_argument("--arch", default=DEFAULT.arch,
+                   help="bench (default), seed or seed-ddp: the seed study's own networks "
+                        "(batch norm, plain output)")
+    g.add_argument("--norm", default=None,
+                   help="group (default: rank-independent; batch with a seed --arch), batch "
+                        "or none")
     g.add_argument("--upsample", default=None, help="transpose or bilinear (model default)")
     g.add_argument("--deep-supervision", action="store_true", help="U-Net++ deep supervision")
     g.add_argument("--target", choices=plugins.target_names(), default="clean",
                    help="clean (supervised, default) or a plug-in's target, e.g. noise2noise: "
                         "pairs of noisy realisations from --data obfuscated:PATH (two-site)")
-    g.add_argument("--residual", action=argparse.BooleanOptionalAction, default=DEFAULT.residual,
+    g.add_argument("--residual", action=argparse.BooleanOptionalAction, default=None,
                    help="output = input + network(input) (default); --no-residual is the "
-                        "seed study's plain output")
+                        "seed study's plain output (the default with a seed --arch)")
     c = p.add_argument_group("configuration")
     c.add_argument("--strategy", action="append", metavar="NAME",
                    help="single, dp, ddp, deepspeed, fsdp (repeatable; default: the study's "
@@ -78,7 +82,8 @@ def build_parser(plugin_parsers=()) -> argparse.ArgumentParser:
     run.set_defaults(handler="bench.cli.run:cmd_run")
     run.add_argument("spec", nargs="?", default=None, metavar="SPEC",
                      help="a sweep spec: a YAML file or a built-in name (quick, paper, "
-                          "scaling); resumable in runs/<name>. Without it, the flags below")
+                          "scaling, seed-confounded, seed-factorial); resumable in "
+                          "runs/<name>. Without it, the flags below")
     add_workload_options(run)
     r = run.add_argument_group("running")
     r.add_argument("--out", type=Path, default=None, help="results folder (default runs/<time>)")

@@ -7,8 +7,8 @@ import itertools
 import time
 from pathlib import Path
 
-from bench.config.spec import (Configuration, SweepSpec, load_spec, spec_key_of_flag,
-                               workload_defaults)
+from bench.config.spec import (SEED_ARCH_DEFAULTS, Configuration, SweepSpec, load_spec,
+                               seed_arch_defaults, spec_key_of_flag, workload_defaults)
 from bench.errors import BadInput
 
 # `bench run SPEC` options that say how to run a spec, not what it trains.
@@ -43,6 +43,11 @@ def spec_from_flags(args, name: str, device_type: str, gpus: int) -> tuple[Sweep
         for s, d, p in configs]
     workload = {key: getattr(args, _DEST_OF_KEY.get(key, key), default)
                 for key, default in workload_defaults().items()}
+    given = {key for key in SEED_ARCH_DEFAULTS if workload[key] is not None}
+    workload.update(seed_arch_defaults({workload["arch"]}, given))
+    for key, default in workload_defaults().items():  # --norm, --residual: left None if not given
+        if workload[key] is None:
+            workload[key] = default
     workload["noise"] = list(args.noise)
     spec = SweepSpec(name=name, description="given as `bench run` flags", workload=workload,
                      models=args.model or ["unet", "unetpp"], configurations=configurations,

@@ -4,6 +4,28 @@ Each is the raw mapping a YAML file would hold; `spec.load_spec` parses it like 
 """
 from __future__ import annotations
 
+import itertools
+
+# The seed study's workload at 10% noise: its networks, image size and noise. Its runs compare
+# equal epochs (50 each), not equal steps; these specs do too (`epochs`, recorded per cell as
+# the steps it gives), at 2 epochs so that a sweep fits a working day.
+_SEED_WORKLOAD = {"arch": "seed", "width": 64, "depth": 4, "image_size": 256, "noise": [0.1],
+                  "noise_mean": 0.1, "epochs": 2, "warmup": 10, "repeats": 3}
+_LOADED = {"workers": 4, "pin_memory": True}  # the seed's DDP loader; its others had neither
+
+
+def _seed_factorial() -> list[dict]:
+    """Every level of the four factors the seed's DDP+AMP run changed at once (process model,
+    precision, global batch, loader), so each saving can be split among them. Batch 16 is the
+    seed's single-GPU batch, 32 its DP batch and 64 its DDP global batch."""
+    processes = ({"strategy": "single", "devices": 1}, {"strategy": "dp", "devices": 2},
+                 {"strategy": "ddp", "devices": 2})
+    loaders = ({"workers": 0, "pin_memory": False}, _LOADED)
+    return [{**process, "precision": precision, "global_batch": batch, **loader}
+            for process, precision, batch, loader in itertools.product(
+                processes, ("fp32", "amp"), (16, 32, 64), loaders)]
+
+
 BUILTIN: dict[str, dict] = {
     "quick": {
         "description": "What `python -m bench run` does with no flags: the seed study's four "
@@ -14,10 +36,10 @@ BUILTIN: dict[str, dict] = {
     },
     "paper": {
         "description": "The seed study (Adebayo & Khan 2025) with its confounds removed: its "
-                       "models (width 64, depth 4, batch norm, plain output) and noise "
-                       "(σ 0.1/0.2/0.3, mean +0.1), one factor changed at a time on 2 GPUs at a "
-                       "fixed global batch of 32 (strong scaling), 3 seeds each.",
-        "workload": {"width": 64, "depth": 4, "norm": "batch", "residual": False,
+                       "own networks (arch seed: width 64, depth 4, batch norm, plain output) "
+                       "and noise (σ 0.1/0.2/0.3, mean +0.1), one factor changed at a time on "
+                       "2 GPUs at a fixed global batch of 32 (strong scaling), 3 seeds each.",
+        "workload": {"arch": "seed", "width": 64, "depth": 4, "norm": "batch", "residual": False,
                      "global_batch": 32, "scaling": "strong", "noise_mean": 0.1,
                      "image_size": 256, "steps": 300, "warmup": 20, "repeats": 3},
         "matrix": {
@@ -47,5 +69,31 @@ BUILTIN: dict[str, dict] = {
             ],
             "scaling": ["strong", "weak"],
         },
+    },
+    "seed-confounded": {
+        "description": "The seed study's three runs as it ran them, confounds and all: one GPU "
+                       "fp32 at batch 16 with no loader workers; DataParallel on 2 GPUs at "
+                       "batch 32; DDP + AMP on 2 GPUs at 32 per GPU (64 global) with 4 workers, "
+                       "pinned memory and the DDP script's U-Net (arch seed-ddp). Equal epochs.",
+        "workload": dict(_SEED_WORKLOAD),
+        "matrix": {
+            "models": ["unet", "unetpp"],
+            "configurations": [
+                {"strategy": "single", "devices": 1, "precision": "fp32", "global_batch": 16},
+                {"strategy": "dp", "devices": 2, "precision": "fp32", "global_batch": 32},
+                {"strategy": "ddp", "devices": 2, "precision": "amp", "global_batch": 64,
+                 "arch": "seed-ddp", **_LOADED},
+            ],
+        },
+    },
+    "seed-factorial": {
+        "description": "Between the seed's single-GPU run and its 2-GPU runs, every "
+                       "combination of process model (single, DP, DDP), precision (fp32, AMP), "
+                       "global batch (16, 32, 64) and loader (0 workers, or 4 workers + pinned "
+                       "memory), at equal epochs on the seed's networks: `bench report` splits "
+                       "the seed's 62.65% / 64.67% (DDP+AMP) and 36.34% / 47.16% (DP) savings "
+                       "among the factors.",
+        "workload": dict(_SEED_WORKLOAD),
+        "matrix": {"models": ["unet", "unetpp"], "configurations": _seed_factorial()},
     },
 }

@@ -23,9 +23,16 @@ EXECUTION_FIELDS = frozenset({
 })
 
 
+# Fields added after the first records: left out of Cell.to_dict() at these defaults, so an
+# ordinary cell keeps the id and fingerprint it had before the field existed.
+_OMITTED_AT_DEFAULT = {"target": "clean", "arch": "bench"}
+
+
 @dataclass(frozen=True)
 class Cell:
     model: str = "unet"
+    # "bench" (bench's own networks), "seed" or "seed-ddp" (the seed study's, models.seed)
+    arch: str = "bench"
     width: int = 16
     depth: int = 3
     norm: str = "group"
@@ -58,8 +65,7 @@ class Cell:
     timeout_s: float = 1800.0
     sample_hz: float = 2.0
     # "clean" (supervised, the default) or "noise2noise" (pairs of noisy realisations from an
-    # obfuscated folder). Left out of to_dict() when "clean", so the ids and fingerprints of
-    # ordinary cells are what they were before the field existed.
+    # obfuscated folder).
     target: str = "clean"
 
     @property
@@ -95,7 +101,8 @@ class Cell:
 
     @property
     def cell_id(self) -> str:
-        prefix = f"{self.model}-{self.strategy}{self.devices}-{self.precision}"
+        model = self.model if self.arch == "bench" else f"{self.model}-{self.arch}"
+        prefix = f"{model}-{self.strategy}{self.devices}-{self.precision}"
         if self.zero_stage is not None:
             prefix += f"-z{self.zero_stage}"
         if self.target != "clean":
@@ -105,8 +112,9 @@ class Cell:
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["noise"] = list(self.noise)
-        if d["target"] == "clean":
-            del d["target"]
+        for key, default in _OMITTED_AT_DEFAULT.items():
+            if d[key] == default:
+                del d[key]
         return d
 
     @classmethod
@@ -124,7 +132,7 @@ class Cell:
 def model_options(cell: Cell) -> dict:
     """The keyword arguments `models.build_model` takes from a cell: the one place that maps
     a cell's fields to the architecture, for training, planning and loading a saved model."""
-    return {"width": cell.width, "depth": cell.depth, "norm": cell.norm,
+    return {"arch": cell.arch, "width": cell.width, "depth": cell.depth, "norm": cell.norm,
             "upsample": cell.upsample, "deep_supervision": cell.deep_supervision,
             "residual": cell.residual}
 

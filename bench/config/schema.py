@@ -5,7 +5,8 @@ names a registry or the hardware decides)."""
 from __future__ import annotations
 
 from bench.config.cell import PRECISIONS, SCALING_MODES
-from bench.config.spec import DEVICE_CHOICES, NAME_RE, field_types, workload_defaults
+from bench.config.spec import (CONFIG_OVERRIDES, DEVICE_CHOICES, NAME_RE, field_types,
+                               workload_defaults)
 
 _JSON_TYPES = {"int": "integer", "float": "number", "str": "string", "bool": "boolean"}
 _NUMBER_LIST = {"type": "array", "items": {"type": "number"}, "minItems": 1}
@@ -37,7 +38,8 @@ def spec_schema() -> dict:
         "properties": {"strategy": {"type": "string"},
                        "devices": {"type": ["integer", "null"], "minimum": 1},
                        "precision": {"enum": [*PRECISIONS, "amp"]},
-                       "zero": {"type": ["integer", "null"], "enum": [0, 1, 2, 3, None]}}}
+                       "zero": {"type": ["integer", "null"], "enum": [0, 1, 2, 3, None]},
+                       **{k: {"type": workload[k]["type"]} for k in CONFIG_OVERRIDES}}}
     names = {"anyOf": [{"type": "string"},
                        {"type": "array", "items": {"type": "string"}, "minItems": 1}]}
     matrix = {

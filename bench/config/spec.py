@@ -14,6 +14,9 @@ A spec is YAML (or a built-in name). It has four top-level keys:
         - {strategy: single}       #   hardware (what `python -m bench run` does with no flags)
         - {strategy: ddp, devices: 2, precision: amp}   # amp = fp16 on GPUs, bf16 on CPUs
         - {strategy: deepspeed, devices: 2, zero: 2}
+        - {strategy: dp, devices: 2, global_batch: 32, workers: 4, pin_memory: true}
+                                   # a configuration may set arch, global_batch, workers and
+                                   # pin_memory for itself (the seed study's confounds)
       noise: [0.1, 0.2]            # one cell per entry; an entry may itself be a list of σ
       scaling: [strong, weak]
 
@@ -37,7 +40,13 @@ RESOLVED_FORMAT = 1
 
 TOP_KEYS = ("name", "description", "workload", "matrix")
 MATRIX_KEYS = ("models", "configurations", "noise", "scaling")
-CONFIG_KEYS = ("strategy", "devices", "precision", "zero")
+# Workload keys a configuration may set for itself: the seed study ran each configuration
+# with its own batch, loader and (for DDP) network, which `seed-confounded` reproduces.
+CONFIG_OVERRIDES = ("arch", "global_batch", "workers", "pin_memory")
+CONFIG_KEYS = ("strategy", "devices", "precision", "zero", *CONFIG_OVERRIDES)
+# The seed's networks have batch norm and a plain output; a spec or flags that choose them
+# get those defaults unless they set the key themselves.
+SEED_ARCH_DEFAULTS = {"norm": "batch", "residual": False}
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 # Cell fields a matrix (not the workload) decides, or that the harness fills in itself.
 _NOT_WORKLOAD = frozenset({"model", "strategy", "devices", "precision", "zero_stage", "repeat",
@@ -77,12 +86,13 @@ class Configuration:
     devices: int | None = None  # None: the default for the hardware (1 for single)
     precision: str = "fp32"  # or "amp"
     zero: int | None = None
+    overrides: tuple[tuple[str, object], ...] = ()  # (CONFIG_OVERRIDES key, value), sorted
 
     def to_dict(self) -> dict:
         d = {"strategy": self.strategy, "devices": self.devices, "precision": self.precision}
         if self.zero is not None:
             d["zero"] = self.zero
-        return d
+        return {**d, **dict(self.overrides)}
 
 
 @dataclass
@@ -134,6 +144,8 @@ class ResolvedSweep:
             entry = {"strategy": c.strategy, "devices": c.devices, "precision": c.precision}
             if c.zero_stage is not None:
                 entry["zero"] = c.zero_stage
+            entry.update({k: getattr(c, k) for k in CONFIG_OVERRIDES
+                          if getattr(c, k) != self.spec.workload[k]})
             if entry not in configs:
                 configs.append(entry)
         d["matrix"]["configurations"] = configs
@@ -228,6 +240,10 @@ def parse_spec(raw: dict, default_name: str = "sweep", source: str = "") -> Swee
     resolved = workload_defaults()
     for key, value in workload.items():
         resolved[key] = _check_type(f"workload.{key}", value, types[key])
+    configurations = _configurations(matrix.get("configurations", "study"), types)
+    listed = [] if configurations == "study" else configurations
+    arches = {resolved["arch"], *(dict(c.overrides).get("arch", "") for c in listed)}
+    resolved.update(seed_arch_defaults(arches, given=set(workload)))
     if resolved["repeats"] < 1:
         raise BadInput(f"spec key workload.repeats {resolved['repeats']} is invalid; it must "
                        "be at least 1")
@@ -242,7 +258,6 @@ def parse_spec(raw: dict, default_name: str = "sweep", source: str = "") -> Swee
                        "strong or weak")
 
     models = _string_list(matrix.get("models", ["unet", "unetpp"]), "matrix.models")
-    configurations = _configurations(matrix.get("configurations", "study"))
     if "noise" in matrix and "noise" in workload:
         raise BadInput("spec key noise is given in both workload and matrix; give it in one")
     if "noise" in matrix:
@@ -258,6 +273,14 @@ def parse_spec(raw: dict, default_name: str = "sweep", source: str = "") -> Swee
     if "scaling" in matrix:
         resolved["scaling"] = scaling[0]
     return SweepSpec(name, description, resolved, models, configurations, noise, scaling, source)
+
+
+def seed_arch_defaults(arches: set[str], given: set[str]) -> dict:
+    """The workload values the seed's networks imply, for the keys not `given`, when any of
+    `arches` is one of them."""
+    if not any(a.startswith("seed") for a in arches):
+        return {}
+    return {k: v for k, v in SEED_ARCH_DEFAULTS.items() if k not in given}
 
 
 def _mapping(value, key: str) -> dict:
@@ -337,12 +360,12 @@ def _noise_axis(value) -> list[tuple[float, ...]]:
     return levels
 
 
-def _configurations(value) -> list[Configuration] | str:
+def _configurations(value, types: dict[str, str]) -> list[Configuration] | str:
     if value == "study":
         return "study"
     if not isinstance(value, list) or not value:
         raise BadInput("spec key matrix.configurations must be `study` or a non-empty list of "
-                       "{strategy, devices, precision, zero}")
+                       f"{{{', '.join(CONFIG_KEYS)}}}")
     out = []
     for i, entry in enumerate(value):
         key = f"matrix.configurations[{i}]"
@@ -370,5 +393,7 @@ def _configurations(value) -> list[Configuration] | str:
         if strategy == "single" and devices not in (None, 1):
             raise BadInput(f"spec key {key}.devices {devices} is impossible for strategy "
                            "single, which uses one device")
-        out.append(Configuration(strategy, devices, precision, zero))
+        overrides = tuple(sorted((k, _check_type(f"{key}.{k}", entry[k], types[k]))
+                                 for k in CONFIG_OVERRIDES if k in entry))
+        out.append(Configuration(strategy, devices, precision, zero, overrides))
     return out

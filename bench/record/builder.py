@@ -25,7 +25,9 @@ def utc_iso(epoch_s: float) -> str:
 def identity(cell: Cell, fingerprint: str, status: str, launched_at: float) -> dict[str, Any]:
     """The fields every record starts with: which cell, which workload, how it ended, and
     when it was launched and recorded (so drift of a machine over a campaign can be seen)."""
-    return {"schema_version": SCHEMA_VERSION, "cell_id": cell.cell_id, "cell": cell.to_dict(),
+    # The record names the network family even at its default, which the id leaves implicit.
+    return {"schema_version": SCHEMA_VERSION, "cell_id": cell.cell_id,
+            "cell": {**cell.to_dict(), "arch": cell.arch},
             "fingerprint": fingerprint, "status": status, "started_at": utc_iso(launched_at),
             "finished_at": utc_iso(time.time())}
 

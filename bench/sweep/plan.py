@@ -29,7 +29,7 @@ def expand(spec: SweepSpec, device_type: str, gpus: int) -> ResolvedSweep:
     default_n = max(gpus, 1) if device_type == "cuda" else 2
     if spec.configurations == "study":
         study, notes = hardware.study_configs(device_type, gpus)
-        configs = [(s, d, p, None) for s, d, p in study]
+        configs = [(s, d, p, None, ()) for s, d, p in study]
     else:
         configs = []
         for c in spec.configurations:
@@ -38,16 +38,17 @@ def expand(spec: SweepSpec, device_type: str, gpus: int) -> ResolvedSweep:
             precision = hardware.amp_precision(device_type) if c.precision == "amp" \
                 else c.precision
             zero = (c.zero if c.zero is not None else 0) if c.strategy == "deepspeed" else None
-            configs.append((c.strategy, devices, precision, zero))
+            configs.append((c.strategy, devices, precision, zero, c.overrides))
     base = cell_workload(spec.workload)
     cells: list[Cell] = []
     seen: set[str] = set()
-    for repeat, model, sigmas, scaling, (strategy, devices, precision, zero) in itertools.product(
-            range(spec.repeats), spec.models, spec.noise, spec.scaling, configs):
-        cell = Cell.from_dict({**base, "model": model, "noise": list(sigmas), "scaling": scaling,
-                               "strategy": strategy, "devices": devices, "precision": precision,
-                               "zero_stage": zero, "repeat": repeat,
-                               "device_type": device_type})
+    for repeat, model, sigmas, scaling, (strategy, devices, precision, zero, overrides) in \
+            itertools.product(range(spec.repeats), spec.models, spec.noise, spec.scaling,
+                              configs):
+        cell = Cell.from_dict({**base, **dict(overrides), "model": model,
+                               "noise": list(sigmas), "scaling": scaling, "strategy": strategy,
+                               "devices": devices, "precision": precision, "zero_stage": zero,
+                               "repeat": repeat, "device_type": device_type})
         if cell.cell_id in seen:
             raise BadInput(f"spec {spec.name} yields cell {cell.cell_id} twice; remove the "
                            "duplicate from matrix.configurations")
