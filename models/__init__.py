@@ -8,7 +8,8 @@ from torch import nn
 
 from models.blocks import NORMS, UPSAMPLES, GlobalResidual
 from models.seed import SEED_ARCHS, SeedUNet, SeedUNetPlusPlus, build_seed_model
-from models.seed_weights import SeedWeightsError, load_seed_weights
+from models.weights import (SeedWeightsError, WeightsError, fit_problem, load_seed_weights,
+                            state_dict_of)
 from models.unet import UNet
 from models.unetpp import UNetPlusPlus
 
@@ -36,12 +37,15 @@ __all__ = [
     "SeedUNet",
     "SeedUNetPlusPlus",
     "SeedWeightsError",
+    "WeightsError",
     "UNet",
     "UNetPlusPlus",
     "build_model",
     "check_image_size",
     "count_parameters",
+    "fit_problem",
     "load_seed_weights",
+    "state_dict_of",
 ]
 
 

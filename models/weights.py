@@ -1,8 +1,9 @@
-"""Load weights saved by the seed study's own code into the matching seed-arch model.
+"""Strict loading of saved weights, above all those saved by the seed study's own code.
 
-The seed networks (models.seed) carry the seed's key names, so this is a strict load that first
-undoes what a training wrapper adds (the `module.` prefix of DDP / DataParallel, a checkpoint
-dict around the state dict) and says in one sentence what does not fit.
+The seed networks (models.seed) carry the seed's key names, so loading them is a strict load
+that first undoes what a training wrapper adds (the `module.` prefix of DDP / DataParallel, a
+checkpoint dict around the state dict) and says in one sentence what does not fit.
+`state_dict_of` and `fit_problem` do the same for any model (`bench evaluate --weights`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,11 @@ _PREFIX = "module."
 _WRAPPER_KEYS = ("state_dict", "model_state_dict", "model")
 
 
-class SeedWeightsError(ValueError):
+class WeightsError(ValueError):
+    """Weights are not a state dict, or do not fit the model; one sentence."""
+
+
+class SeedWeightsError(WeightsError):
     """Seed weights do not fit the model; the message is one sentence naming the first problem."""
 
 
@@ -31,8 +36,11 @@ def load_seed_weights(model: nn.Module, state_dict: Mapping[str, Any]) -> nn.Mod
     Raises SeedWeightsError on any missing or unexpected key or shape mismatch. Returns model."""
     if not isinstance(model, (SeedUNet, SeedUNetPlusPlus)):
         raise SeedWeightsError(_refusal(model))
-    weights = _strip_prefix(_unwrap(state_dict))
-    problem = _mismatch(model, weights)
+    try:
+        weights = state_dict_of(state_dict, "seed weights")
+    except WeightsError as exc:
+        raise SeedWeightsError(str(exc)) from None
+    problem = fit_problem(model, weights)
     if problem:
         raise SeedWeightsError(f"seed weights do not fit {model.model_name} (arch {model.arch}, "
                                f"width {model.width}, depth {model.depth}): {problem}")
@@ -52,30 +60,36 @@ def _refusal(model: nn.Module) -> str:
             "(arch 'bench' networks have other layers and key names)")
 
 
-def _unwrap(obj: Any) -> Mapping[str, Any]:
+def state_dict_of(obj: Any, noun: str = "weights") -> dict[str, Any]:
+    """The state dict in `obj` without a training wrapper's traces; WeightsError (naming the
+    weights `noun`) when it holds none."""
+    return _strip_prefix(_unwrap(obj, noun), noun)
+
+
+def _unwrap(obj: Any, noun: str) -> Mapping[str, Any]:
     if not isinstance(obj, Mapping):
-        raise SeedWeightsError(f"seed weights must be a state dict (key name -> tensor), "
-                               f"got {type(obj).__name__}")
+        raise WeightsError(f"{noun} must be a state dict (key name -> tensor), "
+                           f"got {type(obj).__name__}")
     if all(isinstance(v, torch.Tensor) for v in obj.values()):
         return obj
     found = [k for k in _WRAPPER_KEYS if isinstance(obj.get(k), Mapping)]
     if len(found) > 1:
-        raise SeedWeightsError(f"seed checkpoint is ambiguous: it holds both {found[0]!r} and "
-                               f"{found[1]!r}; pass the state dict itself")
+        raise WeightsError(f"{noun} are ambiguous: they hold both {found[0]!r} and "
+                           f"{found[1]!r}; pass the state dict itself")
     if not found:
         odd = next(k for k, v in obj.items() if not isinstance(v, torch.Tensor))
-        raise SeedWeightsError(f"seed weights are not a state dict: entry {odd!r} is not a "
-                               f"tensor and none of {', '.join(_WRAPPER_KEYS)} holds one")
+        raise WeightsError(f"{noun} are not a state dict: entry {odd!r} is not a "
+                           f"tensor and none of {', '.join(_WRAPPER_KEYS)} holds one")
     return obj[found[0]]
 
 
-def _strip_prefix(weights: Mapping[str, Any]) -> dict[str, Any]:
+def _strip_prefix(weights: Mapping[str, Any], noun: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in weights.items():
         name = key[len(_PREFIX):] if isinstance(key, str) and key.startswith(_PREFIX) else key
         if name in out:
-            raise SeedWeightsError(f"seed weights hold {name!r} twice, with and without the "
-                                   f"{_PREFIX!r} prefix")
+            raise WeightsError(f"{noun} hold {name!r} twice, with and without the "
+                               f"{_PREFIX!r} prefix")
         out[name] = value
     return out
 
@@ -88,7 +102,7 @@ def _shape(value: Any) -> str:
     return str(tuple(value.shape)) if isinstance(value, torch.Tensor) else type(value).__name__
 
 
-def _mismatch(model: nn.Module, weights: dict[str, Any]) -> str:
+def fit_problem(model: nn.Module, weights: dict[str, Any]) -> str:
     """'' when `weights` fit `model` exactly, else the clause saying what is wrong."""
     expected = model.state_dict()
     missing = [k for k in expected if k not in weights]

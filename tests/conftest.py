@@ -9,6 +9,16 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 
 
+@pytest.fixture
+def one_thread():
+    """For tests of tiny models: extra threads only add sync overhead, badly so on a busy box."""
+    import torch
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def session_cache(tmp_path_factory):
     """One cache for the whole session, so tests never touch the user's ~/.cache/bench."""

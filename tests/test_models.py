@@ -13,13 +13,7 @@ from models.unet import UNet
 from models.unetpp import UNetPlusPlus
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # These models are tiny: extra threads only add sync overhead, badly so on a busy box.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _count_on_meta(name: str, **options) -> int:

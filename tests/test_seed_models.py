@@ -16,12 +16,7 @@ from models.blocks import GlobalResidual
 SEED_NETS = [("unet", "seed"), ("unet", "seed-ddp"), ("unetpp", "seed"), ("unetpp", "seed-ddp")]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _on_meta(name: str, **options) -> nn.Module:

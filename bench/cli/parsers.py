@@ -122,6 +122,7 @@ def build_parser(plugin_parsers=()) -> argparse.ArgumentParser:
                       help="print the JSON Schema of a spec file (for YAML editors)")
     spec.add_argument("--device", default="auto", help="auto, cpu or cuda")
     add_report_commands(sub)
+    add_evaluate_command(sub)
     add_sweep_commands(sub)
     for add_plugin_commands in plugin_parsers:
         add_plugin_commands(sub)
@@ -166,6 +167,64 @@ def add_report_commands(sub) -> None:
                       help="warn from this share of a tolerance on (default 0.8)")
     gate.add_argument("--confidence", type=float, default=0.95, help="interval confidence")
     gate.add_argument("--all", action="store_true", help="list every measure, not only what moved")
+
+
+def add_evaluate_command(sub) -> None:
+    """`evaluate`: score weights on the fixed test split, PSNR/SSIM/LPIPS per σ beside the
+    noisy input; a state dict with --weights and the model flags, or a run's saved model.pt."""
+    ev = sub.add_parser("evaluate", help="score a model's weights on the fixed test split: "
+                                         "PSNR, SSIM and LPIPS per noise level, beside the "
+                                         "noisy input")
+    ev.set_defaults(handler="bench.cli.evaluate:cmd_evaluate")
+    ev.add_argument("saved", nargs="?", type=Path, default=None, metavar="MODEL",
+                    help="a model.pt a run saved (or its cell folder): its cell gives the "
+                         "model; also prints the two-site privacy audit and writes it into "
+                         "the cell's record. Needs --data")
+    w = ev.add_argument_group("weights (instead of MODEL)")
+    w.add_argument("--weights", type=Path, default=None, metavar="FILE",
+                   help="a torch-saved state dict, loaded strictly into the model the flags "
+                        "below build ('module.' prefixes are dropped)")
+    w.add_argument("--model", default=None, help=f"unet or unetpp (default {DEFAULT.model})")
+    w.add_argument("--arch", default=None,
+                   help="bench (default), or seed / seed-ddp: the seed study's own networks "
+                        "and key names, which fix norm, upsample and residual")
+    w.add_argument("--width", type=int, default=None,
+                   help=f"base channels (default {DEFAULT.width}; the seed study's: 64)")
+    w.add_argument("--depth", type=int, default=None,
+                   help=f"down-sampling steps (default {DEFAULT.depth}; the seed study's: 4)")
+    w.add_argument("--norm", default=None, help=f"group, batch or none (default "
+                                                f"{DEFAULT.norm}; batch for seed arches)")
+    w.add_argument("--upsample", default=None, help="transpose or bilinear (model default)")
+    w.add_argument("--deep-supervision", action="store_true", default=None,
+                   help="U-Net++ deep supervision")
+    w.add_argument("--residual", action=argparse.BooleanOptionalAction, default=None,
+                   help="output = input + network(input) (default for arch bench; seed "
+                        "arches: --no-residual)")
+    d = ev.add_argument_group("test split")
+    d.add_argument("--data", default=None,
+                   help=f"the source whose test split is scored (default {DEFAULT.data} with "
+                        "--weights; required with MODEL)")
+    d.add_argument("--image-size", type=int, default=None,
+                   help=f"default {DEFAULT.image_size} (MODEL: its own)")
+    d.add_argument("--limit", type=int, default=None, help="use the first N images")
+    d.add_argument("--skip-bad", action="store_true", help="skip undecodable images")
+    d.add_argument("--noise", "--sigma", dest="noise", type=float, nargs="+", default=None,
+                   metavar="SIGMA", help="noise levels σ on the [0,1] scale (default "
+                   f"{' '.join(f'{s:g}' for s in DEFAULT.noise)}; MODEL: its own)")
+    d.add_argument("--noise-mean", "--mean", dest="noise_mean", type=float, default=None,
+                   help=f"noise mean (default {DEFAULT.noise_mean:g}; MODEL: its own; the "
+                        "seed study used 0.1)")
+    d.add_argument("--seed", type=int, default=DEFAULT.seed,
+                   help="split seed of the source; also seeds the test noise")
+    d.add_argument("--realisations", type=int, default=None,
+                   help="MODEL only: released realisations per image, for the averaging "
+                        "audit (default 2)")
+    o = ev.add_argument_group("output")
+    o.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    o.add_argument("--json", action="store_true", help="print the result as JSON")
+    o.add_argument("--out", type=Path, default=None, metavar="FILE",
+                   help="also write the result as JSON")
+    o.add_argument("--cache-dir", default=None, help="decoded-image cache")
 
 
 def add_sweep_commands(sub) -> None:

@@ -1,5 +1,7 @@
-"""The two-site commands: `obfuscate` (Site One sends only noisy images) and `evaluate` (Site
-One scores a model trained at Site Two and audits how much the noise protects)."""
+"""The two-site commands: `obfuscate` (Site One sends only noisy images) and the saved-model
+form of `evaluate` (Site One scores a model trained at Site Two and audits how much the noise
+protects). The `evaluate` parser is the core's (bench.cli.parsers), which also scores bare
+state dicts; given a saved MODEL, bench.cli.evaluate hands its arguments to `cmd_evaluate`."""
 from __future__ import annotations
 
 import json
@@ -9,7 +11,7 @@ from bench.config.cell import Cell
 
 
 def add_parsers(sub) -> None:
-    """`obfuscate` (Site One sends only noisy images) and `evaluate` (Site One scores a model)."""
+    """`obfuscate` (Site One sends only noisy images)."""
     ob = sub.add_parser("obfuscate", help="Site One: write noisy realisations of a data source, "
                                           "with a manifest, for training at Site Two")
     ob.set_defaults(handler="bench.twosite.cli:cmd_obfuscate")
@@ -31,27 +33,6 @@ def add_parsers(sub) -> None:
                     help="also send the clean images (the seed study's supervised mode: clean "
                          "data leaves Site One)")
     ob.add_argument("--cache-dir", default=None, help="decoded-image cache")
-
-    ev = sub.add_parser("evaluate", help="Site One: score a saved model on the clean test split "
-                                         "and audit how much the noise protects")
-    ev.set_defaults(handler="bench.twosite.cli:cmd_evaluate")
-    ev.add_argument("model", type=Path, metavar="MODEL", help="a model.pt from a results folder")
-    ev.add_argument("--data", required=True, help="the clean source, as for --data")
-    ev.add_argument("--sigma", type=float, nargs="+", default=None, metavar="SIGMA",
-                    help="noise levels to audit (default: the model's)")
-    ev.add_argument("--mean", type=float, default=None, help="noise mean (default: the model's)")
-    ev.add_argument("--seed", type=int, default=0,
-                    help="split seed of the source (as given to obfuscate); seeds the test noise")
-    ev.add_argument("--image-size", type=int, default=None, help="default: the model's")
-    ev.add_argument("--limit", type=int, default=None)
-    ev.add_argument("--skip-bad", action="store_true")
-    ev.add_argument("--realisations", type=int, default=2,
-                    help="released realisations per image, for the averaging audit (default 2)")
-    ev.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    ev.add_argument("--json", action="store_true", help="print the report as JSON")
-    ev.add_argument("--out", type=Path, default=None, metavar="FILE",
-                    help="also write the report as JSON")
-    ev.add_argument("--cache-dir", default=None, help="decoded-image cache")
 
 
 def cmd_obfuscate(args) -> int:
