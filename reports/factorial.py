@@ -120,8 +120,8 @@ def html_section(result, confidence: float) -> str:
 
     out = ["<h2>Seed claim decomposition</h2>",
            '<p class="muted">How much of each 2-GPU saving the seed study reported comes from '
-           f"each factor it changed at once, measured at {esc(result.basis)} (steps × global "
-           "batch equal across cells).</p>"]
+           f"each factor it changed at once, measured at {esc(result.basis)} (each cell's "
+           "time per sample over the same samples).</p>"]
     for model, device, claim, rows in _claims(result):
         title = _title(model, device, claim)
         total = rows[rows["kind"] == "total"].iloc[0]
@@ -130,6 +130,8 @@ def html_section(result, confidence: float) -> str:
                          left={0, 1}))
         out.append(f'<p class="muted">{esc(_caption(result, confidence, total["n_repeats"]))}'
                    "</p>")
+        if not (rows["kind"] == "share").any():  # the seed's runs alone: nothing to chart
+            continue
         seed = f", seed {total['seed_pct']:.2f}%" if finite(total["seed_pct"]) else ""
         out.append(figure(share_chart(rows, f"{title}: {fmt(total['mean'], '.1f')}% saving"
                                             f"{seed}", confidence),

@@ -150,12 +150,54 @@ def test_unequal_epochs_are_not_decomposed():
     assert len(result.notes) == 2 and all("not at equal epochs" in n for n in result.notes)
 
 
+def test_dropped_epoch_tails_are_normalised_per_sample():
+    """bench's epochs drop each epoch's incomplete batch: 2 epochs of 624 samples train 1248,
+    1216 or 1152 samples at batch 16, 32 or 64. Each cell's time for its own steps is the
+    planted per-sample rate × its samples, so comparing raw times would credit batch 64 with
+    the 8% fewer samples it trained; the per-sample response recovers the planted effects."""
+    rng = np.random.default_rng(1)
+    recs = []
+    for r in range(3):
+        for c in [(p, a, b, lo) for p, a, b, lo in itertools.product(
+                ("single", "ddp"), (False, True), (16, 64), (False, True))]:
+            steps = 2 * (624 // c[2])
+            time_s = planted(*c) * steps * c[2] / SAMPLES
+            recs.append(cell_record(*c, r, time_s * math.exp(0.002 * rng.standard_normal()),
+                                    steps=steps))
+    out = decompose(frame_of(recs))
+    assert not out.notes
+    product = DDP * AMP * BATCH64 * LOADER * AMP_X_BATCH64
+    assert pick(out, "DDP+AMP", "total")["mean"] == pytest.approx(100 * (1 - product), abs=0.3)
+    assert pick(out, "DDP+AMP", "main", "batch")["mean"] == \
+        pytest.approx(BATCH64 * math.sqrt(AMP_X_BATCH64), rel=0.005)
+
+
 def test_incomplete_design_skips_the_claim_with_a_note():
     missing = ("ddp", True, 16, True)
     result = decompose(frame_of(design(skip=[missing])))
-    assert set(result.rows["claim"]) == {"DP"}
     assert result.notes == ["U-Net (cpu) DDP+AMP: not decomposed, the design is incomplete: no ok "
                             "record of ddp ×2 AMP, batch 16, workers + pinned."]
+    # its corners are there: the saving is still given, undivided
+    ddp = result.rows[result.rows["claim"] == "DDP+AMP"]
+    assert list(ddp["kind"]) == ["total"]
+
+
+def test_the_seeds_own_three_runs_give_its_savings_undivided():
+    """seed-confounded: single, DP and DDP+AMP corners only, as the seed ran them."""
+    corners = [("single", False, 16, False), ("dp", False, 32, False), ("ddp", True, 64, True)]
+    recs = [cell_record(*c, r, planted(*c)) for r in range(2) for c in corners]
+    result = decompose(frame_of(recs))
+    total = pick(result, "DDP+AMP", "total")
+    assert total["mean"] == pytest.approx(
+        100 * (1 - DDP * AMP * BATCH64 * LOADER * AMP_X_BATCH64), abs=0.01)
+    assert pick(result, "DP", "total")["mean"] == pytest.approx(
+        100 * (1 - DP * BATCH32 * DP_X_BATCH32), abs=0.01)
+    assert set(result.rows["kind"]) == {"total"} and len(result.notes) == 2
+    assert any("run as the seed ran it saves" in s and "seed: 62.65%" in s
+               for s in result.sentences)
+    from reports import factorial as rendering
+    html = rendering.html_section(result, 0.95)
+    assert "62.65%" in html and "<img" not in html  # a table, no share chart to draw
 
 
 def test_a_failed_repeat_is_left_out():

@@ -19,6 +19,7 @@ from bench.analysis.frame import _column, nominal_train_time, ok_rows
 from bench.analysis.stats import CONFIDENCE, mean_ci
 
 BASIS = "equal epochs"
+EQUAL_EPOCHS_SPREAD = 1.25  # largest ratio of samples trained between cells still "equal epochs"
 
 # The seed's published savings, 1 − T(2 GPUs)/T(1 GPU) in %, from its 10%-noise timing table
 # (Adebayo & Khan, BIBE 2025, arXiv 2511.06006; /work/shared/reference/seed-study.md), e.g.
@@ -104,7 +105,7 @@ def _cells(frame: pd.DataFrame) -> pd.DataFrame:
     rows = frame[keep]
     if rows.empty:
         return pd.DataFrame(columns=["model", "device_type", "key", "repeat", "ok", "items",
-                                     "batch", "epoch_time"])
+                                     "batch", "sample_time"])
     steps = pd.to_numeric(_column(rows, "cell.steps"), errors="coerce")
     warmup = pd.to_numeric(_column(rows, "cell.warmup"), errors="coerce").fillna(0)
     batch = batch[keep].astype(int)
@@ -116,9 +117,9 @@ def _cells(frame: pd.DataFrame) -> pd.DataFrame:
         "repeat": pd.to_numeric(_column(rows, "cell.repeat", 0), errors="coerce").fillna(0),
         "ok": _column(rows, "status", None) == "ok",
         "items": steps * batch, "batch": batch,
-        # the timed step rate (data waits included) over all the cell's steps, so warm-up
-        # favours no cell
-        "epoch_time": nominal_train_time(rows) / (steps - warmup) * steps,
+        # seconds per sample at the timed step rate (data waits included); scaled to the
+        # group's epochs in _times
+        "sample_time": nominal_train_time(rows) / ((steps - warmup) * batch),
     })
 
 
@@ -149,16 +150,20 @@ def _model_label(model: str, device: str) -> str:
     return f"{MODEL_NAMES.get(model, model)}{f' ({device})' if device else ''}"
 
 
-def _times(group: pd.DataFrame, claim: Claim, label: str, notes: list[str]):
-    """ln T per cell (row, by mask) and repeat (column) over the repeats where every cell is
-    ok; None, with a note saying why, where the claim cannot be decomposed."""
-    keys = [_key(claim.cell(m)) for m in range(2 ** len(claim.switched))]
+def _times(group: pd.DataFrame, claim: Claim, label: str, notes: list[str],
+           masks: list[int] | None = None):
+    """ln T per cell (row, by mask; default every mask) and repeat (column) over the repeats
+    where every cell is ok; None, with a note saying why, where the claim cannot be
+    decomposed."""
+    if masks is None:
+        masks = list(range(2 ** len(claim.switched)))
+    keys = [_key(claim.cell(m)) for m in masks]
     used = group[group["key"].isin(keys)]
     missing = [k for k in keys if k not in set(used["key"])]
     if missing:
         more = f" and {len(missing) - 1} more cell(s)" if len(missing) > 1 else ""
         notes.append(f"{label}: not decomposed, the design is incomplete: no ok record of "
-                     f"{describe(claim.cell(keys.index(missing[0])))}{more}.")
+                     f"{describe(claim.cell(masks[keys.index(missing[0])]))}{more}.")
         return None
     if used.duplicated(["key", "repeat"]).any():
         notes.append(f"{label}: not decomposed, one cell and repeat has several records (other "
@@ -169,10 +174,15 @@ def _times(group: pd.DataFrame, claim: Claim, label: str, notes: list[str]):
         notes.append(f"{label}: not decomposed, some records lack cell.steps, so {BASIS} "
                      "cannot be checked.")
         return None
-    if items.max() - items.min() > used["batch"].max():
+    # At equal epochs each cell drops its own incomplete last batch per epoch, so the samples
+    # differ by under one batch per epoch; equal steps would differ by the batch ratio (2-4×).
+    if items.max() > EQUAL_EPOCHS_SPREAD * items.min():
         notes.append(f"{label}: not decomposed, the cells are not at {BASIS}: steps × global "
                      f"batch ranges from {items.min():.0f} to {items.max():.0f} samples.")
         return None
+    # The response: the time to train the group's largest sample count at each cell's timed
+    # rate, so neither the dropped tails nor the warm-up favour a cell.
+    used = used.assign(epoch_time=used["sample_time"] * items.max())
     good = used[(used["epoch_time"] > 0) & np.isfinite(used["epoch_time"].astype(float))]
     by_key = {k: dict(zip(g["repeat"], g["epoch_time"])) for k, g in good.groupby("key")}
     repeats = sorted(set.intersection(*(set(by_key.get(k, {})) for k in keys)))
@@ -211,10 +221,13 @@ def effects(y: np.ndarray) -> dict:
 
 def _claim(group, claim: Claim, model: str, device: str, confidence: float,
            result: FactorialResult) -> list[dict]:
-    y = _times(group, claim, f"{_model_label(model, device)} {claim.name}", result.notes)
-    if y is None:
-        return []
-    e = effects(y)
+    label = f"{_model_label(model, device)} {claim.name}"
+    y, corners = _times(group, claim, label, result.notes), None
+    if y is None:  # the seed's runs as it ran them (seed-confounded): the saving, undivided
+        corners = _times(group, claim, label, [], [0, 2 ** len(claim.switched) - 1])
+        if corners is None:
+            return []
+        y = corners
     names = [FACTORS[i] for i in claim.switched]
     changes = [f"{claim.base[i]} → {claim.top[i]}" for i in claim.switched]
     seed = SEED_SAVING_PCT.get(model, {}).get(claim.name, math.nan)
@@ -227,8 +240,13 @@ def _claim(group, claim: Claim, model: str, device: str, confidence: float,
         return dict(zip(COLUMNS, [model, device, claim.name, factor, change, kind, unit, *stat,
                                   m["n"], seed if kind == "total" else math.nan]))
 
+    e = effects(y)
     out = [row("total", "all", f"seed single → seed {claim.name}",
                100 * (1 - np.exp(-e["L"])), "% saving")]
+    if corners is not None:
+        result.sentences.append(total_sentence(out[0], claim, MODEL_NAMES.get(model, model),
+                                               device))
+        return out
     for i, (name, change) in enumerate(zip(names, changes)):
         with np.errstate(divide="ignore", invalid="ignore"):
             out.append(row("share", name, change, 100 * e["phi"][i] / e["L"], "% of saving"))
@@ -257,13 +275,24 @@ def _pm(r: dict) -> str:
     return f" (±{half:.0f})" if half >= 9.5 else f" (±{half:.2g})"
 
 
+def total_sentence(total: dict, claim: Claim, model: str, device: str = "") -> str:
+    """The saving of a claim measured end to end but not decomposed."""
+    return (f"{model}'s {claim.name} run as the seed ran it saves {total['mean']:.1f}%"
+            f"{_pm(total)} ({_seed_said(total, device)}); run the seed-factorial spec to split "
+            "it among its factors.")
+
+
+def _seed_said(total: dict, device: str) -> str:
+    seed = f"seed: {total['seed_pct']:.2f}%" if math.isfinite(total["seed_pct"]) else "seed: —"
+    return f"{device}; {seed}" if device else seed
+
+
 def sentence(rows: list[dict], claim: Claim, model: str, device: str = "") -> str:
     """A plain sentence of one claim's decomposition (rows as `_claim` makes them)."""
     total = next(r for r in rows if r["kind"] == "total")
     shares = [r for r in rows if r["kind"] == "share"]
     alone = next(r for r in rows if r["kind"] == "alone" and r["factor"] == "process")
-    seed = f"seed: {total['seed_pct']:.2f}%" if math.isfinite(total["seed_pct"]) else "seed: —"
-    seed = f"{device}; {seed}" if device else seed
+    seed = _seed_said(total, device)
     if total["ci_low"] <= 0 <= total["ci_high"]:
         return (f"{model}'s {claim.name} saving of {total['mean']:.1f}% ({seed}) is not "
                 f"distinguishable from zero, so its shares say nothing.")
