@@ -63,6 +63,39 @@ def render_parity(report: dict) -> None:
     out.print("parity: " + ("[green]passed[/green]" if report["passed"] else "[red]failed[/red]"))
 
 
+def render_selfbench(results: list[dict]) -> None:
+    """One row per strategy: bench ÷ bare on static and on real batches, the data's own
+    cost, each as the median of paired ratios with their range."""
+    def ratio(r: dict) -> str:
+        return f"{r['median']:.3f} ({r['min']:.3f}–{r['max']:.3f})"
+
+    table = Table(title="selfbench: seconds per step, bench's loop ÷ a bare PyTorch loop",
+                  caption="median of per-repeat ratios (range); harness = bench ÷ bare on the "
+                          "same batches, data = bare on bench's batches ÷ bare on one fixed "
+                          "random batch", caption_justify="left")
+    for name in ("loop", "threads", "bare step", "harness, static", "harness, real",
+                 "data", "sampler"):
+        table.add_column(name, justify="left" if name == "loop" else "right")
+    for r in results:
+        target = r["harness_target"]
+        ok = "green" if r["harness_static"]["median"] <= target else "red"
+        sampling = "—"
+        if r.get("sampling"):
+            sampling = (f"{ratio(r['sampling'])} at {r['sample_hz']:g} Hz, "
+                        f"{r['sampler_cpu_share']:.2%} CPU" if r["sampler_cpu_share"]
+                        is not None else ratio(r["sampling"]))
+        bare_ms = 1000 * sorted(r["step_s"]["bare_static"])[len(r["step_s"]["bare_static"]) // 2]
+        table.add_row(f"{r['strategy']} ×{r['devices']} {r['model']} w{r['width']} "
+                      f"{r['image_size']}² batch {r['global_batch']}", str(r["threads"]),
+                      f"{bare_ms:.1f} ms", f"[{ok}]{ratio(r['harness_static'])}[/{ok}]",
+                      ratio(r["harness_real"]), ratio(r["data"]), sampling)
+    out = console()
+    out.print(table)
+    out.print(f"target: harness ≤ {results[0]['harness_target']:g} (static batches, "
+              f"{results[0]['repeats']} repeats of {results[0]['steps']} steps, "
+              f"{results[0]['warmup']} untimed)")
+
+
 # --- `bench report`: comparison tables ----------------------------------------------------------
 
 def render_report(comp, results_dir: Path | None = None, *, brief: bool = False,

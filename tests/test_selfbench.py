@@ -1,33 +1,57 @@
-"""`bench selfbench` measures bench against a bare loop; here only that it measures (the
-figures themselves are machine-dependent and reported by the command, not asserted)."""
+"""`bench selfbench` measures bench against bare loops; here only that it measures what it says
+(the figures themselves are machine-dependent and reported by the command, not asserted)."""
 import json
+import statistics
+
+import pytest
 
 from conftest import run_cli
 
 
-def test_selfbench_reports_paired_ratios_and_the_sampler_cost():
-    result = run_cli("selfbench", "--steps", "9", "--repeats", "2")
+def check_ratios(figures: dict, repeats: int) -> None:
+    """Every ratio is the median of the per-repeat ratios of the loops it names."""
+    step_s = figures["step_s"]
+    assert all(len(step_s[k]) == repeats and all(t > 0 for t in step_s[k])
+               for k in ("bare_static", "bare_real", "bench_static", "bench_real"))
+    for name, (a, b) in {"harness_static": ("bench_static", "bare_static"),
+                         "harness_real": ("bench_real", "bare_real"),
+                         "data": ("bare_real", "bare_static")}.items():
+        ratios = [x / y for x, y in zip(step_s[a], step_s[b])]
+        assert figures[name]["per_repeat"] == pytest.approx(ratios)
+        assert figures[name]["median"] == pytest.approx(statistics.median(ratios))
+        assert figures[name]["min"] == pytest.approx(min(ratios))
+
+
+def test_selfbench_single_and_ddp_report_harness_and_data_apart():
+    result = run_cli("selfbench", "--steps", "8", "--repeats", "2", "--json",
+                     "--image-size", "32", "--width", "4")
     assert result.returncode == 0, result.stdout + result.stderr
-    text, summary = result.stdout.rsplit("}", 1)
-    figures = json.loads(text + "}")
-    assert len(figures["harness_ratio_per_repeat"]) == 2
-    assert len(figures["sampling_ratio_per_repeat"]) == 2
-    # Every timed step took time, and the 10 Hz sampler took samples whose CPU cost it timed.
-    assert all(t > 0 for t in figures["bare_loop_step_s"] + figures["bench_sampled_step_s"])
-    # The ratios are the paired ones: each repeat's bench time over the bare loop's (and over
-    # the sampled bench loop's) from the same repeat, and the headline is their median.
-    import statistics
-    bench, bare = figures["bench_loop_step_s"], figures["bare_loop_step_s"]
-    sampled = figures["bench_sampled_step_s"]
-    assert figures["harness_ratio_per_repeat"] == [b / r for b, r in zip(bench, bare)]
-    assert figures["sampling_ratio_per_repeat"] == [b / s for b, s in zip(bench, sampled)]
-    assert figures["harness_overhead_ratio"] == statistics.median(
-        figures["harness_ratio_per_repeat"])
-    assert figures["sampler_cpu_ms_per_sample"] > 0 and 0 < figures["sampler_cpu_share"] < 1
-    summary = " ".join(summary.split())  # Rich wraps long lines
-    assert "harness/bare" in summary and "ms CPU per sample" in summary
+    single, ddp = json.loads(result.stdout)
+    assert (single["strategy"], single["devices"]) == ("single", 1)
+    assert (ddp["strategy"], ddp["devices"]) == ("ddp", 2)
+    for figures in (single, ddp):
+        check_ratios(figures, 2)
+        assert figures["image_size"] == 32 and figures["width"] == 4
+    # Only the one-device run compares the 10 Hz sampler with sampling off; its samples were
+    # taken and their CPU cost timed.
+    assert len(single["sampling"]["per_repeat"]) == 2 and "sampling" not in ddp
+    assert single["sampler_cpu_ms_per_sample"] > 0 and 0 < single["sampler_cpu_share"] < 1
 
 
-def test_selfbench_needs_timed_steps():
-    result = run_cli("selfbench", "--steps", "5")
-    assert result.returncode == 2 and "must exceed the 5 warm-up steps" in result.stderr
+def test_selfbench_table_names_every_figure():
+    result = run_cli("selfbench", "--strategy", "single", "--steps", "7", "--repeats", "1",
+                     "--image-size", "32", "--width", "4")
+    assert result.returncode == 0, result.stderr
+    text = " ".join(result.stdout.split())  # Rich wraps long lines
+    for needle in ("harness, static", "harness, real", "data", "single ×1", "target: harness"):
+        assert needle in text
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["--steps", "5"], "must exceed the 5 warm-up steps"),
+    (["--strategy", "ddp", "--devices", "1"], "--devices 1 is invalid"),
+    (["--repeats", "0"], "--repeats 0 is invalid"),
+])
+def test_selfbench_bad_options_exit_2(argv, needle):
+    result = run_cli("selfbench", *argv)
+    assert result.returncode == 2 and needle in result.stderr

@@ -110,9 +110,20 @@ def build_parser(plugin_parsers=()) -> argparse.ArgumentParser:
     selfbench = sub.add_parser("selfbench", help="measure bench's own overhead against a bare "
                                                  "PyTorch loop")
     selfbench.set_defaults(handler="bench.cli.report:cmd_selfbench")
-    selfbench.add_argument("--steps", type=int, default=40)
-    selfbench.add_argument("--repeats", type=int, default=5)
-    selfbench.add_argument("--model", default="unet")
+    selfbench.add_argument("--strategy", nargs="+", default=["single", "ddp"],
+                           choices=("single", "ddp"),
+                           help="single (in this process) and/or ddp (torchrun ranks)")
+    selfbench.add_argument("--devices", type=int, default=2, help="ranks of the ddp loops")
+    selfbench.add_argument("--steps", type=int, default=40, help="steps per loop, warm-up "
+                                                                 "included")
+    selfbench.add_argument("--repeats", type=int, default=10,
+                           help="interleaved repeats of every loop (paired ratios)")
+    selfbench.add_argument("--model", default=DEFAULT.model)
+    selfbench.add_argument("--width", type=int, default=DEFAULT.width)
+    selfbench.add_argument("--image-size", type=int, default=DEFAULT.image_size)
+    selfbench.add_argument("--batch", type=int, default=DEFAULT.global_batch,
+                           help="global batch")
+    selfbench.add_argument("--json", action="store_true", help="print the figures as JSON")
     spec = sub.add_parser("spec", help="show the cells a spec expands to on this machine, or "
                                         "print the JSON Schema of specs for editors")
     spec.set_defaults(handler="bench.cli.spec:cmd_spec")

@@ -21,28 +21,29 @@ def cmd_env(args) -> int:
 
 
 def cmd_selfbench(args) -> int:
-    from bench.worker.selfbench import WARMUP, overhead_ratio
-    from reports.console import console
+    from bench.worker.selfbench import WARMUP, selfbench
     if args.steps <= WARMUP:
         raise BadInput(f"--steps {args.steps} must exceed the {WARMUP} warm-up steps "
                        "selfbench runs")
     if args.repeats < 1:
         raise BadInput(f"--repeats {args.repeats} is invalid; it must be at least 1")
+    if args.devices < 2 and any(s != "single" for s in args.strategy):
+        raise BadInput(f"--devices {args.devices} is invalid; a multi-device selfbench needs "
+                       "at least 2")
     from bench.sweep.hardware import default_device_type
-    result = overhead_ratio(model=args.model, steps=args.steps, repeats=args.repeats,
-                            device_type=default_device_type("auto"))
-    console().print_json(json.dumps(result))
-    share = result["sampler_cpu_share"]
-    console().print(
-        f"harness/bare {result['harness_overhead_ratio']:.3f} (target {result['harness_target']}"
-        f"; per repeat {min(result['harness_ratio_per_repeat']):.3f}–"
-        f"{max(result['harness_ratio_per_repeat']):.3f}) · unsampled/sampled at "
-        f"{result['sample_hz']:g} Hz {result['sampling_throughput_ratio']:.3f} (target "
-        f"{result['sampling_target']}; per repeat {min(result['sampling_ratio_per_repeat']):.3f}"
-        f"–{max(result['sampling_ratio_per_repeat']):.3f}) · sampler "
-        + (f"{result['sampler_cpu_ms_per_sample']:.2f} ms CPU per sample = {share:.2%} of the "
-           f"{result['threads']} threads" if share is not None else "took no sample")
-        + f" · step-time CV {result['step_time_cv'] or 0:.1%}")
+    from bench.sweep.runner import free_port
+    device_type = default_device_type("auto")
+    results = []
+    for strategy in args.strategy:
+        results.append(selfbench(strategy, 1 if strategy == "single" else args.devices,
+                                 model=args.model, steps=args.steps, repeats=args.repeats,
+                                 device_type=device_type, port=free_port(), width=args.width,
+                                 image_size=args.image_size, global_batch=args.batch))
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        from reports.console import render_selfbench
+        render_selfbench(results)
     return 0
 
 

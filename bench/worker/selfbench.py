@@ -1,30 +1,63 @@
 """bench measuring itself: does the harness slow down what it measures?
 
-Two interleaved comparisons in one process, same seeded model, batch and data each time:
-1. bench's timed loop vs. a bare hand-written PyTorch loop (target ratio ≤ 1.03);
-2. bench's loop with the telemetry sampler at 10 Hz vs. sampling off (target ratio ≥ 0.99).
-Interleaving in a rotating order (A B C, B C A, C A B, ...) keeps slow drifts of the machine
-and first-run effects from favouring one side.
+bench's timed loop (engine, step timer, data waits) and a hand-written PyTorch step on its own
+copy of the same seeded model alternate step by step on the same batches, so a drift of a
+shared machine reaches both alike (separate loops, even interleaved, differed by ±10% here).
+Two passes, in a rotating order per repeat: one fed a fixed random batch (what a user writes
+to check a benchmark's figure: bench_static, bare_static) and one fed bench's own batches
+(loader, augmentation, noise: bench_real, bare_real).
+
+Each side's figure is its median step time after warm-up (the batch fetch outside the clock,
+as in bench's records; a hiccup of a shared machine moves a mean, not a median). harness =
+bench ÷ bare in the same pass (static and real); data = bare_real ÷ bare_static, the batches'
+own effect on the computation: a user sees the harness's cost apart from the data's. Each
+ratio is the median of per-repeat ratios with their range. On one device the passes run in
+this process; DDP runs them in torchrun ranks (`python -m bench.worker.selfbench`), rank 0
+reporting, as in a cell. One device also compares bench's loop with the telemetry sampler at
+10 Hz against sampling off, in a third pass.
 """
 from __future__ import annotations
 
+import json
 import os
 import statistics
-import time
+import subprocess
+import sys
+from pathlib import Path
 
 from bench.config.cell import Cell
 
 WARMUP = 5  # untimed steps before each measured loop
+HARNESS_TARGET = 1.02  # bench ÷ bare on the same batches
+SAMPLING_TARGET = 0.99  # unsampled ÷ sampled throughput
+RATIOS = {"harness_static": ("bench_static", "bare_static"),
+          "harness_real": ("bench_real", "bare_real"),
+          "data": ("bare_real", "bare_static")}
 
 
-def _bench_loop_s(cell: Cell, strategy, runtime, prepared, sample_hz: float = 0.0,
-                  sample_cpu_ms: list | None = None) -> float:
-    """Seconds per timed step of bench's own loop (data loading included, like the bare loop);
-    the CPU time of each telemetry sample taken goes into `sample_cpu_ms`."""
+def static_batches(cell: Cell, runtime) -> list:
+    """One fixed random (noisy, clean) batch of the rank's shape, `cell.steps` times."""
+    import torch
+    g = torch.Generator().manual_seed(cell.workload_seed)
+    shape = (cell.per_device_batch, 1, cell.image_size, cell.image_size)
+    batch = (torch.rand(shape, generator=g).to(runtime.device),
+             torch.rand(shape, generator=g).to(runtime.device))
+    return [batch] * cell.steps
+
+
+def real_batches(cell: Cell, runtime, prepared):
+    from bench.worker.setup import training_loader
+    return training_loader(cell, runtime, prepared)
+
+
+def bench_loop_s(cell: Cell, strategy, runtime, prepared, batches, sample_hz: float = 0.0,
+                 sample_cpu_ms: list | None = None) -> float:
+    """Median seconds of bench's own timed steps (its step timer, the data wait outside it, as
+    in every record); the CPU time of each telemetry sample taken goes into `sample_cpu_ms`."""
     from bench.worker.loop import timed_loop
     from bench.worker.setup import build_training, gpu_indices
 
-    training = build_training(cell, strategy, runtime, prepared)
+    engine = build_training(cell, strategy, runtime, prepared).engine
     sampler = None
     if sample_hz > 0:
         from bench.measure.telemetry import Sampler
@@ -32,91 +65,186 @@ def _bench_loop_s(cell: Cell, strategy, runtime, prepared, sample_hz: float = 0.
         sampler = Sampler(sample_hz, gpu_indices=gpu_indices(cell), root_pid=os.getpid(), t0=0.0)
         sampler.start()
     try:
-        loop = timed_loop(training.engine, training.loader, cell, runtime.device, sampler=sampler)
+        loop = timed_loop(engine, batches, cell, runtime.device, sampler=sampler)
     finally:
         if sampler is not None:
             rows = sampler.stop()
             if sample_cpu_ms is not None:
                 sample_cpu_ms.extend(r["sample_cpu_ms"] for r in rows)
-    return (loop.window[1] - loop.window[0]) / (cell.steps - cell.warmup)
+    return statistics.median(loop.step_times_s[cell.warmup:])
 
 
-def _bare_loop_s(cell: Cell, runtime, prepared) -> float:
-    """The loop a careful person writes by hand: no timers, no progress, no telemetry."""
+def bare_stepper(cell: Cell, runtime):
+    """The step a careful person writes by hand, on its own copy of the seeded model (DDP with
+    its defaults when there are several ranks), timed by a clock; (step, timer)."""
     import torch
     import torch.nn.functional as F
 
-    from bench.data import DenoiseDataset, GlobalBatchSampler
+    from bench.measure.timing import StepTimer
     from bench.worker.setup import build_seeded_model
 
     model = build_seeded_model(cell).to(runtime.device)
+    if runtime.world_size > 1:
+        from torch.nn.parallel import DistributedDataParallel
+        model = DistributedDataParallel(
+            model, device_ids=[runtime.local_rank] if runtime.device_type == "cuda" else None)
     optimizer = torch.optim.Adam(model.parameters(), lr=cell.lr)
-    dataset = DenoiseDataset(prepared, "train", sigmas=cell.noise, seed=cell.workload_seed,
-                             augment=True)
-    loader = torch.utils.data.DataLoader(dataset, batch_sampler=GlobalBatchSampler(
-        len(dataset), global_batch=cell.global_batch, world_size=1, rank=0, steps=cell.steps,
-        seed=cell.workload_seed))
-    start = None
-    for step, (noisy, clean) in enumerate(loader):
-        if step == cell.warmup:
-            start = time.monotonic()
+    timer = StepTimer(runtime.device_type)
+
+    def step(noisy, clean) -> None:
+        noisy, clean = noisy.to(runtime.device), clean.to(runtime.device)
+        timer.start()
         optimizer.zero_grad(set_to_none=True)
-        loss = F.l1_loss(model(noisy.to(runtime.device)), clean.to(runtime.device))
-        loss.backward()
+        F.l1_loss(model(noisy), clean).backward()
         optimizer.step()
-    if runtime.device_type == "cuda":
-        torch.cuda.synchronize()
-    return (time.monotonic() - start) / (cell.steps - cell.warmup)
+        timer.stop()
+    return step, timer
 
 
-def overhead_ratio(model: str = "unet", steps: int = 40, repeats: int = 5,
-                   sample_hz: float = 10.0, device_type: str | None = None) -> dict:
-    """`device_type` comes resolved from the CLI (bench.sweep.hardware); None: a visible
-    GPU, else the CPU."""
-    import torch
+def _bare_step_first(batches, step):
+    """Each batch goes through the bare step, then on to bench's loop: the two alternate step
+    by step, moments apart, so a drift of the machine reaches both alike. The bare step runs
+    where bench fetches its batch, outside bench's step timer."""
+    for noisy, clean in batches:
+        step(noisy, clean)
+        yield noisy, clean
+
+
+def paired_run(cell: Cell, strategy, runtime, prepared, batches, **sampling) -> tuple:
+    """(bench, bare) median step seconds of one pass in which bench's timed loop and the bare
+    step alternate on the same batches."""
+    step, timer = bare_stepper(cell, runtime)
+    bench_s = bench_loop_s(cell, strategy, runtime, prepared, _bare_step_first(batches, step),
+                           **sampling)
+    return bench_s, statistics.median(timer.step_times_s()[cell.warmup:])
+
+
+def interleaved(cell: Cell, strategy, runtime, prepared, repeats: int,
+                sample_hz: float = 0.0) -> dict:
+    """Median step seconds of bench's loop and of the bare step, on static and on real
+    batches (and bench's loop sampled at `sample_hz` when > 0), one figure per repeat; the
+    passes of a repeat run in a rotating order."""
+    static = static_batches(cell, runtime)
+    sample_cpu_ms: list[float] = []
+    passes = {"static": lambda: paired_run(cell, strategy, runtime, prepared, static),
+              "real": lambda: paired_run(cell, strategy, runtime, prepared,
+                                         real_batches(cell, runtime, prepared))}
+    if sample_hz > 0:
+        passes["sampled"] = lambda: paired_run(
+            cell, strategy, runtime, prepared, real_batches(cell, runtime, prepared),
+            sample_hz=sample_hz, sample_cpu_ms=sample_cpu_ms)
+    names = list(passes)
+    step_s = {f"{side}_{name}": [] for name in names for side in ("bench", "bare")}
+    for r in range(repeats):
+        for k in range(len(names)):  # the order rotates, so no pass always runs first
+            name = names[(r + k) % len(names)]
+            bench_s, bare_s = passes[name]()
+            step_s[f"bench_{name}"].append(bench_s)
+            step_s[f"bare_{name}"].append(bare_s)
+    step_s.pop("bare_sampled", None)
+    return {"step_s": step_s, "sample_cpu_ms": sample_cpu_ms}
+
+
+def paired(a: list[float], b: list[float]) -> dict:
+    """The median of per-repeat ratios a/b, with their range."""
+    ratios = [x / y for x, y in zip(a, b)]
+    return {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios),
+            "per_repeat": ratios}
+
+
+def _cell(strategy: str, devices: int, model: str, steps: int, device_type: str,
+          **workload) -> Cell:
+    return Cell(model=model, strategy=strategy, devices=devices, steps=steps, warmup=WARMUP,
+                sample_hz=0.0, device_type=device_type, **workload)
+
+
+def summarise(cell: Cell, runtime, measured: dict, sample_hz: float) -> dict:
+    step_s = measured["step_s"]
+    out = {"strategy": cell.strategy, "devices": cell.devices, "model": cell.model,
+           "device": runtime.device, "threads": runtime.threads, "steps": cell.steps,
+           "warmup": cell.warmup, "repeats": len(step_s["bare_static"]),
+           "global_batch": cell.global_batch, "image_size": cell.image_size,
+           "width": cell.width, "step_s": step_s,
+           **{name: paired(step_s[a], step_s[b]) for name, (a, b) in RATIOS.items()},
+           "harness_target": HARNESS_TARGET}
+    if "bench_sampled" in step_s:
+        cpu = measured["sample_cpu_ms"]
+        cpu_ms = statistics.fmean(cpu) if cpu else None
+        out.update({
+            "sample_hz": sample_hz,
+            # sampled ÷ unsampled throughput = unsampled ÷ sampled step time
+            "sampling": paired(step_s["bench_real"], step_s["bench_sampled"]),
+            "sampling_target": SAMPLING_TARGET,
+            # The sampler's own cost, measured directly (thread CPU time per sample), as a
+            # share of the CPU the training process can use: not blurred by run-to-run noise.
+            "sampler_cpu_ms_per_sample": cpu_ms,
+            "sampler_cpu_share": (cpu_ms * sample_hz / 1000 / runtime.threads
+                                  if cpu_ms is not None else None)})
+    return out
+
+
+def selfbench(strategy: str = "single", devices: int = 1, model: str = "unet",
+              steps: int = 40, repeats: int = 10, sample_hz: float = 10.0,
+              device_type: str = "cpu", port: int = 0, **workload) -> dict:
+    """The figures of one strategy: in this process for one device, else in torchrun ranks
+    that meet on `port` (a free one the caller picked)."""
+    if strategy != "single":
+        return _in_ranks(strategy, devices, model, steps, repeats, device_type, port, workload)
     from launchers import get_strategy
 
     from bench.data import prepare
 
-    if device_type is None:
-        device_type = "cuda" if torch.cuda.is_available() else "cpu"
-    cell = Cell(model=model, steps=steps, warmup=WARMUP, sample_hz=0.0,
-                device_type=device_type)
+    cell = _cell("single", 1, model, steps, device_type, **workload)
     prepared = prepare(cell.data, image_size=cell.image_size, seed=cell.seed)
-    strategy = get_strategy("single")
+    strat = get_strategy("single")
+    runtime = strat.init_runtime(cell)
+    return summarise(cell, runtime, interleaved(cell, strat, runtime, prepared, repeats,
+                                                sample_hz), sample_hz)
+
+
+def _in_ranks(strategy: str, devices: int, model: str, steps: int, repeats: int,
+              device_type: str, port: int, workload: dict) -> dict:
+    """torchrun `devices` ranks of this module; rank 0 writes the figures to a file."""
+    import tempfile
+
+    from launchers import get_strategy
+
+    from bench.data import prepare
+
+    cell = _cell(strategy, devices, model, steps, device_type, **workload)
+    # prepared once here, as the runner does for a cell's ranks
+    prepared = prepare(cell.data, image_size=cell.image_size, seed=cell.seed)
+    with tempfile.TemporaryDirectory(prefix="bench-selfbench-") as tmp:
+        out = Path(tmp) / "figures.json"
+        spec = {"cell": cell.to_dict(), "repeats": repeats, "out": str(out),
+                "prepared": prepared.to_json()}
+        argv = get_strategy(strategy).argv(cell, ["-m", "bench.worker.selfbench",
+                                                  json.dumps(spec)], port)
+        done = subprocess.run(argv, capture_output=True, text=True)
+        if done.returncode != 0 or not out.exists():
+            tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
+            raise RuntimeError(f"selfbench ranks of {strategy} ×{devices} failed "
+                               f"(exit {done.returncode}): {tail[0]}")
+        return json.loads(out.read_text())
+
+
+def rank_main(spec: dict) -> None:
+    """One torchrun rank: the interleaved loops in lockstep with the other ranks."""
+    from launchers import get_strategy
+
+    from bench.data import PreparedData
+
+    cell = Cell.from_dict(spec["cell"])
+    strategy = get_strategy(cell.strategy)
     runtime = strategy.init_runtime(cell)
-    bare, plain, sampled, sample_cpu_ms = [], [], [], []
-    runs = [lambda: bare.append(_bare_loop_s(cell, runtime, prepared)),
-            lambda: plain.append(_bench_loop_s(cell, strategy, runtime, prepared)),
-            lambda: sampled.append(_bench_loop_s(cell, strategy, runtime, prepared,
-                                                 sample_hz=sample_hz,
-                                                 sample_cpu_ms=sample_cpu_ms))]
-    for r in range(repeats):
-        for k in range(len(runs)):  # the order rotates, so no side always runs first
-            runs[(r + k) % len(runs)]()
-    med = statistics.median
-    # Per-repeat ratios pair runs taken moments apart, so slow drifts of a shared machine
-    # cancel; their spread says how much one figure can be trusted.
-    harness = [p / b for p, b in zip(plain, bare)]
-    sampling = [p / s for p, s in zip(plain, sampled)]
-    cpu_ms = statistics.fmean(sample_cpu_ms) if sample_cpu_ms else None
-    return {
-        "model": model, "device": runtime.device, "threads": runtime.threads,
-        "steps": steps, "warmup": cell.warmup, "repeats": repeats,
-        "global_batch": cell.global_batch, "image_size": cell.image_size,
-        "bare_loop_step_s": bare, "bench_loop_step_s": plain,
-        "bench_sampled_step_s": sampled, "sample_hz": sample_hz,
-        "harness_overhead_ratio": med(harness),
-        "harness_ratio_per_repeat": harness,
-        "harness_target": "<= 1.03",
-        "sampling_throughput_ratio": med(sampling),
-        "sampling_ratio_per_repeat": sampling,
-        "sampling_target": ">= 0.99",
-        # The sampler's own cost, measured directly (thread CPU time per sample), as a share
-        # of the CPU the training process can use: not blurred by run-to-run noise.
-        "sampler_cpu_ms_per_sample": cpu_ms,
-        "sampler_cpu_share": (cpu_ms * sample_hz / 1000 / runtime.threads
-                              if cpu_ms is not None else None),
-        "step_time_cv": statistics.stdev(plain) / statistics.fmean(plain)
-        if len(plain) > 1 else None,
-    }
+    try:
+        prepared = PreparedData.from_json(spec["prepared"])
+        measured = interleaved(cell, strategy, runtime, prepared, spec["repeats"])
+        if runtime.is_main:
+            Path(spec["out"]).write_text(json.dumps(summarise(cell, runtime, measured, 0.0)))
+    finally:
+        strategy.shutdown()
+
+
+if __name__ == "__main__":
+    rank_main(json.loads(sys.argv[1]))

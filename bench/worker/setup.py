@@ -31,8 +31,6 @@ def build_training(cell: Cell, strategy, runtime, prepared, start_step: int = 0)
     """Seeded model, optimizer, strategy wrapper and the rank's share of the global batches."""
     import torch
 
-    from bench.data import GlobalBatchSampler, training_dataset
-
     if runtime.device_type == "cuda":
         torch.backends.cudnn.benchmark = cell.cudnn_benchmark
     model = build_seeded_model(cell).to(runtime.device)
@@ -44,6 +42,16 @@ def build_training(cell: Cell, strategy, runtime, prepared, start_step: int = 0)
     if cell.compile:
         engine.model = torch.compile(engine.model)
 
+    return Training(engine, training_loader(cell, runtime, prepared, start_step),
+                    flops_per_step)
+
+
+def training_loader(cell: Cell, runtime, prepared, start_step: int = 0):
+    """This rank's share of the cell's global batches, from `start_step` on."""
+    import torch
+
+    from bench.data import GlobalBatchSampler, training_dataset
+
     # Clean images plus seeded noise, or the pairs of the cell's target (a plug-in's).
     dataset = training_dataset(prepared, "train", target=cell.target, sigmas=cell.noise,
                                seed=cell.workload_seed, noise_mean=cell.noise_mean, augment=True)
@@ -51,11 +59,10 @@ def build_training(cell: Cell, strategy, runtime, prepared, start_step: int = 0)
                                  world_size=runtime.world_size, rank=runtime.rank,
                                  steps=cell.steps, seed=cell.workload_seed,
                                  start_step=start_step)
-    loader = torch.utils.data.DataLoader(
+    return torch.utils.data.DataLoader(
         dataset, batch_sampler=batches, num_workers=cell.workers,
         pin_memory=cell.pin_memory and runtime.device_type == "cuda",
         persistent_workers=cell.workers > 0)
-    return Training(engine, loader, flops_per_step)
 
 
 def count_flops(model, cell: Cell, runtime) -> int | None:
