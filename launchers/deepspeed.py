@@ -79,7 +79,12 @@ class DeepSpeed(DistributedStrategy):
 
     def wrap(self, model, optimizer, cell, runtime: Runtime) -> Engine:
         import logging
+        import os
 
+        if runtime.device_type == "cpu":
+            # DeepSpeed picks its accelerator once, at import: CUDA wherever a GPU is visible,
+            # which would move a --device cpu cell's model onto the node's GPUs.
+            os.environ["DS_ACCELERATOR"] = "cpu"
         import deepspeed
         logging.getLogger("DeepSpeed").setLevel(logging.WARNING)
         ds_engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer,

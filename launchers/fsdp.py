@@ -41,13 +41,17 @@ class FSDP(DistributedStrategy):
 
     def wrap(self, model, optimizer, cell, runtime: Runtime) -> Engine:
         import torch
+        from torch.distributed.device_mesh import init_device_mesh
         from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
         low = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cell.precision)
         # Compute in the low dtype, reduce gradients in fp32 (the usual, stable choice).
         policy = MixedPrecisionPolicy(param_dtype=low, reduce_dtype=torch.float32) if low \
             else MixedPrecisionPolicy()
-        fully_shard(model, mp_policy=policy)
+        # The mesh on the cell's device: fully_shard's default mesh is the host's accelerator,
+        # which would move a --device cpu cell's model onto a GPU of the node.
+        mesh = init_device_mesh(runtime.device_type, (runtime.world_size,))
+        fully_shard(model, mesh=mesh, mp_policy=policy)
         # The optimizer must see the sharded parameters, so it is rebuilt after sharding.
         optimizer = type(optimizer)(model.parameters(), **optimizer.defaults)
         return FSDPEngine(model, optimizer,

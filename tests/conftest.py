@@ -48,3 +48,18 @@ def run_main(capsys, *args):
 # the CPU (gloo ranks) even where a GPU is visible, so the suite means the same everywhere.
 TINY = ["--device", "cpu", "--steps", "6", "--warmup", "2", "--batch", "8", "--width", "4", "--depth", "2",
         "--image-size", "32", "--sample-hz", "5"]
+
+
+def run_spec(folder: Path, spec: dict) -> list[dict]:
+    """Write `spec` as a YAML file in `folder`, run it as a user would (`bench run FILE`) and
+    return its records; the run must succeed and every record be readable."""
+    import yaml
+
+    from bench.record import store
+    (folder / "spec.yaml").write_text(yaml.safe_dump(spec))
+    out = folder / "results"
+    result = run_cli("run", folder / "spec.yaml", "--out", out)
+    assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
+    records, unreadable = store.records(out)
+    assert not unreadable
+    return records

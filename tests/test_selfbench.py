@@ -23,7 +23,9 @@ def check_ratios(figures: dict, repeats: int) -> None:
 
 
 def test_selfbench_single_and_ddp_report_harness_and_data_apart():
-    result = run_cli("selfbench", "--steps", "8", "--repeats", "2", "--json",
+    # On the CPU on every host (gloo ranks): a GPU host would otherwise run the ranks on its
+    # GPUs, and refuse 2 of them where it has one.
+    result = run_cli("selfbench", "--device", "cpu", "--steps", "8", "--repeats", "2", "--json",
                      "--image-size", "32", "--width", "4")
     assert result.returncode == 0, result.stdout + result.stderr
     single, ddp = json.loads(result.stdout)
@@ -36,11 +38,12 @@ def test_selfbench_single_and_ddp_report_harness_and_data_apart():
     # taken and their CPU cost timed.
     assert len(single["sampling"]["per_repeat"]) == 2 and "sampling" not in ddp
     assert single["sampler_cpu_ms_per_sample"] > 0 and 0 < single["sampler_cpu_share"] < 1
+    assert single["device"] == ddp["device"] == "cpu"
 
 
 def test_selfbench_table_names_every_figure():
-    result = run_cli("selfbench", "--strategy", "single", "--steps", "7", "--repeats", "1",
-                     "--image-size", "32", "--width", "4")
+    result = run_cli("selfbench", "--device", "cpu", "--strategy", "single", "--steps", "7",
+                     "--repeats", "1", "--image-size", "32", "--width", "4")
     assert result.returncode == 0, result.stderr
     text = " ".join(result.stdout.split())  # Rich wraps long lines
     for needle in ("harness, static", "harness, real", "data", "single ×1", "target: harness"):
@@ -55,3 +58,17 @@ def test_selfbench_table_names_every_figure():
 def test_selfbench_bad_options_exit_2(argv, needle):
     result = run_cli("selfbench", *argv)
     assert result.returncode == 2 and needle in result.stderr
+
+
+def test_selfbench_on_cuda_is_refused_beyond_the_visible_gpus(capsys):
+    """Checked before anything runs: without a GPU, --device cuda itself; with one, DDP ranks
+    beyond the visible GPUs (each rank takes its own GPU)."""
+    import torch
+
+    from conftest import run_main
+    result = run_main(capsys, "selfbench", "--device", "cuda", "--strategy", "ddp",
+                      "--devices", "99")
+    assert result.returncode == 2, result.stderr
+    needle = ("--devices 99 asks for more GPUs than the" if torch.cuda.is_available()
+              else "no CUDA GPU is visible")
+    assert needle in result.stderr

@@ -1,9 +1,8 @@
 """Every strategy on 2 CPU ranks (gloo) trains the identical workload and records it."""
 import pytest
-import yaml
 
 from bench.record import store
-from conftest import run_cli
+from conftest import run_cli, run_spec
 
 # TINY's workload as a spec: one `bench run` trains every strategy (one process to start).
 SPEC = {"name": "strategies",
@@ -21,13 +20,7 @@ SPEC = {"name": "strategies",
 
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("strategies")
-    (folder / "spec.yaml").write_text(yaml.safe_dump(SPEC))
-    out = folder / "results"
-    result = run_cli("run", folder / "spec.yaml", "--out", out)
-    assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
-    records, unreadable = store.records(out)
-    assert not unreadable
+    records = run_spec(tmp_path_factory.mktemp("strategies"), SPEC)
     return {(r["cell"]["strategy"], r["cell"]["precision"], r["cell"]["zero_stage"]): r
             for r in records}
 
@@ -114,3 +107,50 @@ def test_more_gpus_than_visible_is_refused_before_launch(strategy):
     with pytest.raises(BadInput, match="--devices 4 asks for more GPUs than the 2 visible"):
         get_strategy(strategy).validate(cell, 2)
     get_strategy(strategy).validate(cell, 4)  # enough GPUs: accepted
+
+
+def _cpu_rank():
+    from launchers.base import Runtime
+    return Runtime(rank=0, world_size=2, local_rank=0, device="cpu", backend="gloo", threads=1)
+
+
+def test_fsdp_shards_a_cpu_cell_on_a_cpu_mesh(monkeypatch):
+    """fully_shard's default mesh is the host's accelerator: on a GPU node it would move a
+    --device cpu cell onto a GPU. The strategy gives it the cell's own device instead."""
+    import torch
+    import torch.distributed.device_mesh as device_mesh
+    import torch.distributed.fsdp as fsdp
+    from bench.config.cell import Cell
+    from launchers import get_strategy
+    seen = {}
+    monkeypatch.setattr(device_mesh, "init_device_mesh",
+                        lambda device_type, shape: ("mesh", device_type, shape))
+    monkeypatch.setattr(fsdp, "fully_shard", lambda model, **kw: seen.update(kw))
+    model = torch.nn.Linear(2, 2)
+    get_strategy("fsdp").wrap(model, torch.optim.Adam(model.parameters()),
+                              Cell(strategy="fsdp", devices=2), _cpu_rank())
+    assert seen["mesh"] == ("mesh", "cpu", (2,))
+
+
+def test_deepspeed_runs_a_cpu_cell_on_its_cpu_accelerator(monkeypatch):
+    """DeepSpeed picks CUDA wherever a GPU is visible, once, at import; a CPU cell names its
+    accelerator before that (and overrides one the environment names)."""
+    import os
+    import sys
+    import types
+
+    import torch
+    from bench.config.cell import Cell
+    from launchers import get_strategy
+    monkeypatch.setenv("DS_ACCELERATOR", "cuda")
+    seen = {}
+
+    def initialize(**kw):
+        seen["accelerator"] = os.environ.get("DS_ACCELERATOR")
+        return types.SimpleNamespace(optimizer=kw["optimizer"]), None, None, None
+    monkeypatch.setitem(sys.modules, "deepspeed", types.SimpleNamespace(initialize=initialize))
+    model = torch.nn.Linear(2, 2)
+    get_strategy("deepspeed").wrap(model, torch.optim.Adam(model.parameters()),
+                                   Cell(strategy="deepspeed", devices=2, zero_stage=1),
+                                   _cpu_rank())
+    assert seen["accelerator"] == "cpu"

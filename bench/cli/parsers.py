@@ -123,6 +123,7 @@ def build_parser(plugin_parsers=()) -> argparse.ArgumentParser:
     selfbench.add_argument("--image-size", type=int, default=DEFAULT.image_size)
     selfbench.add_argument("--batch", type=int, default=DEFAULT.global_batch,
                            help="global batch")
+    selfbench.add_argument("--device", default="auto", help="auto, cpu or cuda")
     selfbench.add_argument("--json", action="store_true", help="print the figures as JSON")
     spec = sub.add_parser("spec", help="show the cells a spec expands to on this machine, or "
                                         "print the JSON Schema of specs for editors")

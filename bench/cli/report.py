@@ -30,9 +30,13 @@ def cmd_selfbench(args) -> int:
     if args.devices < 2 and any(s != "single" for s in args.strategy):
         raise BadInput(f"--devices {args.devices} is invalid; a multi-device selfbench needs "
                        "at least 2")
-    from bench.sweep.hardware import default_device_type
+    from bench.sweep.hardware import default_device_type, visible_gpus
     from bench.sweep.runner import free_port
-    device_type = default_device_type("auto")
+    device_type = default_device_type(args.device)
+    multi = any(s != "single" for s in args.strategy)
+    if device_type == "cuda" and multi and args.devices > visible_gpus():
+        raise BadInput(f"--devices {args.devices} asks for more GPUs than the {visible_gpus()} "
+                       "visible; --device cpu runs the ranks on the CPU")
     results = []
     for strategy in args.strategy:
         results.append(selfbench(strategy, 1 if strategy == "single" else args.devices,
