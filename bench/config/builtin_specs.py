@@ -26,6 +26,21 @@ def _seed_factorial() -> list[dict]:
                 processes, ("fp32", "amp"), (16, 32, 64), loaders)]
 
 
+def _gpu() -> list[dict]:
+    """For one large GPU, at global batch 32 and 64: single in every precision; channels-last
+    and torch.compile on bf16, the fastest on Hopper-class GPUs; DP and DDP on one device
+    (fp32 and bf16) beside single, so their own overhead is what differs."""
+    configs = []
+    for batch in (32, 64):
+        configs += [{"strategy": "single", "devices": 1, "precision": p, "global_batch": batch}
+                    for p in ("fp32", "tf32", "bf16", "fp16")]
+        configs += [{"strategy": "single", "devices": 1, "precision": "bf16",
+                     "global_batch": batch, knob: True} for knob in ("channels_last", "compile")]
+        configs += [{"strategy": s, "devices": 1, "precision": p, "global_batch": batch}
+                    for s in ("dp", "ddp") for p in ("fp32", "bf16")]
+    return configs
+
+
 BUILTIN: dict[str, dict] = {
     "quick": {
         "description": "What `python -m bench run` does with no flags: the seed study's four "
@@ -53,6 +68,18 @@ BUILTIN: dict[str, dict] = {
             ],
             "noise": [0.1, 0.2, 0.3],
         },
+    },
+    "gpu": {
+        "description": "One large GPU (e.g. an H200): the seed's U-Net and U-Net++ (arch seed, "
+                       "width 64, depth 4, 256 px) at global batch 32 and 64, single-device in "
+                       "fp32, tf32, bf16 and fp16; bf16 with channels-last and with "
+                       "torch.compile; DP and DDP on one device in fp32 and bf16, so their "
+                       "overhead over single is measured. 4 loader workers with pinned memory "
+                       "keep the GPU fed; 3 seeds each.",
+        "workload": {"arch": "seed", "width": 64, "depth": 4, "image_size": 256,
+                     "noise": [0.1], "noise_mean": 0.1, "steps": 200, "warmup": 20,
+                     "workers": 4, "pin_memory": True, "repeats": 3},
+        "matrix": {"models": ["unet", "unetpp"], "configurations": _gpu()},
     },
     "scaling": {
         "description": "DDP on 1, 2, 4 and 8 GPUs, strong (global batch 32 kept) and weak "

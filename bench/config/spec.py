@@ -15,8 +15,8 @@ A spec is YAML (or a built-in name). It has four top-level keys:
         - {strategy: ddp, devices: 2, precision: amp}   # amp = fp16 on GPUs, bf16 on CPUs
         - {strategy: deepspeed, devices: 2, zero: 2}
         - {strategy: dp, devices: 2, global_batch: 32, workers: 4, pin_memory: true}
-                                   # a configuration may set arch, global_batch, workers and
-                                   # pin_memory for itself (the seed study's confounds)
+                                   # a configuration may set arch, global_batch, workers,
+                                   # pin_memory, channels_last and compile for itself
       noise: [0.1, 0.2]            # one cell per entry; an entry may itself be a list of σ
       scaling: [strong, weak]
 
@@ -40,9 +40,9 @@ RESOLVED_FORMAT = 1
 
 TOP_KEYS = ("name", "description", "workload", "matrix")
 MATRIX_KEYS = ("models", "configurations", "noise", "scaling")
-# Workload keys a configuration may set for itself: the seed study ran each configuration
-# with its own batch, loader and (for DDP) network, which `seed-confounded` reproduces.
-CONFIG_OVERRIDES = ("arch", "global_batch", "workers", "pin_memory")
+# Workload keys a configuration may set for itself: the seed study's own batch, loader and
+# network per configuration (`seed-confounded`); `gpu`'s channels-last and compile variants.
+CONFIG_OVERRIDES = ("arch", "global_batch", "workers", "pin_memory", "channels_last", "compile")
 CONFIG_KEYS = ("strategy", "devices", "precision", "zero", *CONFIG_OVERRIDES)
 # The seed's networks have batch norm and a plain output; a spec or flags that choose them
 # get those defaults unless they set the key themselves.
