@@ -136,6 +136,7 @@ def build_parser(plugin_parsers=()) -> argparse.ArgumentParser:
     add_report_commands(sub)
     add_evaluate_command(sub)
     add_sweep_commands(sub)
+    add_commbench_command(sub)
     for add_plugin_commands in plugin_parsers:
         add_plugin_commands(sub)
     return parser
@@ -304,3 +305,31 @@ def add_sweep_commands(sub) -> None:
     slurm.add_argument("--force", action="store_true",
                        help="include cells that are already ok")
     slurm.add_argument("--cache-dir", default=None, help="decoded-image cache")
+
+
+def add_commbench_command(sub) -> None:
+    """`commbench`: all_reduce / all_gather / reduce_scatter bandwidth over a cell's backend
+    and rank layout, per message size (nccl-tests' algbw and busbw)."""
+    cb = sub.add_parser("commbench", help="collective bandwidth (all_reduce, all_gather, "
+                                          "reduce_scatter) over the ranks a cell uses: "
+                                          "time, algbw and busbw per message size")
+    cb.set_defaults(handler="bench.cli.commbench:cmd_commbench")
+    cb.add_argument("--ops", nargs="+", default=["all_reduce", "all_gather", "reduce_scatter"],
+                    metavar="OP", help="all_reduce, all_gather, reduce_scatter (default all)")
+    cb.add_argument("--min-bytes", default="1KiB", metavar="SIZE",
+                    help="smallest message: the whole buffer, e.g. 1024, 1KiB, 4MiB "
+                         "(default 1KiB)")
+    cb.add_argument("--max-bytes", default="256MiB", metavar="SIZE",
+                    help="largest message (default 256MiB)")
+    cb.add_argument("--step", type=int, default=2, choices=(2, 4),
+                    help="size factor between messages (default 2)")
+    cb.add_argument("--devices", type=int, default=2, help="ranks (GPUs or CPU ranks; "
+                                                           "default 2)")
+    cb.add_argument("--device", default="auto", help="auto, cpu (gloo) or cuda (NCCL)")
+    cb.add_argument("--iters", type=int, default=20,
+                    help="timed iterations per size up to 1 MiB; fewer above (at least 3)")
+    cb.add_argument("--warmup", type=int, default=5,
+                    help="untimed iterations per size up to 1 MiB; 1 above")
+    cb.add_argument("--json", action="store_true", help="print the figures as JSON")
+    cb.add_argument("--out", type=Path, default=None, metavar="FILE",
+                    help="also write the figures with the environment and layout as JSON")

@@ -1,0 +1,107 @@
+"""`bench commbench`: collective bandwidth over the backend and rank layout a cell uses."""
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime, timezone
+from pathlib import Path
+
+from bench.errors import BadInput
+
+UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 1000 ** 2, "mb": 1000 ** 2,
+         "mib": 1024 ** 2, "g": 1000 ** 3, "gb": 1000 ** 3, "gib": 1024 ** 3}
+
+
+def parse_bytes(text: str, flag: str) -> int:
+    """'1024', '1KiB', '4MiB', '1MB' → bytes; BadInput for anything else or not positive."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*", str(text))
+    unit = m.group(2).lower() if m else None
+    if not m or unit not in UNITS:
+        raise BadInput(f"{flag} {text!r} is not a size; give bytes, e.g. 1024, 1KiB or 64MiB")
+    value = int(float(m.group(1)) * UNITS[unit])
+    if value <= 0:
+        raise BadInput(f"{flag} {text!r} is invalid; a message size must be positive")
+    return value
+
+
+def _human(n: int) -> str:
+    for unit, size in (("GiB", 1024 ** 3), ("MiB", 1024 ** 2), ("KiB", 1024)):
+        if n >= size:
+            return f"{n / size:g} {unit}"
+    return f"{n} B"
+
+
+def validate(args) -> tuple[list[int], str]:
+    """(sizes, device type), or BadInput before any work."""
+    from bench.worker.commbench import OPS, message_sizes
+    lo = parse_bytes(args.min_bytes, "--min-bytes")
+    hi = parse_bytes(args.max_bytes, "--max-bytes")
+    if lo > hi:
+        raise BadInput(f"--min-bytes {args.min_bytes} exceeds --max-bytes {args.max_bytes}")
+    unknown = [op for op in args.ops if op not in OPS]
+    if unknown:
+        raise BadInput(f"unknown op '{unknown[0]}'; choose from {', '.join(OPS)}")
+    if args.devices < 2:
+        raise BadInput(f"--devices {args.devices} is invalid; a collective needs at least 2 "
+                       "ranks")
+    if args.iters < 1:
+        raise BadInput(f"--iters {args.iters} is invalid; it must be at least 1")
+    if args.warmup < 0:
+        raise BadInput(f"--warmup {args.warmup} is invalid; it must be 0 or more")
+    if args.out is not None and not Path(args.out).parent.is_dir():
+        raise BadInput(f"--out {args.out}: its folder does not exist")
+    from bench.sweep.hardware import default_device_type, visible_gpus
+    device_type = default_device_type(args.device)
+    if device_type == "cuda" and args.devices > visible_gpus():
+        raise BadInput(f"--devices {args.devices} asks for more GPUs than the {visible_gpus()} "
+                       "visible; --device cpu runs gloo ranks on the CPU")
+    return message_sizes(lo, hi, args.step), device_type
+
+
+def cmd_commbench(args) -> int:
+    sizes, device_type = validate(args)
+    from bench.sweep.runner import free_port
+    from bench.worker.commbench import commbench
+    ops = list(dict.fromkeys(args.ops))
+    figures = commbench(sizes, ops, devices=args.devices, device_type=device_type,
+                        iters=args.iters, warmup=args.warmup, port=free_port())
+    figures["settings"] = {"ops": ops, "sizes": sizes, "iters": args.iters,
+                           "warmup": args.warmup, "devices": args.devices,
+                           "device": device_type}
+    if args.out is not None:
+        from bench.measure import envinfo
+        from bench.record import store
+        record = {"kind": "commbench",
+                  "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                  "environment": envinfo.capture(), **figures}
+        try:
+            store.write_json(Path(args.out), record)
+        except OSError as exc:
+            raise BadInput(f"--out {args.out} cannot be written: {exc.strerror or exc}") \
+                from None
+    if args.json:
+        print(json.dumps(figures, indent=2))
+    else:
+        render(figures)
+    return 0
+
+
+def render(figures: dict) -> None:
+    from rich.table import Table
+
+    from reports.text import console
+    lay = figures["layout"]
+    table = Table(title=f"commbench: {lay['backend']}, {lay['world_size']} ranks on "
+                        f"{lay['nodes']} node(s), {lay['threads']} thread(s) per rank",
+                  caption="size = the whole buffer (nccl-tests); time = median over "
+                          "iterations of the slowest rank; busbw = algbw × 2(n−1)/n "
+                          "(all_reduce), × (n−1)/n (all_gather, reduce_scatter)",
+                  caption_justify="left")
+    for name in ("op", "size", "iters", "time", "algbw GB/s", "busbw GB/s"):
+        table.add_column(name, justify="left" if name == "op" else "right")
+    for r in figures["results"]:
+        table.add_row(r["op"], _human(r["bytes"]), str(r["iters"]), f"{r['time_us']:.1f} µs",
+                      f"{r['algbw_gbs']:.4g}", f"{r['busbw_gbs']:.4g}")
+    out = console()
+    out.print(table)
+    out.print(f"{len(figures['results'])} measurements in {figures['wall_s']:.1f} s")
