@@ -1,0 +1,104 @@
+"""The scaling prediction's cost model (bench/analysis/predict.py): pure functions, no ranks."""
+import math
+
+import pytest
+
+from bench.analysis.predict import (allreduce_time, comm_time, comm_volume,
+                                    links_from_commbench, predict, predict_step)
+from bench.errors import BadInput
+
+
+def test_ring_allreduce_against_hand_computed():
+    # 100 MB over 4 ranks at 10 GB/s busbw, 5 µs latency:
+    # 2·3/4 · 1e8/1e10 = 0.015 s; 2·3·5e-6 = 3e-5 s.
+    assert allreduce_time(1e8, 4, 1e10, 5e-6) == pytest.approx(0.015 + 3e-5)
+    # 2 ranks: 2·1/2 · 1e6/1e9 = 1e-3; 2·1·1e-4 = 2e-4.
+    assert allreduce_time(1e6, 2, 1e9, 1e-4) == pytest.approx(1.2e-3)
+    assert allreduce_time(1e6, 1, 1e9, 1e-4) == 0.0
+
+
+def test_tree_allreduce_latency_logarithmic():
+    # 2·1e8/1e10 = 0.02; 2·log2(64)·1e-5 = 1.2e-4.
+    assert allreduce_time(1e8, 64, 1e10, 1e-5, "tree") == pytest.approx(0.02 + 1.2e-4)
+    # At many ranks and a small message the tree's latency term beats the ring's.
+    assert allreduce_time(1e3, 512, 1e10, 1e-5, "tree") < allreduce_time(1e3, 512, 1e10, 1e-5)
+    with pytest.raises(BadInput):
+        allreduce_time(1e3, 2, 1e10, 1e-5, "butterfly")
+
+
+def test_efficiency_is_one_on_one_device():
+    for scaling in ("strong", "weak"):
+        p = predict_step(0.1, 4e6, 1, 1e9, 1e-5, scaling=scaling)
+        assert p.efficiency == pytest.approx(1.0) and p.comm_s == 0.0
+
+
+def test_strong_scaling_efficiency_falls_with_exposed_comm():
+    effs = [predict_step(0.1, 4e7, n, 1e9, 1e-5, overlap=0.0).efficiency
+            for n in (1, 2, 4, 8, 64)]
+    assert all(a > b for a, b in zip(effs, effs[1:]))
+    assert effs[-1] < 0.5
+
+
+def test_weak_scaling_keeps_compute():
+    p = predict_step(0.1, 4e7, 8, 1e9, 1e-5, scaling="weak")
+    assert p.compute_s == pytest.approx(0.1)
+    assert p.efficiency == pytest.approx(0.1 / (0.1 + p.comm_s))
+
+
+def test_full_overlap_hides_comm():
+    p = predict_step(0.1, 4e7, 8, 1e9, 1e-5, overlap=1.0)
+    assert p.exposed_comm_s == 0.0 and p.comm_s > 0
+    assert p.efficiency == pytest.approx(1.0)
+    with pytest.raises(BadInput):
+        predict_step(0.1, 4e7, 8, 1e9, 1e-5, overlap=1.5)
+
+
+def test_zero3_moves_more_than_ddp():
+    for n in (2, 8, 64):
+        assert comm_volume(1e8, n, "zero3") == pytest.approx(1.5 * comm_volume(1e8, n, "ddp"))
+        assert comm_volume(1e8, n, "zero2") == comm_volume(1e8, n, "ddp")
+        assert comm_time(1e8, n, 1e10, 1e-5, "zero3") > comm_time(1e8, n, 1e10, 1e-5, "ddp")
+    # DDP fp32 volume: each rank sends 2(n−1)/n of the gradient bytes.
+    assert comm_volume(1e8, 2, "ddp") == pytest.approx(1e8)
+
+
+def _record(strategy, devices, tput, step, fingerprint="fp1", zero=None, status="ok"):
+    return {"status": status, "cell_id": f"{strategy}{devices}", "fingerprint": fingerprint,
+            "model": {"parameters": 1_000_000},
+            "cell": {"model": "unet", "strategy": strategy, "devices": devices,
+                     "precision": "fp32", "device_type": "cpu", "scaling": "strong",
+                     "zero_stage": zero, "repeat": 0},
+            "timing": {"throughput_img_s": tput, "step_time_median_s": step}}
+
+
+def test_predicted_beside_measured():
+    records = [_record("single", 1, 100.0, 0.16), _record("ddp", 2, 160.0, 0.1),
+               _record("ddp", 4, 999.0, 0.01, fingerprint="other"),  # another workload
+               _record("ddp", 8, 999.0, 0.01, status="failed")]
+    out = predict(records, devices=[2, 4, 8], bandwidth=1.0, latency=10.0)
+    (family,) = out["families"]
+    assert family["grad_bytes"] == 4_000_000
+    rows = {r["devices"]: r for r in family["rows"]}
+    # 2 ranks: compute 0.08, ring 2·1/2·4e6/1e9 = 4e-3 + 2·1e-5 → step 0.08402.
+    assert rows[2]["step_s"] == pytest.approx(0.08402)
+    assert rows[2]["efficiency"] == pytest.approx(0.08 / 0.08402)
+    assert rows[2]["measured_efficiency"] == pytest.approx(0.8)
+    assert rows[2]["error"] == pytest.approx((0.08 / 0.08402 - 0.8) / 0.8)
+    assert "measured_efficiency" not in rows[4] and "measured_efficiency" not in rows[8]
+    assert any("assumed none" in a for a in family["assumptions"])
+
+
+def test_predict_needs_a_single_device_record():
+    with pytest.raises(BadInput):
+        predict([_record("ddp", 2, 160.0, 0.1)])
+
+
+def test_links_from_commbench_forms():
+    assert links_from_commbench({"bandwidth_gbs": 3, "latency_us": 7})["bandwidth_gbs"] == 3
+    # Rows on the exact ring line for bw 2 GB/s and 40 µs over 2 ranks.
+    rows = [{"op": "all_reduce", "bytes": s, "time_s": allreduce_time(s, 2, 2e9, 40e-6)}
+            for s in (1024, 1 << 20, 1 << 24)]
+    links = links_from_commbench({"layout": {"world_size": 2}, "results": rows})
+    assert links["bandwidth_gbs"] == pytest.approx(2.0)
+    assert links["latency_us"] == pytest.approx(40.0)
+    assert math.isfinite(links["bandwidth_gbs"])
