@@ -102,3 +102,17 @@ def test_links_from_commbench_forms():
     assert links["bandwidth_gbs"] == pytest.approx(2.0)
     assert links["latency_us"] == pytest.approx(40.0)
     assert math.isfinite(links["bandwidth_gbs"])
+
+
+def test_cpu_ranks_sharing_a_host_cannot_speed_compute_up():
+    from bench.analysis.predict import compute_capacity
+    single = _record("single", 1, 100.0, 0.16)
+    single.update(env={"cpu_count": 2}, runtime={"threads_per_rank": 2})
+    assert compute_capacity(single) == 1.0
+    assert compute_capacity(single, nodes=4) == 4.0
+    single["cell"]["device_type"] = "cuda"
+    assert compute_capacity(single) is None
+    # Capacity 1: the compute stays the single step; efficiency ≤ 1/n.
+    p = predict_step(0.16, 4e6, 2, 1e9, 1e-5, capacity=1.0)
+    assert p.compute_s == pytest.approx(0.16)
+    assert p.efficiency == pytest.approx(0.16 / (0.16 + p.comm_s) / 2)

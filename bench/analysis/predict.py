@@ -127,14 +127,19 @@ class StepPrediction:
 def predict_step(compute_s: float, grad_bytes: float, n: int, bandwidth: float,
                  latency: float, overlap: float = 0.0, strategy: str = "ddp",
                  scaling: str = "strong", overhead_s: float = 0.0,
-                 algo: str = "ring") -> StepPrediction:
+                 algo: str = "ring", capacity: float | None = None) -> StepPrediction:
     """One configuration's step. `compute_s` is the single-device step time (global batch on
-    one device for strong scaling; the per-device batch for weak)."""
+    one device for strong scaling; the per-device batch for weak). `capacity`: how many
+    single-device equivalents of compute the n ranks have (default n: one device each); CPU
+    ranks on shared hosts have cores ÷ the single run's threads (`compute_capacity`)."""
     if not 0.0 <= overlap <= 1.0:
         raise BadInput(f"overlap {overlap} is invalid; it must be in [0, 1]")
     if scaling not in ("strong", "weak"):
         raise BadInput(f"scaling '{scaling}' is invalid; use strong or weak")
-    compute = compute_s / n if scaling == "strong" else compute_s
+    parallel = min(float(n), capacity) if capacity else float(n)
+    parallel = max(parallel, 1.0)
+    # Strong: the global batch's work spread over the parallel hardware; weak: n × the work.
+    compute = compute_s / parallel if scaling == "strong" else compute_s * n / parallel
     comm = comm_time(grad_bytes, n, bandwidth, latency, strategy, algo)
     exposed = comm * (1.0 - overlap)
     step = compute + exposed + (overhead_s if n > 1 else 0.0)
@@ -143,6 +148,21 @@ def predict_step(compute_s: float, grad_bytes: float, n: int, bandwidth: float,
     speedup = (samples / step) / (1.0 / compute_s)
     return StepPrediction(n, strategy, scaling, compute, comm, exposed, step, speedup,
                           speedup / n)
+
+
+def compute_capacity(record: dict, nodes: int | None = None) -> float | None:
+    """Single-device equivalents of compute available to ranks of a CPU cell: the host's
+    cores (× nodes) ÷ the threads the single-device run used. On one 2-core host whose single
+    run used both cores, 2 gloo ranks share the same cores: capacity 1, so strong scaling
+    cannot speed the compute up. None (one device per rank) for GPUs."""
+    if record.get("cell", {}).get("device_type") != "cpu":
+        return None
+    env, runtime = record.get("env") or {}, record.get("runtime") or {}
+    cores = env.get("cpu_count")
+    threads = runtime.get("threads_per_rank") or env.get("torch_threads")
+    if not cores or not threads:
+        return None
+    return max(1.0, float(cores) * (nodes or 1) / float(threads))
 
 
 # --- links: overrides, a commbench result, or the defaults ------------------------------------
@@ -241,7 +261,8 @@ def _efficiency(single: dict, other: dict) -> float:
 def predict(records: list[dict], devices=(2, 4, 8, 64), nodes: int | None = None,
             bandwidth: float | None = None, latency: float | None = None,
             commbench: dict | None = None, strategies=("ddp",), overlap: float = 0.0,
-            algo: str = "ring", overhead_s: float = 0.0) -> dict:
+            algo: str = "ring", overhead_s: float = 0.0,
+            shared_host: bool = True) -> dict:
     """Predictions per workload family (model, fingerprint, device type) that has an ok
     single-device fp32 record. `bandwidth` in GB/s, `latency` in µs. Where an ok record of the
     same family has the strategy and device count, it is paired with its measured efficiency
@@ -264,12 +285,13 @@ def predict(records: list[dict], devices=(2, 4, 8, 64), nodes: int | None = None
                               commbench)
         bw, lat = links["bandwidth_gbs"] * 1e9, links["latency_us"] * 1e-6
         scaling = cell.get("scaling", "strong")
+        capacity = compute_capacity(base, nodes) if shared_host else None
         measured = [r for r in ok if _family(r) == family and _strategy_of(r["cell"])]
         rows = []
         for strategy in strategies:
             for n in devices:
                 p = predict_step(compute_s, grad_bytes, int(n), bw, lat, overlap, strategy,
-                                 scaling, overhead_s, algo)
+                                 scaling, overhead_s, algo, capacity)
                 row = asdict(p)
                 row["throughput_img_s"] = float(base["timing"]["throughput_img_s"]) * p.speedup
                 row["comm_bytes_per_step"] = comm_volume(grad_bytes, int(n), strategy)
@@ -287,13 +309,17 @@ def predict(records: list[dict], devices=(2, 4, 8, 64), nodes: int | None = None
                     "baseline_cell": base.get("cell_id"), "compute_s": compute_s,
                     "parameters": params, "grad_bytes": grad_bytes, "scaling": scaling,
                     "links": links, "overlap": overlap, "algo": algo,
-                    "overhead_s": overhead_s, "rows": rows,
-                    "assumptions": assumptions(links, overlap, algo, scaling)})
+                    "overhead_s": overhead_s, "compute_capacity": capacity, "rows": rows,
+                    "assumptions": assumptions(links, overlap, algo, scaling, capacity)})
     return {"families": out}
 
 
-def assumptions(links: dict, overlap: float, algo: str, scaling: str) -> list[str]:
-    return [
+def assumptions(links: dict, overlap: float, algo: str, scaling: str,
+                capacity: float | None = None) -> list[str]:
+    shared = [] if capacity is None else [
+        f"CPU ranks share the host's cores: at most {capacity:g} single-device equivalents "
+        "of compute (cores × nodes ÷ the single run's threads)"]
+    return shared + [
         f"links: bus bandwidth {links['bandwidth_gbs']:g} GB/s, latency "
         f"{links['latency_us']:g} µs ({links['source']})",
         f"{algo} all-reduce: " + ("2(n−1)/n·bytes/bw + 2(n−1)·latency" if algo == "ring" else
@@ -302,6 +328,6 @@ def assumptions(links: dict, overlap: float, algo: str, scaling: str) -> list[st
         f"overlap {overlap:g}: exposed comm = comm × (1 − overlap)"
         + (" (not measured here: assumed none)" if overlap == 0 else ""),
         f"{scaling} scaling: compute per step = single-device median step"
-        + (" / n" if scaling == "strong" else " (constant)"),
+        + (" / min(n, capacity)" if scaling == "strong" else " (constant per rank)"),
         "gradients fp32 (autocast keeps fp32 parameters and gradients)",
     ]
