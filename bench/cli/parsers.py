@@ -137,6 +137,7 @@ def build_parser(plugin_parsers=()) -> argparse.ArgumentParser:
     add_evaluate_command(sub)
     add_sweep_commands(sub)
     add_commbench_command(sub)
+    add_predict_command(sub)
     for add_plugin_commands in plugin_parsers:
         add_plugin_commands(sub)
     return parser
@@ -327,9 +328,36 @@ def add_commbench_command(sub) -> None:
                                                            "default 2)")
     cb.add_argument("--device", default="auto", help="auto, cpu (gloo) or cuda (NCCL)")
     cb.add_argument("--iters", type=int, default=20,
-                    help="timed iterations per size up to 1 MiB; fewer above (at least 3)")
+                    help="timed iterations per size up to 1 MiB; fewer above (at least 5)")
     cb.add_argument("--warmup", type=int, default=5,
                     help="untimed iterations per size up to 1 MiB; 1 above")
     cb.add_argument("--json", action="store_true", help="print the figures as JSON")
     cb.add_argument("--out", type=Path, default=None, metavar="FILE",
                     help="also write the figures with the environment and layout as JSON")
+
+
+def add_predict_command(sub) -> None:
+    """`bench predict`: scaling prediction from a single-device record and an all-reduce cost
+    model (bench/analysis/predict.py)."""
+    p = sub.add_parser("predict", help="predict step time, throughput and scaling efficiency "
+                                       "of DDP / ZeRO on N devices from a single-device record")
+    p.set_defaults(handler="bench.cli.predict:cmd_predict")
+    p.add_argument("results", type=Path, metavar="RESULTS", help="a results folder")
+    p.add_argument("--devices", type=int, nargs="+", default=[2, 4, 8, 64], metavar="N")
+    p.add_argument("--nodes", type=int, default=None,
+                   help="nodes the devices span (CPU: cores × nodes; GPU: inter-node links)")
+    p.add_argument("--strategy", nargs="+", default=["ddp"], metavar="NAME",
+                   help="ddp, zero0, zero1, zero2, zero3, fsdp (default ddp)")
+    p.add_argument("--scaling", default=None, help="strong or weak (default: the record's)")
+    p.add_argument("--bandwidth", type=float, default=None, metavar="GBps",
+                   help="bus bandwidth in GB/s (nccl-tests busbw)")
+    p.add_argument("--latency", type=float, default=None, metavar="US",
+                   help="per-hop latency in µs")
+    p.add_argument("--commbench", type=Path, default=None, metavar="FILE",
+                   help="a `bench commbench --json` result or {bandwidth_gbs, latency_us}")
+    p.add_argument("--overlap", type=float, default=0.0,
+                   help="share of communication hidden behind backward (default 0)")
+    p.add_argument("--algo", default="ring", help="ring or tree all-reduce")
+    p.add_argument("--no-shared-host", action="store_true",
+                   help="CPU: give every rank a whole single-device's cores")
+    p.add_argument("--json", action="store_true", help="print the prediction as JSON")

@@ -34,7 +34,7 @@ DTYPE_BYTES = 4  # float32
 # Iterations shrink above this size (iters × SCALE_FROM / size, at least MIN_ITERS), so large
 # messages on gloo do not take forever.
 SCALE_FROM = 1 * MIB
-MIN_ITERS = 3
+MIN_ITERS = 5
 
 
 def bus_factor(op: str, n: int) -> float:

@@ -1,0 +1,124 @@
+"""`bench commbench`: collective bandwidth over 2 real gloo ranks (sizes up to 4 MiB here, so
+the run stays short), nccl-tests' busbw convention, and refusals before any work."""
+import json
+
+import pytest
+
+from conftest import run_cli, run_main
+
+from bench.worker import commbench as cb
+
+OPS = ("all_reduce", "all_gather", "reduce_scatter")
+
+
+@pytest.fixture(scope="module")
+def measured(tmp_path_factory):
+    out = tmp_path_factory.mktemp("commbench") / "commbench.json"
+    result = run_cli("commbench", "--device", "cpu", "--devices", "2", "--max-bytes", "4MiB",
+                     "--iters", "10", "--warmup", "2", "--json", "--out", out, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return json.loads(result.stdout), json.loads(out.read_text())
+
+
+def _by_op(figures):
+    rows = {}
+    for r in figures["results"]:
+        rows.setdefault(r["op"], {})[r["bytes"]] = r
+    return rows
+
+
+def test_json_shape_and_record(measured):
+    figures, record = measured
+    assert figures["layout"] == {"backend": "gloo", "world_size": 2, "nodes": 1,
+                                 "ranks_per_node": 2, "device": "cpu",
+                                 "threads": figures["layout"]["threads"]}
+    sizes = cb.message_sizes(1024, 4 * 1024 * 1024)
+    assert figures["settings"]["sizes"] == sizes and len(sizes) == 13
+    assert [(r["op"], r["bytes"]) for r in figures["results"]] == \
+        [(op, s) for op in OPS for s in sizes]
+    for r in figures["results"]:
+        assert set(r) >= {"op", "bytes", "count", "dtype", "iters", "warmup", "time_s",
+                          "time_us", "algbw_gbs", "busbw_gbs"}
+        assert r["bytes"] == 4 * r["count"]
+        assert r["algbw_gbs"] == pytest.approx(r["bytes"] / r["time_s"] / 1e9)
+    # fewer iterations for big messages
+    big = _by_op(figures)["all_reduce"][4 * 1024 * 1024]
+    assert big["iters"] == cb.MIN_ITERS < 10
+    assert "conventions" in figures and figures["wall_s"] > 0
+    assert record["kind"] == "commbench" and record["environment"]["torch"]
+    assert record["layout"] == figures["layout"] and len(record["results"]) == 39
+
+
+def test_busbw_positive_and_convention_exact(measured):
+    figures, _ = measured
+    n = figures["layout"]["world_size"]
+    for r in figures["results"]:
+        assert r["busbw_gbs"] > 0 and r["time_s"] > 0
+        factor = 2 * (n - 1) / n if r["op"] == "all_reduce" else (n - 1) / n
+        assert r["busbw_gbs"] / r["algbw_gbs"] == pytest.approx(factor, rel=1e-12)
+
+
+def test_busbw_grows_with_message_size(measured):
+    """Latency dominates small messages: from 1 KiB to 1 MiB the bus bandwidth rises by far
+    more than 10× (≈1000× measured on the 2-core CPU), and the upper sizes beat the lower."""
+    figures, _ = measured
+    for op, rows in _by_op(figures).items():
+        assert rows[1024 * 1024]["busbw_gbs"] > 10 * rows[1024]["busbw_gbs"], op
+        sizes = sorted(rows)
+        low = sorted(rows[s]["busbw_gbs"] for s in sizes[:4])
+        high = sorted(rows[s]["busbw_gbs"] for s in sizes[-4:])
+        assert high[len(high) // 2] > 10 * low[len(low) // 2], op
+
+
+def test_bus_factor_and_sizes():
+    assert cb.bus_factor("all_reduce", 2) == 1.0
+    assert cb.bus_factor("all_reduce", 8) == pytest.approx(1.75)
+    assert cb.bus_factor("all_gather", 4) == pytest.approx(0.75)
+    assert cb.bus_factor("reduce_scatter", 4) == pytest.approx(0.75)
+    assert cb.message_sizes(1024, 4096) == [1024, 2048, 4096]
+    assert cb.message_sizes(1024, 16384, 4) == [1024, 4096, 16384]
+    assert cb.message_sizes(1024, 3000) == [1024, 2048, 3000]
+    assert cb.iterations(1024, 20, 5) == (20, 5)
+    assert cb.iterations(256 * 1024 * 1024, 20, 5) == (cb.MIN_ITERS, 1)
+    # chunked collectives: a whole number of float32 elements per rank
+    assert cb.element_count("all_gather", 1000, 3) % 3 == 0
+
+
+def test_ranks_launched_through_the_strategy_argv(monkeypatch):
+    """Under a Slurm array task the ranks get its c10d rendezvous, as a cell's do."""
+    seen = {}
+
+    def fake_run(argv, **kwargs):
+        seen["argv"] = argv
+        raise RuntimeError("stop")
+    monkeypatch.setenv("BENCH_RDZV", "node1:29500,2,77")
+    monkeypatch.setattr(cb.subprocess, "run", fake_run)
+    with pytest.raises(RuntimeError, match="stop"):
+        cb.commbench([1024], ["all_reduce"], devices=4)
+    argv = seen["argv"]
+    assert "--rdzv-endpoint=node1:29500" in argv and "--nnodes=2" in argv
+    assert "--nproc-per-node=2" in argv and "bench.worker.commbench" in argv
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--min-bytes", "0"], "positive"),
+    (["--max-bytes", "-4"], "not a size"),
+    (["--min-bytes", "lots"], "not a size"),
+    (["--min-bytes", "2MiB", "--max-bytes", "1MiB"], "exceeds"),
+    (["--ops", "all_to_all"], "unknown op"),
+    (["--devices", "1"], "at least 2"),
+    (["--iters", "0"], "--iters"),
+    (["--out", "/no/such/folder/x.json"], "does not exist"),
+])
+def test_bad_input_exits_2_in_one_sentence(capsys, args, words):
+    result = run_main(capsys, "commbench", "--device", "cpu", *args)
+    assert result.returncode == 2
+    assert words in result.stderr and result.stderr.count("\n") == 1
+
+
+def test_cuda_without_gpus_exits_2(capsys):
+    import torch
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible")
+    result = run_main(capsys, "commbench", "--device", "cuda")
+    assert result.returncode == 2 and "no CUDA GPU" in result.stderr
