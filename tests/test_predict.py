@@ -116,3 +116,26 @@ def test_cpu_ranks_sharing_a_host_cannot_speed_compute_up():
     p = predict_step(0.16, 4e6, 2, 1e9, 1e-5, capacity=1.0)
     assert p.compute_s == pytest.approx(0.16)
     assert p.efficiency == pytest.approx(0.16 / (0.16 + p.comm_s) / 2)
+
+
+def test_predict_command_json_and_table(tmp_path, capsys):
+    import json
+
+    from bench.cli import main
+    for rec in (_record("single", 1, 100.0, 0.16), _record("ddp", 2, 160.0, 0.1)):
+        d = tmp_path / rec["cell_id"]
+        d.mkdir()
+        (d / "record.json").write_text(json.dumps(rec))
+    bench_file = tmp_path / "links.json"
+    bench_file.write_text(json.dumps({"bandwidth_gbs": 1.0, "latency_us": 10.0}))
+    assert main(["predict", str(tmp_path), "--devices", "2", "4", "--commbench",
+                 str(bench_file), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    rows = out["families"][0]["rows"]
+    assert [r["devices"] for r in rows] == [2, 4]
+    assert rows[0]["step_s"] == pytest.approx(0.08402)
+    assert main(["predict", str(tmp_path), "--devices", "2", "--strategy", "ddp", "zero3",
+                 "--bandwidth", "1", "--latency", "10"]) == 0
+    text = capsys.readouterr().out
+    assert "Assumptions" in text and "zero3" in text
+    assert main(["predict", str(tmp_path / "missing")]) != 0

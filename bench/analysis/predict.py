@@ -262,7 +262,7 @@ def predict(records: list[dict], devices=(2, 4, 8, 64), nodes: int | None = None
             bandwidth: float | None = None, latency: float | None = None,
             commbench: dict | None = None, strategies=("ddp",), overlap: float = 0.0,
             algo: str = "ring", overhead_s: float = 0.0,
-            shared_host: bool = True) -> dict:
+            shared_host: bool = True, scaling: str | None = None) -> dict:
     """Predictions per workload family (model, fingerprint, device type) that has an ok
     single-device fp32 record. `bandwidth` in GB/s, `latency` in µs. Where an ok record of the
     same family has the strategy and device count, it is paired with its measured efficiency
@@ -284,14 +284,14 @@ def predict(records: list[dict], devices=(2, 4, 8, 64), nodes: int | None = None
         links = resolve_links(cell.get("device_type", "cpu"), nodes, bandwidth, latency,
                               commbench)
         bw, lat = links["bandwidth_gbs"] * 1e9, links["latency_us"] * 1e-6
-        scaling = cell.get("scaling", "strong")
+        scaling_ = scaling or cell.get("scaling", "strong")
         capacity = compute_capacity(base, nodes) if shared_host else None
         measured = [r for r in ok if _family(r) == family and _strategy_of(r["cell"])]
         rows = []
         for strategy in strategies:
             for n in devices:
                 p = predict_step(compute_s, grad_bytes, int(n), bw, lat, overlap, strategy,
-                                 scaling, overhead_s, algo, capacity)
+                                 scaling_, overhead_s, algo, capacity)
                 row = asdict(p)
                 row["throughput_img_s"] = float(base["timing"]["throughput_img_s"]) * p.speedup
                 row["comm_bytes_per_step"] = comm_volume(grad_bytes, int(n), strategy)
@@ -307,10 +307,10 @@ def predict(records: list[dict], devices=(2, 4, 8, 64), nodes: int | None = None
                 rows.append(row)
         out.append({"model": family[0], "fingerprint": family[1], "device_type": family[2],
                     "baseline_cell": base.get("cell_id"), "compute_s": compute_s,
-                    "parameters": params, "grad_bytes": grad_bytes, "scaling": scaling,
+                    "parameters": params, "grad_bytes": grad_bytes, "scaling": scaling_,
                     "links": links, "overlap": overlap, "algo": algo,
                     "overhead_s": overhead_s, "compute_capacity": capacity, "rows": rows,
-                    "assumptions": assumptions(links, overlap, algo, scaling, capacity)})
+                    "assumptions": assumptions(links, overlap, algo, scaling_, capacity)})
     return {"families": out}
 
 

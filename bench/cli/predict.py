@@ -1,0 +1,64 @@
+"""`bench predict RESULTS`: the scaling prediction of bench/analysis/predict.py as a console
+table (with the model's assumptions) or JSON."""
+from __future__ import annotations
+
+import json
+import math
+import sys
+
+from bench.errors import BadInput
+
+
+def cmd_predict(args) -> int:
+    from bench.analysis.predict import predict
+    from bench.record import store
+
+    if not args.results.is_dir():
+        raise BadInput(f"results folder {args.results} does not exist")
+    records, _ = store.records(args.results)
+    commbench = None
+    if args.commbench is not None:
+        try:
+            commbench = json.loads(args.commbench.read_text())
+        except (OSError, ValueError) as exc:
+            raise BadInput(f"--commbench {args.commbench} is not readable JSON: {exc}") from None
+    out = predict(records, devices=args.devices, nodes=args.nodes, bandwidth=args.bandwidth,
+                  latency=args.latency, commbench=commbench, strategies=args.strategy,
+                  overlap=args.overlap, algo=args.algo, shared_host=not args.no_shared_host,
+                  scaling=args.scaling)
+    if args.json:
+        json.dump(out, sys.stdout, indent=2, default=str)
+        sys.stdout.write("\n")
+        return 0
+    render(out)
+    return 0
+
+
+def _pct(x) -> str:
+    return "" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}%"
+
+
+def render(out: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    for fam in out["families"]:
+        table = Table(title=f"{fam['model']} · {fam['fingerprint']} · {fam['device_type']}: "
+                            f"predicted from {fam['baseline_cell']} "
+                            f"({fam['parameters']:,} parameters, "
+                            f"{fam['grad_bytes'] / 2**20:.2f} MiB gradients, "
+                            f"{fam['compute_s'] * 1e3:.1f} ms/step)")
+        for col in ("strategy", "devices", "compute ms", "comm ms", "exposed ms", "step ms",
+                    "img/s", "efficiency", "measured", "error"):
+            table.add_column(col, justify="left" if col == "strategy" else "right")
+        for r in fam["rows"]:
+            table.add_row(r["strategy"], str(r["devices"]), f"{r['compute_s'] * 1e3:.2f}",
+                          f"{r['comm_s'] * 1e3:.2f}", f"{r['exposed_comm_s'] * 1e3:.2f}",
+                          f"{r['step_s'] * 1e3:.2f}", f"{r['throughput_img_s']:.1f}",
+                          _pct(r["efficiency"]), _pct(r.get("measured_efficiency")),
+                          "" if r.get("error") is None else f"{100 * r['error']:+.1f}%")
+        console.print(table)
+        console.print("Assumptions:")
+        for line in fam["assumptions"]:
+            console.print(f"  - {line}")
