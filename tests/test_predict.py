@@ -74,7 +74,8 @@ def _record(strategy, devices, tput, step, fingerprint="fp1", zero=None, status=
 def test_predicted_beside_measured():
     records = [_record("single", 1, 100.0, 0.16), _record("ddp", 2, 160.0, 0.1),
                _record("ddp", 4, 999.0, 0.01, fingerprint="other"),  # another workload
-               _record("ddp", 8, 999.0, 0.01, status="failed")]
+               _record("ddp", 8, 999.0, 0.01, status="failed"), _record("ddp", 4, 1.0, 1.0)]
+    records[-1]["cell"]["precision"] = "bf16"  # another precision: not paired
     out = predict(records, devices=[2, 4, 8], bandwidth=1.0, latency=10.0)
     (family,) = out["families"]
     assert family["grad_bytes"] == 4_000_000
@@ -139,3 +140,27 @@ def test_predict_command_json_and_table(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "Assumptions" in text and "zero3" in text
     assert main(["predict", str(tmp_path / "missing")]) != 0
+
+
+def test_links_from_commbench_fallback_and_refusal():
+    # Times that fall with size: no positive ring fit; the largest busbw is taken.
+    rows = [{"op": "all_reduce", "bytes": 1024, "time_s": 1e-3, "busbw_gbs": 0.001},
+            {"op": "all_reduce", "bytes": 1 << 20, "time_s": 5e-4, "busbw_gbs": 2.1},
+            {"op": "all_gather", "bytes": 1 << 20, "time_s": 9.0, "busbw_gbs": 9.0}]
+    links = links_from_commbench({"layout": {"world_size": 2}, "results": rows})
+    assert links["bandwidth_gbs"] == pytest.approx(2.1)
+    assert links["latency_us"] == pytest.approx(1e-3 / 2 * 1e6)
+    with pytest.raises(BadInput):
+        links_from_commbench({"results": [rows[2]]})
+
+
+def test_predict_tree_and_zero3_rows():
+    records = [_record("single", 1, 100.0, 0.16), _record("deepspeed", 2, 150.0, 0.1, zero=3)]
+    out = predict(records, devices=[2, 64], bandwidth=1.0, latency=10.0,
+                  strategies=("ddp", "zero3"), algo="tree")
+    rows = {(r["strategy"], r["devices"]): r for r in out["families"][0]["rows"]}
+    assert rows[("zero3", 2)]["measured_efficiency"] == pytest.approx(0.75)
+    assert "measured_efficiency" not in rows[("ddp", 2)]
+    assert rows[("zero3", 64)]["comm_s"] > rows[("ddp", 64)]["comm_s"]
+    assert rows[("ddp", 64)]["comm_s"] == pytest.approx(allreduce_time(4e6, 64, 1e9, 1e-5,
+                                                                       "tree"))

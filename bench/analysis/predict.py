@@ -286,7 +286,10 @@ def predict(records: list[dict], devices=(2, 4, 8, 64), nodes: int | None = None
         bw, lat = links["bandwidth_gbs"] * 1e9, links["latency_us"] * 1e-6
         scaling_ = scaling or cell.get("scaling", "strong")
         capacity = compute_capacity(base, nodes) if shared_host else None
-        measured = [r for r in ok if _family(r) == family and _strategy_of(r["cell"])]
+        # Measured cells of the same workload and precision (an AMP cell is not what an fp32
+        # single-device record predicts).
+        measured = [r for r in ok if _family(r) == family and _strategy_of(r["cell"])
+                    and r["cell"].get("precision") == cell.get("precision")]
         rows = []
         for strategy in strategies:
             for n in devices:
