@@ -164,3 +164,17 @@ def test_predict_tree_and_zero3_rows():
     assert rows[("zero3", 64)]["comm_s"] > rows[("ddp", 64)]["comm_s"]
     assert rows[("ddp", 64)]["comm_s"] == pytest.approx(allreduce_time(4e6, 64, 1e9, 1e-5,
                                                                        "tree"))
+
+
+def test_parameters_rebuilt_from_the_cell_when_the_record_has_none():
+    from bench.analysis.predict import parameter_count
+    from bench.cli.predict import rebuilt_parameters
+    from models import build_model, count_parameters
+    rec = _record("single", 1, 100.0, 0.16)
+    assert rebuilt_parameters(rec) == parameter_count(rec) == 1_000_000
+    del rec["model"]
+    with pytest.raises(BadInput):
+        parameter_count(rec)
+    from bench.config.cell import Cell
+    rec["cell"] = Cell(model="unet", width=8, depth=2).to_dict()
+    assert rebuilt_parameters(rec) == count_parameters(build_model("unet", width=8, depth=2))

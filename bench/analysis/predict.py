@@ -225,15 +225,14 @@ def resolve_links(device_type: str, nodes: int | None, bandwidth_gbs=None, laten
 # --- records -----------------------------------------------------------------------------
 
 def parameter_count(record: dict) -> int:
-    """Parameter elements of a record's model: a `model.parameters` field when the record has
-    one, else the model rebuilt from the cell (no weights loaded, no data)."""
+    """Parameter elements of a record's model from its `model.parameters` field. Records
+    without one need the model rebuilt from the cell, which analysis may not import: the
+    caller passes `parameters=` to `predict` (the CLI rebuilds the model, no weights)."""
     model = record.get("model") or {}
     if isinstance(model, dict) and model.get("parameters"):
         return int(model["parameters"])
-    from bench.config.cell import Cell, model_options
-    from models import build_model, count_parameters
-    cell = Cell.from_dict(record["cell"])
-    return count_parameters(build_model(cell.model, **model_options(cell)))
+    raise BadInput(f"record {record.get('cell_id')} has no model.parameters; pass a "
+                   "parameter count")
 
 
 def _strategy_of(cell: dict) -> str | None:
@@ -262,11 +261,13 @@ def predict(records: list[dict], devices=(2, 4, 8, 64), nodes: int | None = None
             bandwidth: float | None = None, latency: float | None = None,
             commbench: dict | None = None, strategies=("ddp",), overlap: float = 0.0,
             algo: str = "ring", overhead_s: float = 0.0,
-            shared_host: bool = True, scaling: str | None = None) -> dict:
+            shared_host: bool = True, scaling: str | None = None,
+            parameters=parameter_count) -> dict:
     """Predictions per workload family (model, fingerprint, device type) that has an ok
     single-device fp32 record. `bandwidth` in GB/s, `latency` in µs. Where an ok record of the
     same family has the strategy and device count, it is paired with its measured efficiency
-    and the relative error (predicted − measured) / measured."""
+    and the relative error (predicted − measured) / measured. `parameters(record)` gives the
+    parameter count of the single-device record's model."""
     ok = [r for r in records if r.get("status") == "ok"]
     singles = [r for r in ok if r.get("cell", {}).get("strategy") == "single"
                and int(r["cell"].get("devices", 1)) == 1]
@@ -279,7 +280,7 @@ def predict(records: list[dict], devices=(2, 4, 8, 64), nodes: int | None = None
                                      r["cell"].get("repeat", 0)))[0]
         cell = base["cell"]
         compute_s = float(base["timing"]["step_time_median_s"])
-        params = parameter_count(base)
+        params = int(parameters(base))
         grad_bytes = params * GRAD_BYTES_PER_ELEMENT.get(cell.get("precision", "fp32"), 4)
         links = resolve_links(cell.get("device_type", "cpu"), nodes, bandwidth, latency,
                               commbench)

@@ -25,13 +25,26 @@ def cmd_predict(args) -> int:
     out = predict(records, devices=args.devices, nodes=args.nodes, bandwidth=args.bandwidth,
                   latency=args.latency, commbench=commbench, strategies=args.strategy,
                   overlap=args.overlap, algo=args.algo, shared_host=not args.no_shared_host,
-                  scaling=args.scaling)
+                  scaling=args.scaling, parameters=rebuilt_parameters)
     if args.json:
         json.dump(out, sys.stdout, indent=2, default=str)
         sys.stdout.write("\n")
         return 0
     render(out)
     return 0
+
+
+def rebuilt_parameters(record: dict) -> int:
+    """The record's `model.parameters`, else the count of the model rebuilt from its cell
+    (architecture only: no weights, no data)."""
+    from bench.config.cell import Cell, model_options
+    from models import build_model, count_parameters
+
+    model = record.get("model") or {}
+    if isinstance(model, dict) and model.get("parameters"):
+        return int(model["parameters"])
+    cell = Cell.from_dict(record["cell"])
+    return count_parameters(build_model(cell.model, **model_options(cell)))
 
 
 def _pct(x) -> str:
