@@ -79,23 +79,34 @@ class Engine:
         self.skipped_steps = 0  # fp16 steps GradScaler skipped because of inf/nan gradients
 
     def train_step(self, noisy, clean):
+        """One optimizer step: three phases, which the attribution probe (bench.worker.probe)
+        calls one by one inside profiler ranges. The timed steps carry no ranges at all."""
+        loss = self.forward_loss(noisy, clean)
+        self.backward(loss)
+        self.optimizer_step()
+        return loss.detach()
+
+    def forward_loss(self, noisy, clean):
         self.optimizer.zero_grad(set_to_none=True)
         with self.precision.autocast():
-            loss = l1_loss(self.model(noisy), clean)
+            return l1_loss(self.model(noisy), clean)
+
+    def backward(self, loss) -> None:
+        scaler = self.precision.scaler
+        (loss if scaler is None else scaler.scale(loss)).backward()
+
+    def optimizer_step(self) -> None:
         scaler = self.precision.scaler
         if scaler is None:
-            loss.backward()
             self.optimizer.step()
-        else:
-            scale_before = scaler.get_scale()
-            scaler.scale(loss).backward()
-            scaler.step(self.optimizer)
-            scaler.update()
-            # A lowered scale means this step's update was skipped. Reading the scale syncs,
-            # so it is only done on the fp16 path, where skipped steps must be counted.
-            if scaler.get_scale() < scale_before:
-                self.skipped_steps += 1
-        return loss.detach()
+            return
+        scale_before = scaler.get_scale()
+        scaler.step(self.optimizer)
+        scaler.update()
+        # A lowered scale means this step's update was skipped. Reading the scale syncs,
+        # so it is only done on the fp16 path, where skipped steps must be counted.
+        if scaler.get_scale() < scale_before:
+            self.skipped_steps += 1
 
     def unwrapped(self):
         """The plain module (for gradient norms, checkpoints and evaluation), seen through

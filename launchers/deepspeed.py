@@ -17,15 +17,18 @@ class DeepSpeedEngine(Engine):
         import torch
         self.input_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision.name)
 
-    def train_step(self, noisy, clean):
+    def forward_loss(self, noisy, clean):
         if self.input_dtype is not None:  # DeepSpeed holds bf16/fp16 parameters
             noisy = noisy.to(self.input_dtype)
-        loss = l1_loss(self.model(noisy), clean)
+        return l1_loss(self.model(noisy), clean)
+
+    def backward(self, loss) -> None:
         self.model.backward(loss)
+
+    def optimizer_step(self) -> None:
         self.model.step()
         if getattr(self.model, "skipped_steps", 0):
             self.skipped_steps = int(self.model.skipped_steps)
-        return loss.detach()
 
     def grad_norm(self) -> float | None:
         """The global norm DeepSpeed computed in its last step (ZeRO 1-3, or clipping on);

@@ -10,6 +10,7 @@ from pathlib import Path
 from rich.table import Table
 
 from reports.export import EXPORT_FORMATS, export_report
+from reports.breakdown import render_console as render_breakdown
 from reports.factorial import render_console as render_factorial
 from reports.gate import OUTCOME_STYLE, render_gate
 from reports.text import (QUALITY_UNITS, VERDICT_STYLE, console, finite, fmt, fmt_mean_ci,
@@ -74,7 +75,7 @@ def render_selfbench(results: list[dict]) -> None:
                           "same batches, data = bare on bench's batches ÷ bare on one fixed "
                           "random batch", caption_justify="left")
     for name in ("loop", "threads", "bare step", "harness, static", "harness, real",
-                 "data", "sampler"):
+                 "data", "sampler", "after a probe", "probe cost"):
         table.add_column(name, justify="left" if name == "loop" else "right")
     for r in results:
         target = r["harness_target"]
@@ -88,9 +89,14 @@ def render_selfbench(results: list[dict]) -> None:
         table.add_row(f"{r['strategy']} ×{r['devices']} {r['model']} w{r['width']} "
                       f"{r['image_size']}² batch {r['global_batch']}", str(r["threads"]),
                       f"{bare_ms:.1f} ms", f"[{ok}]{ratio(r['harness_static'])}[/{ok}]",
-                      ratio(r["harness_real"]), ratio(r["data"]), sampling)
+                      ratio(r["harness_real"]), ratio(r["data"]), sampling,
+                      ratio(r["attribution"]), f"{r['probe_slowdown']['median']:.2f}×")
     out = console()
     out.print(table)
+    out.print("after a probe = unprobed ÷ probed step time of bench's loop (target ≥ "
+              f"{results[0]['attribution_target']:g}); probe cost = the attribution probe's "
+              "wall time per probe step (profiler start, trace and analysis included) ÷ an "
+              "unprobed step; it runs after the timed window, outside every timed figure")
     out.print(f"target: harness ≤ {results[0]['harness_target']:g} (static batches, "
               f"{results[0]['repeats']} repeats of {results[0]['steps']} steps, "
               f"{results[0]['warmup']} untimed)")
@@ -164,6 +170,7 @@ def render_report(comp, results_dir: Path | None = None, *, brief: bool = False,
         _render_pairs(comp.ddp_dp, "DDP vs DataParallel (same devices and precision)", pct)
         _render_sections(comp)
         render_factorial(comp.factorial, comp.confidence)
+        render_breakdown(comp.breakdown)
     for note in [*comp.notes, *notes]:
         out.print(f"[dim]note: {note}[/dim]")
     for _, f in comp.failures.iterrows():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from reports import factorial
+from reports import breakdown, factorial
 from reports.text import (QUALITY_UNITS, finite, fmt, fmt_mean_ci, fmt_p, fmt_ratio, groups,
                           group_title, sections)
 
@@ -47,6 +47,7 @@ def export_report(comp, fmt_name: str) -> str:
                              "rows": _json_records(comp.factorial.rows),
                              "notes": list(comp.factorial.notes),
                              "sentences": list(comp.factorial.sentences)},
+               "breakdown": _json_records(_plain(comp.breakdown)),
                "failures": _json_records(comp.failures), "notes": list(comp.notes),
                "unreadable": list(comp.unreadable)}
         return json.dumps(doc, indent=2, allow_nan=False) + "\n"
@@ -126,9 +127,10 @@ def _markdown(comp) -> str:
         parts.append(f"## {title}\n\n" + _md_table(
             ["model", "σ", "A", "B", "devices", "n", "gain B/A", "p", "ΔPSNR", "ΔSSIM",
              "ΔLPIPS"], rows) + "\n")
-    decomposition = factorial.markdown(comp.factorial, comp.confidence, _md_table)
-    if decomposition:
-        parts.append(decomposition)
+    for text in (factorial.markdown(comp.factorial, comp.confidence, _md_table),
+                 breakdown.markdown(comp.breakdown, _md_table)):
+        if text:
+            parts.append(text)
     for section, table in sections(comp):
         text = section.markdown(table) if section.markdown else ""
         if text:  # a section with nothing to say in Markdown adds no part

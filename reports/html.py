@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from reports import factorial, plots
+from reports import breakdown, factorial, plots
 from reports.markup import (CSS, QUALITY_FORMATS, esc, figure, fmt, group_title, groups,
                             key_of, mean_ci, p_text, ratio_text, table, verdict_span)
 from reports.text import sections
@@ -287,6 +287,7 @@ def render_html(frame: pd.DataFrame, comp, results_dir) -> str:
                               comp))
     body.append(quality_section(comp))
     body.append(factorial.html_section(comp.factorial, comp.confidence))
+    body.append(breakdown.html_section(comp.breakdown))
     body += [section.html(section_table) for section, section_table in sections(comp)]
     body.append(samples_section(samples))
     body.append(environment_section(frame))

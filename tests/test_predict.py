@@ -106,7 +106,7 @@ def test_links_from_commbench_forms():
 
 
 def test_cpu_ranks_sharing_a_host_cannot_speed_compute_up():
-    from bench.analysis.predict import compute_capacity
+    from bench.analysis.scaling_inputs import compute_capacity
     single = _record("single", 1, 100.0, 0.16)
     single.update(env={"cpu_count": 2}, runtime={"threads_per_rank": 2})
     assert compute_capacity(single) == 1.0
@@ -178,3 +178,62 @@ def test_parameters_rebuilt_from_the_cell_when_the_record_has_none():
     from bench.config.cell import Cell
     rec["cell"] = Cell(model="unet", width=8, depth=2).to_dict()
     assert rebuilt_parameters(rec) == count_parameters(build_model("unet", width=8, depth=2))
+
+
+def test_measured_thread_scaling_sets_what_ranks_sharing_cores_gain():
+    from bench.analysis.scaling_inputs import amdahl, compute_capacity
+    single = _record("single", 1, 100.0, 0.16)
+    single.update(env={"cpu_count": 2}, runtime={"threads_per_rank": 2})
+    # Two threads that gave nothing: two 1-thread ranks are two single devices' worth.
+    single["breakdown"] = {"thread_scaling": {"threads": 2, "speedup": 1.0}}
+    assert compute_capacity(single, n=2) == pytest.approx(2.0)
+    assert compute_capacity(single, n=4) == pytest.approx(2.0)  # only 2 cores to share
+    # Perfect thread scaling: the ranks share what the single run already used.
+    single["breakdown"]["thread_scaling"]["speedup"] = 2.0
+    assert compute_capacity(single, n=2) == pytest.approx(1.0)
+    # 1.5× on 2 threads (Amdahl p = 2/3): 1-thread ranks give 2 / 1.5 equivalents.
+    single["breakdown"]["thread_scaling"]["speedup"] = 1.5
+    assert compute_capacity(single, n=2) == pytest.approx(2 / 1.5)
+    assert amdahl(1.5, 2, 2) == pytest.approx(1.5) and amdahl(3.0, 4, 1) == 1.0
+    assert amdahl(0.8, 2, 1) == 1.0  # threads that slowed it down: no speedup anywhere
+    # Without the measurement, threads are assumed to scale perfectly, as before.
+    del single["breakdown"]
+    assert compute_capacity(single, n=2) == pytest.approx(1.0)
+
+
+def test_thread_scaling_is_measured_on_a_real_engine():
+    import torch
+
+    from bench.worker.probe import thread_scaling
+    from launchers.base import Engine, Precision, Runtime
+    from models import build_model
+
+    before = torch.get_num_threads()
+    torch.manual_seed(0)
+    model = build_model("unet", width=4, depth=2)
+    engine = Engine(model, torch.optim.Adam(model.parameters()), Precision("fp32", "cpu"))
+    x = torch.rand(2, 1, 32, 32)
+    out = thread_scaling(engine, (x, x), Runtime(0, 1, 0, "cpu", None, 2), steps=2)
+    assert out["threads"] == 2 and out["step_s"] > 0 and out["one_thread_step_s"] > 0
+    assert out["speedup"] == pytest.approx(out["one_thread_step_s"] / out["step_s"])
+    assert torch.get_num_threads() == 2
+    torch.set_num_threads(before)
+    # Ranks of a distributed cell, and single-threaded ones, have nothing to compare.
+    assert thread_scaling(engine, (x, x), Runtime(0, 2, 0, "cpu", "gloo", 2)) is None
+    assert thread_scaling(engine, (x, x), Runtime(0, 1, 0, "cpu", None, 1)) is None
+
+
+def test_the_single_device_repeats_are_pooled():
+    from bench.analysis.scaling_inputs import pooled
+    repeats = [_record("single", 1, tput, step) for tput, step in
+               ((100.0, 0.16), (80.0, 0.20), (120.0, 0.14))]
+    for r, rep in zip(repeats, (2, 0, 1)):
+        r["cell"]["repeat"] = rep
+    repeats[2]["breakdown"] = {"thread_scaling": {"threads": 2, "speedup": 1.6}}
+    base = pooled(repeats)
+    assert base["cell"]["repeat"] == 0 and base["repeats_pooled"] == 3
+    assert base["timing"]["step_time_median_s"] == pytest.approx(0.16)
+    assert base["timing"]["throughput_img_s"] == pytest.approx(100.0)
+    # the one repeat that measured its threads speaks for all (the lowest had none)
+    assert base["breakdown"]["thread_scaling"] == {"threads": 2, "speedup": 1.6}
+    assert "breakdown" not in repeats[1]  # the records themselves are left as they were

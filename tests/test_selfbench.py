@@ -39,6 +39,13 @@ def test_selfbench_single_and_ddp_report_harness_and_data_apart():
     assert len(single["sampling"]["per_repeat"]) == 2 and "sampling" not in ddp
     assert single["sampler_cpu_ms_per_sample"] > 0 and 0 < single["sampler_cpu_share"] < 1
     assert single["device"] == ddp["device"] == "cpu"
+    # Both ran the attribution probe before a pass of bench's loop: its after-effect is the
+    # paired ratio of adjacent passes, and its own profiled steps were timed.
+    for figures in (single, ddp):
+        steps = figures["step_s"]
+        ratios = [a / b for a, b in zip(steps["bench_real"], steps["bench_probed"])]
+        assert figures["attribution"]["per_repeat"] == pytest.approx(ratios)
+        assert figures["probe_slowdown"]["median"] > 0 and "bare_probed" not in steps
 
 
 def test_selfbench_table_names_every_figure():
@@ -46,7 +53,8 @@ def test_selfbench_table_names_every_figure():
                      "--repeats", "1", "--image-size", "32", "--width", "4")
     assert result.returncode == 0, result.stderr
     text = " ".join(result.stdout.split())  # Rich wraps long lines
-    for needle in ("harness, static", "harness, real", "data", "single ×1", "target: harness"):
+    for needle in ("harness, static", "harness, real", "data", "single ×1", "target: harness",
+                   "after a probe", "probe cost"):
         assert needle in text
 
 

@@ -68,6 +68,33 @@ def test_every_fp32_strategy_follows_the_single_device_losses(sweep):
         assert trajectory == pytest.approx(reference, rel=1e-4), key
 
 
+@pytest.mark.parametrize("key", EXPECTED, ids=lambda k: "-".join(map(str, k)))
+def test_each_record_says_where_its_window_went(sweep, key):
+    """The profiled probe's breakdown (bench.measure.attribution) in every record: fractions
+    that add up, communication exactly where ranks exchange gradients, and DDP's all-reduce
+    carrying the fp32 gradients (= the parameter bytes; GroupNorm: no buffers broadcast)."""
+    from bench.config.cell import Cell, model_options
+    from models import build_model, count_parameters
+
+    record = sweep[key]
+    b = record["breakdown"]
+    fractions = [b[k] for k in ("data", "forward", "backward", "comm_exposed", "optimizer",
+                                "other")]
+    assert all(f >= 0 for f in fractions) and sum(fractions) == pytest.approx(1.0, abs=0.05)
+    assert b["forward"] > 0 and b["backward"] > 0 and "probe steps" in b["method"]
+    strategy = key[0]
+    if strategy in ("single", "dp"):
+        assert b["comm_bytes_per_step"] == 0 and b["comm_exposed"] == 0
+        assert b["comm_overlap"] is None
+        return
+    assert b["comm_bytes_per_step"] > 0 and b["comm_s_per_step"] > 0
+    assert 0.0 <= b["comm_overlap"] <= 1.0 and len(b["comm_exposed_per_rank"]) == 2
+    if strategy == "ddp":
+        cell = Cell.from_dict(record["cell"])
+        param_bytes = 4 * count_parameters(build_model(cell.model, **model_options(cell)))
+        assert b["comm_bytes_per_step"] == pytest.approx(param_bytes, rel=0.10)
+
+
 def test_dp_on_cpu_says_it_has_no_replicas(sweep):
     assert any("no device replicas" in n for n in sweep[("dp", "fp32", None)]["notes"])
 

@@ -9,6 +9,7 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
+from bench.analysis.breakdown import breakdown_table
 from bench.analysis.factorial import FactorialResult, decompose
 from bench.analysis.frame import (BASELINE, CONFIG_KEYS, GROUP_KEYS, QUALITY_METRICS, Baseline,
                                   Margins, _as_baseline, _column, prepare, short_timed)
@@ -142,6 +143,8 @@ class Comparison:
     clocks: list[str] = field(default_factory=list)
     # the seed-claim decomposition; empty unless the frame holds a seed-factorial design
     factorial: FactorialResult = field(default_factory=FactorialResult)
+    # where each configuration's window went, and its largest loss against ideal scaling
+    breakdown: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 def compare_configs(frame: pd.DataFrame, baseline=BASELINE, margins: Margins = Margins(),
@@ -171,5 +174,6 @@ def compare_configs(frame: pd.DataFrame, baseline=BASELINE, margins: Margins = M
         warmup_steps=sorted({int(w) for w in _finite(_column(rows, "timing.warmup_steps"))}),
         clocks=sorted({str(c) for c in _column(rows, "timing.clock", None) if isinstance(c, str)}),
         factorial=decompose(frame, confidence),
+        breakdown=breakdown_table(frame, base),
     )
 

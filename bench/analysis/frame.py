@@ -130,7 +130,7 @@ _KEEP = {"cell.model", "fingerprint", "cell.strategy", "cell.devices", "cell.pre
          "telemetry.cpu_pct_mean", "telemetry.mfu", "telemetry.input_bound",
          "telemetry.input_bound_signal", "telemetry.input_bound_frac",
          "telemetry.timed_start_s", "cell.steps", "cell.warmup", "env.gpus", "env.cpu"}
-_KEEP_PREFIXES = ("timing.", "quality[")
+_KEEP_PREFIXES = ("timing.", "quality[", "breakdown.")
 
 
 def prepare(frame: pd.DataFrame) -> pd.DataFrame:

@@ -26,8 +26,10 @@ Strategies (volume per step per rank, P = gradient bytes = parameter bytes in fp
   2020, ZeRO, §7.2.2). Assumes parameter and gradient dtype alike and no prefetch savings.
 
 Step time: compute (strong scaling: the single-device step time / n, the global batch split;
-weak: constant) + exposed communication = comm time × (1 − overlap) + a fixed per-step
-overhead (default 0). Throughput = global batch / step; efficiency = throughput / (n ×
+weak: constant; CPU ranks sharing a host's cores get the capacity of
+bench/analysis/scaling_inputs.py instead of n) + exposed communication = comm time × (1 −
+overlap, measured by the cells' attribution probes unless given) + a fixed per-step overhead
+(default 0). Throughput = global batch / step; efficiency = throughput / (n ×
 single-device throughput) (strong), = single step / predicted step (weak). With compute taken
 from the single-device record's median step, that compute already holds the data wait and
 optimizer step; splitting them by n is optimistic for the optimizer (each rank still updates
@@ -41,6 +43,8 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
+from bench.analysis.scaling_inputs import (compute_capacity, measured_overlap, pooled,
+                                           shared_cores, strategy_of)
 from bench.errors import BadInput
 
 GRAD_BYTES_PER_ELEMENT = {"fp32": 4, "tf32": 4, "bf16": 4, "fp16": 4}
@@ -131,13 +135,12 @@ def predict_step(compute_s: float, grad_bytes: float, n: int, bandwidth: float,
     """One configuration's step. `compute_s` is the single-device step time (global batch on
     one device for strong scaling; the per-device batch for weak). `capacity`: how many
     single-device equivalents of compute the n ranks have (default n: one device each); CPU
-    ranks on shared hosts have cores ÷ the single run's threads (`compute_capacity`)."""
+    ranks on shared hosts have fewer, or more (`compute_capacity`)."""
     if not 0.0 <= overlap <= 1.0:
         raise BadInput(f"overlap {overlap} is invalid; it must be in [0, 1]")
     if scaling not in ("strong", "weak"):
         raise BadInput(f"scaling '{scaling}' is invalid; use strong or weak")
-    parallel = min(float(n), capacity) if capacity else float(n)
-    parallel = max(parallel, 1.0)
+    parallel = capacity if capacity else float(n)
     # Strong: the global batch's work spread over the parallel hardware; weak: n × the work.
     compute = compute_s / parallel if scaling == "strong" else compute_s * n / parallel
     comm = comm_time(grad_bytes, n, bandwidth, latency, strategy, algo)
@@ -148,21 +151,6 @@ def predict_step(compute_s: float, grad_bytes: float, n: int, bandwidth: float,
     speedup = (samples / step) / (1.0 / compute_s)
     return StepPrediction(n, strategy, scaling, compute, comm, exposed, step, speedup,
                           speedup / n)
-
-
-def compute_capacity(record: dict, nodes: int | None = None) -> float | None:
-    """Single-device equivalents of compute available to ranks of a CPU cell: the host's
-    cores (× nodes) ÷ the threads the single-device run used. On one 2-core host whose single
-    run used both cores, 2 gloo ranks share the same cores: capacity 1, so strong scaling
-    cannot speed the compute up. None (one device per rank) for GPUs."""
-    if record.get("cell", {}).get("device_type") != "cpu":
-        return None
-    env, runtime = record.get("env") or {}, record.get("runtime") or {}
-    cores = env.get("cpu_count")
-    threads = runtime.get("threads_per_rank") or env.get("torch_threads")
-    if not cores or not threads:
-        return None
-    return max(1.0, float(cores) * (nodes or 1) / float(threads))
 
 
 # --- links: overrides, a commbench result, or the defaults ------------------------------------
@@ -235,17 +223,6 @@ def parameter_count(record: dict) -> int:
                    "parameter count")
 
 
-def _strategy_of(cell: dict) -> str | None:
-    s = cell.get("strategy")
-    if s == "ddp":
-        return "ddp"
-    if s == "deepspeed":
-        return f"zero{int(cell.get('zero_stage') or 0)}"
-    if s == "fsdp":
-        return "fsdp"
-    return None
-
-
 def _family(record: dict) -> tuple:
     cell = record.get("cell", {})
     return (cell.get("model"), record.get("fingerprint"), cell.get("device_type"))
@@ -259,7 +236,7 @@ def _efficiency(single: dict, other: dict) -> float:
 
 def predict(records: list[dict], devices=(2, 4, 8, 64), nodes: int | None = None,
             bandwidth: float | None = None, latency: float | None = None,
-            commbench: dict | None = None, strategies=("ddp",), overlap: float = 0.0,
+            commbench: dict | None = None, strategies=("ddp",), overlap: float | None = None,
             algo: str = "ring", overhead_s: float = 0.0,
             shared_host: bool = True, scaling: str | None = None,
             parameters=parameter_count) -> dict:
@@ -267,7 +244,8 @@ def predict(records: list[dict], devices=(2, 4, 8, 64), nodes: int | None = None
     single-device fp32 record. `bandwidth` in GB/s, `latency` in µs. Where an ok record of the
     same family has the strategy and device count, it is paired with its measured efficiency
     and the relative error (predicted − measured) / measured. `parameters(record)` gives the
-    parameter count of the single-device record's model."""
+    parameter count of the single-device record's model. `overlap` None: each strategy's
+    measured `breakdown.comm_overlap` (`measured_overlap`)."""
     ok = [r for r in records if r.get("status") == "ok"]
     singles = [r for r in ok if r.get("cell", {}).get("strategy") == "single"
                and int(r["cell"].get("devices", 1)) == 1]
@@ -275,9 +253,11 @@ def predict(records: list[dict], devices=(2, 4, 8, 64), nodes: int | None = None
         raise BadInput("no ok single-device record to predict from")
     out = []
     for family in sorted({_family(r) for r in singles}, key=str):
-        base = sorted((r for r in singles if _family(r) == family),
-                      key=lambda r: (r["cell"].get("precision") != "fp32",
-                                     r["cell"].get("repeat", 0)))[0]
+        first = sorted((r for r in singles if _family(r) == family),
+                       key=lambda r: (r["cell"].get("precision") != "fp32",
+                                      r["cell"].get("repeat", 0)))[0]
+        base = pooled([r for r in singles if _family(r) == family
+                       and r["cell"].get("precision") == first["cell"].get("precision")])
         cell = base["cell"]
         compute_s = float(base["timing"]["step_time_median_s"])
         params = int(parameters(base))
@@ -286,20 +266,23 @@ def predict(records: list[dict], devices=(2, 4, 8, 64), nodes: int | None = None
                               commbench)
         bw, lat = links["bandwidth_gbs"] * 1e9, links["latency_us"] * 1e-6
         scaling_ = scaling or cell.get("scaling", "strong")
-        capacity = compute_capacity(base, nodes) if shared_host else None
         # Measured cells of the same workload and precision (an AMP cell is not what an fp32
         # single-device record predicts).
-        measured = [r for r in ok if _family(r) == family and _strategy_of(r["cell"])
+        measured = [r for r in ok if _family(r) == family and strategy_of(r["cell"])
                     and r["cell"].get("precision") == cell.get("precision")]
-        rows = []
+        rows, overlaps = [], {}
         for strategy in strategies:
+            overlaps[strategy] = (overlap, "given") if overlap is not None \
+                else measured_overlap(measured, strategy)
             for n in devices:
-                p = predict_step(compute_s, grad_bytes, int(n), bw, lat, overlap, strategy,
-                                 scaling_, overhead_s, algo, capacity)
+                capacity = compute_capacity(base, nodes, int(n)) if shared_host else None
+                p = predict_step(compute_s, grad_bytes, int(n), bw, lat, overlaps[strategy][0],
+                                 strategy, scaling_, overhead_s, algo, capacity)
                 row = asdict(p)
+                row.update(overlap=overlaps[strategy][0], compute_capacity=capacity)
                 row["throughput_img_s"] = float(base["timing"]["throughput_img_s"]) * p.speedup
                 row["comm_bytes_per_step"] = comm_volume(grad_bytes, int(n), strategy)
-                hits = [r for r in measured if _strategy_of(r["cell"]) == strategy
+                hits = [r for r in measured if strategy_of(r["cell"]) == strategy
                         and int(r["cell"]["devices"]) == int(n)]
                 if hits:
                     m = sum(_efficiency(base, r) for r in hits) / len(hits)
@@ -312,26 +295,28 @@ def predict(records: list[dict], devices=(2, 4, 8, 64), nodes: int | None = None
         out.append({"model": family[0], "fingerprint": family[1], "device_type": family[2],
                     "baseline_cell": base.get("cell_id"), "compute_s": compute_s,
                     "parameters": params, "grad_bytes": grad_bytes, "scaling": scaling_,
-                    "links": links, "overlap": overlap, "algo": algo,
-                    "overhead_s": overhead_s, "compute_capacity": capacity, "rows": rows,
-                    "assumptions": assumptions(links, overlap, algo, scaling_, capacity)})
+                    "links": links, "overlap": {k: v[0] for k, v in overlaps.items()},
+                    "algo": algo, "overhead_s": overhead_s,
+                    "rows": rows, "assumptions": assumptions(
+                        links, overlaps, algo, scaling_,
+                        shared_cores(base, nodes) if shared_host else None, overhead_s)})
     return {"families": out}
 
 
-def assumptions(links: dict, overlap: float, algo: str, scaling: str,
-                capacity: float | None = None) -> list[str]:
-    shared = [] if capacity is None else [
-        f"CPU ranks share the host's cores: at most {capacity:g} single-device equivalents "
-        "of compute (cores × nodes ÷ the single run's threads)"]
-    return shared + [
+def assumptions(links: dict, overlaps: dict, algo: str, scaling: str,
+                shared: str | None = None, overhead_s: float = 0.0) -> list[str]:
+    return ([shared] if shared else []) + [
         f"links: bus bandwidth {links['bandwidth_gbs']:g} GB/s, latency "
         f"{links['latency_us']:g} µs ({links['source']})",
         f"{algo} all-reduce: " + ("2(n−1)/n·bytes/bw + 2(n−1)·latency" if algo == "ring" else
                                   "2·bytes/bw + 2·log2(n)·latency"),
         "ZeRO-0/1/2: reduce-scatter + all-gather = the all-reduce volume; ZeRO-3/FSDP: 1.5×",
-        f"overlap {overlap:g}: exposed comm = comm × (1 − overlap)"
-        + (" (not measured here: assumed none)" if overlap == 0 else ""),
+        *(f"{strategy} overlap {value:.2f}: exposed comm = comm × (1 − overlap) ({source})"
+          for strategy, (value, source) in overlaps.items()),
+        f"fixed per-step overhead {overhead_s * 1e3:g} ms on more than one device"
+        + (" (none assumed)" if overhead_s == 0 else ""),
         f"{scaling} scaling: compute per step = single-device median step"
-        + (" / min(n, capacity)" if scaling == "strong" else " (constant per rank)"),
+        + (" / capacity (n devices; CPU: see above)" if scaling == "strong"
+           else " (constant per rank)"),
         "gradients fp32 (autocast keeps fp32 parameters and gradients)",
     ]

@@ -355,8 +355,13 @@ def add_predict_command(sub) -> None:
                    help="per-hop latency in µs")
     p.add_argument("--commbench", type=Path, default=None, metavar="FILE",
                    help="a `bench commbench --json` result or {bandwidth_gbs, latency_us}")
-    p.add_argument("--overlap", type=float, default=0.0,
-                   help="share of communication hidden behind backward (default 0)")
+    p.add_argument("--overlap", type=float, default=None,
+                   help="share of communication hidden behind backward (default: the "
+                        "measured cells' breakdown.comm_overlap, else 0)")
+    p.add_argument("--overhead", type=float, default=0.0, metavar="MS",
+                   help="fixed per-step overhead in ms on more than one device (default 0)")
+    p.add_argument("--html", type=Path, default=None, metavar="FILE",
+                   help="also write a plot: predicted efficiency with the measured points")
     p.add_argument("--algo", default="ring", help="ring or tree all-reduce")
     p.add_argument("--no-shared-host", action="store_true",
                    help="CPU: give every rank a whole single-device's cores")

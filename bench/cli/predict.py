@@ -15,6 +15,10 @@ def cmd_predict(args) -> int:
 
     if not args.results.is_dir():
         raise BadInput(f"results folder {args.results} does not exist")
+    if args.html is not None and not args.html.parent.is_dir():
+        raise BadInput(f"--html {args.html}: folder {args.html.parent} does not exist")
+    if args.overhead < 0:
+        raise BadInput(f"--overhead {args.overhead} is invalid; it must be at least 0 ms")
     records, _ = store.records(args.results)
     commbench = None
     if args.commbench is not None:
@@ -25,7 +29,12 @@ def cmd_predict(args) -> int:
     out = predict(records, devices=args.devices, nodes=args.nodes, bandwidth=args.bandwidth,
                   latency=args.latency, commbench=commbench, strategies=args.strategy,
                   overlap=args.overlap, algo=args.algo, shared_host=not args.no_shared_host,
-                  scaling=args.scaling, parameters=rebuilt_parameters)
+                  scaling=args.scaling, parameters=rebuilt_parameters,
+                  overhead_s=args.overhead / 1e3)
+    if args.html is not None:
+        from bench.cli.report import _write_output
+        from reports.predict import render_html
+        _write_output(args.html, render_html(out, str(args.results)))
     if args.json:
         json.dump(out, sys.stdout, indent=2, default=str)
         sys.stdout.write("\n")

@@ -36,7 +36,8 @@ def trained_record(cell: Cell, fingerprint: str, *, launched_at: float,
                    diverged_at: int | None,
                    segments: list[dict], runtime: dict, loss: dict, timing: dict,
                    quality: list[dict], telemetry: dict, data: dict, notes: list[str],
-                   env: dict, prepared: Any, cell_dir: Path) -> dict[str, Any]:
+                   env: dict, prepared: Any, cell_dir: Path,
+                   breakdown: dict | None = None) -> dict[str, Any]:
     """A cell that ran all its steps: `ok`, or `diverged` when a loss was not finite.
     `prepared` and `cell_dir` are context for the plug-ins' extra fields."""
     status = "diverged" if diverged_at is not None else "ok"
@@ -50,6 +51,7 @@ def trained_record(cell: Cell, fingerprint: str, *, launched_at: float,
         "timing": timing,
         "quality": quality,
         "telemetry": telemetry,
+        "breakdown": breakdown,
         "data": data,
         "notes": notes,
         "env": env,

@@ -46,6 +46,7 @@ class LoopResult:
     end_step: int = 0  # steps [start_step, end_step) ran
     timed_from: int = 0  # first timed step; the ones before warm the caches up
     preempted: bool = False
+    last_batch: tuple | None = None  # (noisy, clean) of the last step: the probe's input
 
 
 def first_timed_step(cell: Cell, start_step: int) -> int:
@@ -102,8 +103,9 @@ def timed_loop(engine, loader, cell: Cell, device: str, *, sampler=None, progres
     if window is not None:
         mark(sampler, "window_end")
     loss_values = [float(v) for v in torch.stack(losses).float().cpu()] if losses else []
+    last = (noisy, clean) if end_step > start_step else None
     return LoopResult(timer.step_times_s(), waits, loss_values, grad_norms, window,
-                      start_step, end_step, timed_from, preempted)
+                      start_step, end_step, timed_from, preempted, last)
 
 
 def set_phase(sampler, name: str) -> None:

@@ -155,7 +155,8 @@ class Steps:
 
 def write_results(job: Job, strategy, runtime, cell_dir: Path, history: History,
                   quality: list[dict], samples: dict, nodes: list[NodeTelemetry | None], *,
-                  eval_s: float, flops_per_step: int | None, data_info) -> None:
+                  eval_s: float, flops_per_step: int | None, data_info,
+                  probe: dict | None = None) -> None:
     """Rank 0, after evaluation: steps.parquet, telemetry, samples and the `ok`/`diverged`
     record. `nodes`: each node's telemetry, rank 0's first (None where none was taken)."""
     from bench.measure import envinfo
@@ -178,8 +179,25 @@ def write_results(job: Job, strategy, runtime, cell_dir: Path, history: History,
         loss={"first": float(losses[0]), "last": float(losses[-1]),
               "last10_mean": float(np.mean(losses[-10:]))},
         timing=timing, quality=quality, telemetry=telemetry, data=data_section(cell, data_info),
-        notes=strategy.notes(cell), env=env, prepared=data_info, cell_dir=cell_dir)
+        notes=strategy.notes(cell), env=env, prepared=data_info, cell_dir=cell_dir,
+        breakdown=breakdown_section(probe, history, steps, runtime.device_type))
     store.write_json(cell_dir / store.RECORD, record)
+
+
+def breakdown_section(probe: dict | None, history: History, steps: Steps,
+                      device_type: str) -> dict | None:
+    """The probe's phase shares laid over the timed window (bench.measure.attribution)."""
+    from bench.measure import attribution
+    from bench.worker.probe import method
+    timed = ~steps.warm
+    if probe is None or history.train_time_s <= 0 or not timed.any():
+        return None
+    out = attribution.window_breakdown(
+        probe, window_s=history.train_time_s, steps_s=float(steps.times[timed].sum()),
+        data_wait_s=float(steps.waits[timed].sum()), method=method(device_type))
+    # How far the profiled steps were from the timed ones (profiler overhead, a drift).
+    out["probe_vs_timed_step"] = probe["probe_step_s"] / float(np.median(steps.times[timed]))
+    return out
 
 
 def write_steps(cell_dir: Path, cell: Cell, history: History, steps: Steps) -> None:

@@ -15,6 +15,12 @@ ratio is the median of per-repeat ratios with their range. On one device the pas
 this process; DDP runs them in torchrun ranks (`python -m bench.worker.selfbench`), rank 0
 reporting, as in a cell. One device also compares bench's loop with the telemetry sampler at
 10 Hz against sampling off, in a third pass.
+
+A further pass ("probed") runs the attribution probe (bench.worker.probe: profiled steps)
+on bench's engine before its timed steps. In a cell the probe runs after the timed window,
+so no timed step follows it; this pass is the harder case, and shows whether the profiler
+leaves any cost behind on the steps it did not sample (attribution = unprobed ÷ probed step
+time, adjacent passes), and what the probe itself takes (seconds, and its steps' slowdown).
 """
 from __future__ import annotations
 
@@ -30,6 +36,7 @@ from bench.config.cell import Cell
 WARMUP = 5  # untimed steps before each measured loop
 HARNESS_TARGET = 1.02  # bench ÷ bare on the same batches
 SAMPLING_TARGET = 0.99  # unsampled ÷ sampled throughput
+ATTRIBUTION_TARGET = 0.99  # unprobed ÷ probed step time: the probe costs < 1% afterwards
 RATIOS = {"harness_static": ("bench_static", "bare_static"),
           "harness_real": ("bench_real", "bare_real"),
           "data": ("bare_real", "bare_static")}
@@ -51,13 +58,21 @@ def real_batches(cell: Cell, runtime, prepared):
 
 
 def bench_loop_s(cell: Cell, strategy, runtime, prepared, batches, sample_hz: float = 0.0,
-                 sample_cpu_ms: list | None = None) -> float:
+                 sample_cpu_ms: list | None = None, probe_s: list | None = None) -> float:
     """Median seconds of bench's own timed steps (its step timer, the data wait outside it, as
-    in every record); the CPU time of each telemetry sample taken goes into `sample_cpu_ms`."""
+    in every record); the CPU time of each telemetry sample taken goes into `sample_cpu_ms`.
+    With `probe_s` a list, the attribution probe runs first and its seconds go there."""
+    import time
+
     from bench.worker.loop import timed_loop
+    from bench.worker.probe import PROBE_STEPS, run_probe
     from bench.worker.setup import build_training, gpu_indices
 
     engine = build_training(cell, strategy, runtime, prepared).engine
+    if probe_s is not None:
+        start = time.perf_counter()
+        run_probe(engine, static_batches(cell, runtime)[0], runtime.device_type)
+        probe_s.append((time.perf_counter() - start) / PROBE_STEPS)
     sampler = None
     if sample_hz > 0:
         from bench.measure.telemetry import Sampler
@@ -126,9 +141,13 @@ def interleaved(cell: Cell, strategy, runtime, prepared, repeats: int,
     passes of a repeat run in a rotating order."""
     static = static_batches(cell, runtime)
     sample_cpu_ms: list[float] = []
+    probe_s: list[float] = []
     passes = {"static": lambda: paired_run(cell, strategy, runtime, prepared, static),
               "real": lambda: paired_run(cell, strategy, runtime, prepared,
-                                         real_batches(cell, runtime, prepared))}
+                                         real_batches(cell, runtime, prepared)),
+              "probed": lambda: paired_run(cell, strategy, runtime, prepared,
+                                           real_batches(cell, runtime, prepared),
+                                           probe_s=probe_s)}
     if sample_hz > 0:
         passes["sampled"] = lambda: paired_run(
             cell, strategy, runtime, prepared, real_batches(cell, runtime, prepared),
@@ -142,7 +161,8 @@ def interleaved(cell: Cell, strategy, runtime, prepared, repeats: int,
             step_s[f"bench_{name}"].append(bench_s)
             step_s[f"bare_{name}"].append(bare_s)
     step_s.pop("bare_sampled", None)
-    return {"step_s": step_s, "sample_cpu_ms": sample_cpu_ms}
+    step_s.pop("bare_probed", None)
+    return {"step_s": step_s, "sample_cpu_ms": sample_cpu_ms, "probe_step_s": probe_s}
 
 
 def paired(a: list[float], b: list[float]) -> dict:
@@ -166,7 +186,12 @@ def summarise(cell: Cell, runtime, measured: dict, sample_hz: float) -> dict:
            "global_batch": cell.global_batch, "image_size": cell.image_size,
            "width": cell.width, "step_s": step_s,
            **{name: paired(step_s[a], step_s[b]) for name, (a, b) in RATIOS.items()},
-           "harness_target": HARNESS_TARGET}
+           "harness_target": HARNESS_TARGET,
+           # unprobed ÷ probed step time = probed ÷ unprobed throughput
+           "attribution": paired(step_s["bench_real"], step_s["bench_probed"]),
+           "attribution_target": ATTRIBUTION_TARGET,
+           # a profiled probe step (wall, profiler start/stop shared out) ÷ an unprobed step
+           "probe_slowdown": paired(measured["probe_step_s"], step_s["bench_real"])}
     if "bench_sampled" in step_s:
         cpu = measured["sample_cpu_ms"]
         cpu_ms = statistics.fmean(cpu) if cpu else None

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from bench import plugins
 from bench.config.cell import Job
+from bench.measure import attribution
 from bench.worker import checkpoint
 from bench.worker.loop import LoopResult, ProgressWriter, set_phase, timed_loop
 from bench.worker.results import (History, NodeTelemetry, gather, local_results, save_preempted,
@@ -46,11 +47,14 @@ def train_cell(job: Job, strategy, runtime, cell_dir: Path) -> bool:
         save_preempted(job, training.engine, runtime, cell_dir, history, loop, sampler)
         return True
     state = training.engine.full_state_dict(runtime)  # every rank takes part in the gather
+    # The attribution probe trains on after the weights above were taken: they stay the
+    # window's, and so does every timed figure.
+    probes = gather(attribution_probe(job, training, loop, runtime), runtime)
     if runtime.is_main:
         # One entry per other node: its local rank 0's telemetry, None if it sent none.
         others = [g["node_telemetry"] for g in gathered[1:] if g["local_rank"] == 0]
         finish(job, strategy, runtime, cell_dir, state, prepared, training, history, loop,
-               sampler, progress, others)
+               sampler, progress, others, attribution.combine_ranks(probes))
     return False
 
 
@@ -66,9 +70,21 @@ def run_loop(job: Job, training: Training, runtime, sampler, progress,
         preemption.restore()
 
 
+def attribution_probe(job: Job, training: Training, loop: LoopResult, runtime) -> dict | None:
+    """This rank's profiled probe steps (bench.worker.probe); none for a parity run, which
+    compares steps, not where their time goes."""
+    if is_parity(job) or loop.last_batch is None:
+        return None
+    from bench.worker.probe import run_probe, thread_scaling
+    probe = run_probe(training.engine, loop.last_batch, runtime.device_type)
+    if probe is not None:
+        probe["thread_scaling"] = thread_scaling(training.engine, loop.last_batch, runtime)
+    return probe
+
+
 def finish(job: Job, strategy, runtime, cell_dir: Path, state: dict, prepared,
            training: Training, history: History, loop: LoopResult, sampler,
-           progress: ProgressWriter | None, other_nodes: list) -> None:
+           progress: ProgressWriter | None, other_nodes: list, probe: dict | None) -> None:
     """Rank 0 after the last step: evaluate, let plug-ins keep the trained weights, record,
     and drop the checkpoint the finished cell no longer needs."""
     if progress:
@@ -79,7 +95,7 @@ def finish(job: Job, strategy, runtime, cell_dir: Path, state: dict, prepared,
     own = NodeTelemetry.of(sampler, loop.window, job.cell) if sampler else None
     write_results(job, strategy, runtime, cell_dir, history, quality, samples,
                   [own, *other_nodes], eval_s=eval_s, flops_per_step=training.flops_per_step,
-                  data_info=prepared)
+                  data_info=prepared, probe=probe)
     (cell_dir / checkpoint.CHECKPOINT).unlink(missing_ok=True)
 
 

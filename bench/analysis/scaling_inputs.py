@@ -1,0 +1,105 @@
+"""What a scaling prediction takes from the records beyond a step time: the single-device
+repeats pooled into one baseline, the compute n CPU ranks sharing a host's cores have (from the
+thread scaling a single-device record measured), and the communication overlap the cells'
+attribution probes measured (bench/analysis/predict.py uses them).
+"""
+from __future__ import annotations
+
+import statistics
+
+
+def strategy_of(cell: dict) -> str | None:
+    s = cell.get("strategy")
+    if s == "ddp":
+        return "ddp"
+    if s == "deepspeed":
+        return f"zero{int(cell.get('zero_stage') or 0)}"
+    if s == "fsdp":
+        return "fsdp"
+    return None
+
+
+def pooled(repeats: list[dict]) -> dict:
+    """One single-device record standing for its repeats (lowest repeat first): the median of
+    their median steps and thread speedups, the mean of their throughputs. One repeat of this
+    VM's single-device cell can be 20% off the next."""
+    base = dict(sorted(repeats, key=lambda r: r["cell"].get("repeat", 0))[0])
+    base["timing"] = {**base["timing"],
+                      "step_time_median_s": statistics.median(
+                          float(r["timing"]["step_time_median_s"]) for r in repeats),
+                      "throughput_img_s": statistics.fmean(
+                          float(r["timing"]["throughput_img_s"]) for r in repeats)}
+    measured = [r["breakdown"]["thread_scaling"] for r in repeats
+                if ((r.get("breakdown") or {}).get("thread_scaling") or {}).get("speedup")]
+    if measured:
+        scaling = {**measured[0], "speedup": statistics.median(m["speedup"] for m in measured)}
+        base["breakdown"] = {**(base.get("breakdown") or {}), "thread_scaling": scaling}
+    base["repeats_pooled"] = len(repeats)
+    return base
+
+
+def compute_capacity(record: dict, nodes: int | None = None,
+                     n: int | None = None) -> float | None:
+    """Single-device equivalents of compute that n ranks of a CPU cell have; None (one
+    device per rank) for GPUs. Ranks on a host share its cores: with C = cores × nodes, each
+    of n ranks gets t = max(1, C // n) threads (what bench's launcher gives them). Where the
+    single-device record measured its thread scaling (`breakdown.thread_scaling`: a step on
+    one thread against its T threads, speedup S_T), the speedup at t threads follows Amdahl's
+    law fitted to it, S(t) = 1 / ((1 − p) + p/t), and capacity = min(n, C) · S(t) / S_T: above
+    n when the single run's threads cost more than they gave. Without that measurement (or
+    without n) threads are assumed to scale perfectly: capacity = C ÷ T."""
+    if record.get("cell", {}).get("device_type") != "cpu":
+        return None
+    env, runtime = record.get("env") or {}, record.get("runtime") or {}
+    cores = env.get("cpu_count")
+    threads = runtime.get("threads_per_rank") or env.get("torch_threads")
+    if not cores or not threads:
+        return None
+    total = float(cores) * (nodes or 1)
+    scaling = (record.get("breakdown") or {}).get("thread_scaling") or {}
+    if n is None or not scaling.get("speedup"):
+        perfect = max(1.0, total / float(threads))
+        return perfect if n is None else min(float(n), perfect)
+    speedup_t = amdahl(scaling["speedup"], int(scaling["threads"]),
+                       max(1, int(total // n)))
+    return min(float(n), total) * speedup_t / scaling["speedup"]
+
+
+def amdahl(speedup: float, threads: int, t: int) -> float:
+    """Speedup at t threads given `speedup` measured at `threads` (Amdahl's law). A measured
+    speedup ≤ 1 (threads that do not help) gives no speedup at any count."""
+    if threads <= 1 or speedup <= 1.0:
+        return 1.0
+    parallel = min(1.0, (1.0 - 1.0 / speedup) / (1.0 - 1.0 / threads))
+    return 1.0 / ((1.0 - parallel) + parallel / t)
+
+
+def measured_overlap(measured: list[dict], strategy: str) -> tuple[float, str]:
+    """(overlap, where it came from): the mean `breakdown.comm_overlap` of the measured cells
+    of this strategy, else of any data-parallel cell of the workload, else 0 (assumed)."""
+    def mean_of(records):
+        values = [float(r["breakdown"]["comm_overlap"]) for r in records
+                  if isinstance(r.get("breakdown"), dict)
+                  and r["breakdown"].get("comm_overlap") is not None]
+        return sum(values) / len(values) if values else None
+    own = mean_of([r for r in measured if strategy_of(r["cell"]) == strategy])
+    if own is not None:
+        return own, f"measured on this workload's {strategy} cells"
+    other = mean_of(measured)
+    if other is not None:
+        return other, "measured on this workload's other data-parallel cells"
+    return 0.0, "not measured here: assumed none"
+
+
+def shared_cores(record: dict, nodes: int | None) -> str | None:
+    """The assumption line of `compute_capacity`, or None where ranks do not share cores."""
+    if compute_capacity(record, nodes) is None:
+        return None
+    scaling = (record.get("breakdown") or {}).get("thread_scaling") or {}
+    if scaling.get("speedup"):
+        return (f"CPU ranks share the host's cores (each gets cores × nodes ÷ n threads); "
+                f"the single run measured a {scaling['speedup']:.2f}× speedup on "
+                f"{scaling['threads']} threads over one, extrapolated by Amdahl's law")
+    return ("CPU ranks share the host's cores: at most cores × nodes ÷ the single run's "
+            f"threads = {compute_capacity(record, nodes):g} single-device equivalents "
+            "(threads assumed to scale perfectly: the record has no thread_scaling)")
