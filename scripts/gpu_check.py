@@ -357,11 +357,28 @@ def check_lpips(record: dict) -> Check:
                  passed(value is not None and value >= 0))
 
 
+def check_breakdown(record: dict) -> Check:
+    """The attribution probe's fractions add up; a distributed cell saw its collectives."""
+    b = record.get("breakdown") or {}
+    keys = ("data", "forward", "backward", "comm_exposed", "optimizer", "other")
+    values = [num(b.get(k)) for k in keys]
+    if any(v is None for v in values):
+        return Check(f"{label(record)} breakdown", "missing", "FAIL")
+    distributed = int(record["cell"].get("devices", 1)) > 1 and \
+        record["cell"].get("strategy") != "dp"
+    comm = num(b.get("comm_bytes_per_step")) or 0
+    ok = all(v >= 0 for v in values) and abs(sum(values) - 1) <= 0.05 \
+        and (comm > 0) == distributed
+    text = " ".join(f"{k} {v:.1%}" for k, v in zip(keys, values)) + \
+        f", {comm / 2**20:.2f} MiB/step, overlap {b.get('comm_overlap')}"
+    return Check(f"{label(record)} breakdown", text, passed(ok))
+
+
 def cell_checks(record: dict, steps, measured: bool) -> list[Check]:
     out = [check_status(record), check_skips(record)]
     if record.get("status") != "ok":
         return out
-    out.append(check_lpips(record))
+    out += [check_lpips(record), check_breakdown(record)]
     if measured:
         out += [check_timing(record, steps), check_energy(record), check_busy(record),
                 check_mfu(record)]

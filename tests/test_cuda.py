@@ -261,3 +261,19 @@ def test_auto_on_a_gpu_host_sizes_the_study_to_its_gpus(capsys, tmp_path, monkey
     assert all(c.cell_id in result.stdout for c in cells)
     assert {c.precision for c in cells} == {"fp32", "fp16"}
     assert {c.devices for c in cells if c.strategy != "single"} == {gpus}
+
+
+@needs_cuda
+def test_attribution_probe_reads_the_kernel_timeline():
+    """On a GPU the probe profiles CUDA activity too: its phases hold their kernels (a sync
+    closes each), and a single device shows no NCCL kernel, so no communication."""
+    from bench.worker.probe import run_probe
+    from launchers.base import Engine, Precision
+    model = _model("cuda")
+    engine = Engine(model, torch.optim.Adam(model.parameters()), Precision("bf16", "cuda"))
+    x = torch.rand(4, 1, 32, 32, device="cuda")
+    summary = run_probe(engine, (x, x), "cuda")
+    shares = summary["step_shares"]
+    assert shares["forward"] > 0 and shares["backward"] > 0 and shares["optimizer"] > 0
+    assert sum(shares.values()) == pytest.approx(1.0)
+    assert shares["comm_exposed"] == 0 and summary["comm_bytes_per_step"] == 0

@@ -48,6 +48,9 @@ def cuda_cell(precision="bf16", window=1.02, mfu=0.4, **telemetry):
         "runtime": {"skipped_steps": 0},
         "env": {"gpus": ["NVIDIA H200"]},
         "quality": [{"lpips": 0.2, "lpips_weights": "/kit/assets/alexnet.ckpt"}],
+        "breakdown": {"data": 0.01, "forward": 0.3, "backward": 0.6, "comm_exposed": 0.0,
+                      "optimizer": 0.08, "other": 0.01, "comm_bytes_per_step": 0,
+                      "comm_overlap": None},
     }
     steps = pd.DataFrame({"step": range(12), "step_time_s": [0.2, 0.2] + [0.1] * 10,
                           "warmup": [True, True] + [False] * 10})
@@ -83,6 +86,10 @@ def test_a_sound_cuda_record_passes_every_check():
     (lambda r, s: r["runtime"].update(skipped_steps=0.0), "skipped steps"),
     (lambda r, s: r["quality"][0].update(lpips=None), "LPIPS"),
     (lambda r, s: r.update(status="failed", error={"message": "boom"}), "status"),
+    (lambda r, s: r["breakdown"].update(forward=0.5), "breakdown"),  # sums to 1.2
+    (lambda r, s: r["breakdown"].update(comm_bytes_per_step=4096), "breakdown"),  # 1 device
+    (lambda r, s: r["cell"].update(strategy="ddp", devices=2), "breakdown"),  # no comm seen
+    (lambda r, s: r.pop("breakdown"), "breakdown"),
 ])
 def test_each_check_fails_on_the_value_it_guards(change, check):
     record, steps = cuda_cell()
