@@ -76,6 +76,9 @@ class DeepSpeed(DistributedStrategy):
             "bf16": {"enabled": cell.precision == "bf16"},
             "fp16": {"enabled": cell.precision == "fp16", "initial_scale_power": 16},
             "zero_allow_untested_optimizer": True,
+            # DeepSpeed clips the gradient norm to 1.0 unless told otherwise; no other strategy
+            # clips, so the DeepSpeed cells would train another workload once the norm passes 1.
+            "gradient_clipping": 0.0,
             "steps_per_print": 2**31 - 1,
             "wall_clock_breakdown": False,
         }

@@ -116,6 +116,30 @@ def test_parity_of_ddp_and_sharded_strategies_with_group_norm():
     assert "no gradient norm" not in text
 
 
+def test_deepspeed_does_not_clip_what_no_other_strategy_clips():
+    """DeepSpeed clips the gradient norm to 1.0 by default. Here the norms are 2.9, 2.2, 1.3
+    (the width-4 model elsewhere stays under 1, where clipping does nothing); Adam's first
+    update ignores the gradient's scale, so a clipped run parts from the reference at step 2
+    (rel. Δ 6.9e-3 before the fix)."""
+    result = run_cli("parity", "--device", "cpu", "--model", "unet", "--width", "16",
+                     "--image-size", "64", "--batch", "16", "--check-steps", "3",
+                     "--strategy", "deepspeed", "--zero", "0", "--devices", "2")
+    assert result.returncode == 0, result.stdout + result.stderr
+    import re
+    rows = [line.split("│") for line in result.stdout.splitlines()
+            if re.match(r"^│\s+\d+ │", line)]
+    ref_norms = [float(cells[6]) for cells in rows]
+    assert len(ref_norms) == 3 and min(ref_norms[:2]) > 1.0  # clipping would have acted
+    assert "within tolerance" in result.stdout
+
+
+def test_deepspeed_config_turns_clipping_off():
+    from bench.config.cell import Cell
+    from launchers import get_strategy
+    config = get_strategy("deepspeed").config(Cell(strategy="deepspeed", devices=2))
+    assert config["gradient_clipping"] == 0.0
+
+
 def test_parity_detects_batchnorm_per_rank_statistics():
     """The check can fail: BatchNorm on 2 ranks normalises each half-batch separately."""
     result = run_cli("parity", *PARITY, "--norm", "batch")
