@@ -117,8 +117,9 @@ def step_attribution(spans: Sequence[Span], itemsize: int) -> list[dict]:
                "comm_exposed_s": length(clip(exposed, lo, hi)) / 1e6}
         for p in PHASES:
             ranges = [(s.start, s.end) for s in phases[p] if lo <= s.start and s.end <= hi]
-            hidden = sum(length(clip(exposed, a, b)) for a, b in ranges)
-            row[p + "_s"] = (sum(b - a for a, b in ranges) - hidden) / 1e6
+            # a phase's time less the exposed communication inside it (counted apart)
+            waiting = sum(length(clip(exposed, a, b)) for a, b in ranges)
+            row[p + "_s"] = (sum(b - a for a, b in ranges) - waiting) / 1e6
         # Between the phases (and any exposed communication there): other.
         row["other_s"] = max(0.0, row["step_s"] - row["comm_exposed_s"]
                              - sum(row[p + "_s"] for p in PHASES))

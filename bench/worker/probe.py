@@ -3,8 +3,8 @@
 They run after the trained weights were taken for evaluation, on the last batch of the
 window, so neither the timed figures nor the evaluated model see them; every rank runs them
 (collectives need all ranks). Each phase is a named range followed by a device synchronize,
-so on a GPU a phase's range holds its kernels. benchmarks/attribution_cost.py measures that
-the steps after a probe run as fast as steps that never saw one.
+so on a GPU a phase's range holds its kernels. `bench selfbench`'s probed pass measures that
+the steps after a probe run as fast as steps that never saw one, and what the probe costs.
 """
 from __future__ import annotations
 
