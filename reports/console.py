@@ -93,7 +93,7 @@ def render_selfbench(results: list[dict]) -> None:
                       ratio(r["attribution"]), f"{r['probe_slowdown']['median']:.2f}×")
     out = console()
     out.print(table)
-    out.print("after a probe = unprobed ÷ probed step time of bench's loop (target ≥ "
+    out.print("after a probe = harness (bench ÷ bare) without a probe ÷ after one (target ≥ "
               f"{results[0]['attribution_target']:g}); probe cost = the attribution probe's "
               "wall time per probe step (profiler start, trace and analysis included) ÷ an "
               "unprobed step; it runs after the timed window, outside every timed figure")

@@ -19,8 +19,10 @@ reporting, as in a cell. One device also compares bench's loop with the telemetr
 A further pass ("probed") runs the attribution probe (bench.worker.probe: profiled steps)
 on bench's engine before its timed steps. In a cell the probe runs after the timed window,
 so no timed step follows it; this pass is the harder case, and shows whether the profiler
-leaves any cost behind on the steps it did not sample (attribution = unprobed ÷ probed step
-time, adjacent passes), and what the probe itself takes (seconds, and its steps' slowdown).
+leaves any cost behind on the steps it did not sample (attribution = bench ÷ bare in the
+real pass ÷ the same in the probed pass: the bare steps alternate with bench's in both, so
+the drift between passes cancels, as in the harness ratio), and what the probe itself takes
+(seconds per probe step, against an unprobed step).
 """
 from __future__ import annotations
 
@@ -161,8 +163,13 @@ def interleaved(cell: Cell, strategy, runtime, prepared, repeats: int,
             step_s[f"bench_{name}"].append(bench_s)
             step_s[f"bare_{name}"].append(bare_s)
     step_s.pop("bare_sampled", None)
-    step_s.pop("bare_probed", None)
     return {"step_s": step_s, "sample_cpu_ms": sample_cpu_ms, "probe_step_s": probe_s}
+
+
+def harness_pair(step_s: dict) -> tuple[list[float], list[float]]:
+    """(bench ÷ bare without a probe, bench ÷ bare after one), per repeat."""
+    return ([a / b for a, b in zip(step_s["bench_real"], step_s["bare_real"])],
+            [a / b for a, b in zip(step_s["bench_probed"], step_s["bare_probed"])])
 
 
 def paired(a: list[float], b: list[float]) -> dict:
@@ -187,8 +194,9 @@ def summarise(cell: Cell, runtime, measured: dict, sample_hz: float) -> dict:
            "width": cell.width, "step_s": step_s,
            **{name: paired(step_s[a], step_s[b]) for name, (a, b) in RATIOS.items()},
            "harness_target": HARNESS_TARGET,
-           # unprobed ÷ probed step time = probed ÷ unprobed throughput
-           "attribution": paired(step_s["bench_real"], step_s["bench_probed"]),
+           # bench's harness ratio in the unprobed pass ÷ in the probed one: each pass's bare
+           # steps, alternated with bench's, take the machine's drift between the passes out
+           "attribution": paired(*harness_pair(step_s)),
            "attribution_target": ATTRIBUTION_TARGET,
            # a profiled probe step (wall, profiler start/stop shared out) ÷ an unprobed step
            "probe_slowdown": paired(measured["probe_step_s"], step_s["bench_real"])}
