@@ -78,8 +78,12 @@ def subtract(intervals: Sequence[Interval], holes: Sequence[Interval]) -> list[I
     return out
 
 
-def message_bytes(span: Span, itemsize: int) -> int:
-    return span.numel * itemsize
+def timeline_itemsize(device: Sequence[Span], itemsize: int) -> int:
+    """Bytes per element the collectives carried: on a GPU the NCCL kernels name their dtype
+    (when they agree on one); elsewhere the parameters' `itemsize`."""
+    sizes = {nccl_itemsize(k.name) for k in device if DEVICE_COLLECTIVE.match(k.name)}
+    sizes.discard(None)
+    return sizes.pop() if len(sizes) == 1 else itemsize
 
 
 def nccl_itemsize(name: str) -> int | None:
@@ -110,6 +114,7 @@ def step_attribution(spans: Sequence[Span], itemsize: int) -> list[dict]:
     phases = {p: [s for s in spans if s.name == PHASE_RANGE[p] and not s.on_device]
               for p in PHASES}
     hosts = [s for s in spans if HOST_COLLECTIVE.match(s.name) and not s.on_device]
+    itemsize = timeline_itemsize(device, itemsize)
     out = []
     for step in steps:
         lo, hi = step.start, step.end
@@ -123,19 +128,9 @@ def step_attribution(spans: Sequence[Span], itemsize: int) -> list[dict]:
         # Between the phases (and any exposed communication there): other.
         row["other_s"] = max(0.0, row["step_s"] - row["comm_exposed_s"]
                              - sum(row[p + "_s"] for p in PHASES))
-        row["comm_bytes"] = sum(_bytes(s, device, itemsize) for s in hosts
-                                if lo <= s.start <= hi)
+        row["comm_bytes"] = sum(s.numel * itemsize for s in hosts if lo <= s.start <= hi)
         out.append(row)
     return out
-
-
-def _bytes(span: Span, device: Sequence[Span], itemsize: int) -> int:
-    if device:  # on a GPU the kernels name the dtype the collective carried
-        sizes = {nccl_itemsize(k.name) for k in device if DEVICE_COLLECTIVE.match(k.name)}
-        sizes.discard(None)
-        if len(sizes) == 1:
-            itemsize = sizes.pop()
-    return message_bytes(span, itemsize)
 
 
 def probe_summary(rows: Sequence[dict], skip: int = 1,
@@ -204,10 +199,3 @@ def window_breakdown(probe: dict, *, window_s: float, steps_s: float, data_wait_
             "comm_exposed_per_rank": probe.get("comm_exposed_per_rank"),
             "probe_step_s": probe["probe_step_s"], "probe_steps": probe["probe_steps"],
             "thread_scaling": probe.get("thread_scaling"), "method": method}
-
-
-def largest_loss(breakdown: dict) -> tuple[str, float] | None:
-    """The fraction that is not useful compute and takes the most of the window."""
-    losses = {k: breakdown.get(k) or 0.0 for k in ("data", "comm_exposed", "other")}
-    name, value = max(losses.items(), key=lambda kv: kv[1])
-    return (name, value) if value > 0 else None
