@@ -35,7 +35,7 @@ ALLOWED = {
                   "bench.worker", "bench.twosite", "launchers", "models", "slurm", "reports"},
     "bench.__main__": {"bench.cli"},
     "bench": set(),
-    "launchers": {"bench.errors", "bench.config"},
+    "launchers": {"bench.errors", "bench.config", "bench.measure"},
     "models": set(),
     "slurm": set(),
     "reports": {"bench.errors", "bench.plugins", "bench.analysis", "bench.record"},

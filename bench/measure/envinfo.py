@@ -67,6 +67,8 @@ def capture() -> dict:
     """Everything needed to interpret a number later. Imports torch (the caller needs it)."""
     import torch
 
+    from bench.measure.cores import core_facts
+
     cuda = torch.cuda.is_available()
     info = {
         "python": platform.python_version(),
@@ -79,7 +81,7 @@ def capture() -> dict:
         if cuda else [],
         "driver": nvidia_driver() if cuda else None,
         "cpu": cpu_model(),
-        "cpu_count": os.cpu_count(),
+        **core_facts(),
         "torch_threads": torch.get_num_threads(),
         **placement(),
     }
