@@ -12,6 +12,7 @@ import sys
 from dataclasses import dataclass
 
 from bench.errors import BadInput
+from bench.measure.cores import usable_cores  # affinity, capped by a cgroup quota
 
 
 @dataclass(frozen=True)
@@ -71,12 +72,17 @@ class Engine:
     """One optimizer step of a wrapped model. Subclasses override what differs."""
 
     supports_checkpoint = True  # training_state() captures everything a resume needs
+    # How a sharding strategy split the parameters (its policy, what each step gathers), for
+    # the record's runtime.sharding; None where every rank holds every parameter.
+    sharding: dict | None = None
 
     def __init__(self, model, optimizer, precision: Precision):
         self.model = model
         self.optimizer = optimizer
         self.precision = precision
-        self.skipped_steps = 0  # fp16 steps GradScaler skipped because of inf/nan gradients
+        # fp16 steps GradScaler skipped because of inf/nan gradients: a running count over
+        # every step, warm-up included (bench.worker.loop splits it at the timed window)
+        self.skipped_steps = 0
 
     def train_step(self, noisy, clean):
         """One optimizer step: three phases, which the attribution probe (bench.worker.probe)
@@ -187,15 +193,6 @@ class DistributedStrategy(Strategy):
         if dist.is_initialized():
             dist.barrier()
             dist.destroy_process_group()
-
-
-def usable_cores() -> int:
-    """Cores this process may run on: Slurm and cgroups bind tasks to a subset of the node,
-    and threads beyond it would measure oversubscription rather than the strategy."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
 
 
 def validate_common(cell, visible_gpus: int, strategy: Strategy) -> None:

@@ -95,5 +95,25 @@ class DeepSpeed(DistributedStrategy):
         logging.getLogger("DeepSpeed").setLevel(logging.WARNING)
         ds_engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer,
                                              config=self.config(cell), dist_init_required=False)
-        return DeepSpeedEngine(ds_engine, Precision(cell.precision, runtime.device_type,
-                                                    autocast=False))
+        engine = DeepSpeedEngine(ds_engine, Precision(cell.precision, runtime.device_type,
+                                                      autocast=False))
+        if (cell.zero_stage or 0) == 3:
+            engine.sharding = zero3_policy(ds_engine)
+        return engine
+
+
+def zero3_policy(ds_engine) -> dict:
+    """The record's `runtime.sharding` under ZeRO-3. Parameters under the persistence
+    threshold stay whole between steps (gathered once, after the optimizer step); the others
+    are gathered before their module's forward. A gathered parameter is released after use
+    unless it is used again within `max_reuse_distance` elements of fetches: every re-use in
+    backward lies within 2 × the parameters, so below half that distance none is gathered
+    again in backward (`regathered_parameters`; above it, every non-persistent one at most)."""
+    params = list(ds_engine.module.parameters())
+    total = sum(p.ds_numel for p in params)
+    persistent = sum(p.ds_numel for p in params if getattr(p, "ds_persist", False))
+    reuse = int(ds_engine.zero_max_reuse_distance())
+    return {"policy": "zero3", "parameters": total,
+            "persistence_threshold": int(ds_engine.zero_param_persistence_threshold()),
+            "persistent_parameters": persistent, "max_reuse_distance": reuse,
+            "regathered_parameters": 0 if 2 * total <= reuse else total - persistent}

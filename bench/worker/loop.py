@@ -47,6 +47,8 @@ class LoopResult:
     timed_from: int = 0  # first timed step; the ones before warm the caches up
     preempted: bool = False
     last_batch: tuple | None = None  # (noisy, clean) of the last step: the probe's input
+    skipped_steps: int = 0  # fp16 updates GradScaler skipped in the timed window
+    warmup_skipped_steps: int = 0  # and in the warm-up before it (finding its scale)
 
 
 def first_timed_step(cell: Cell, start_step: int) -> int:
@@ -72,6 +74,7 @@ def timed_loop(engine, loader, cell: Cell, device: str, *, sampler=None, progres
     timed_from = first_timed_step(cell, start_step)
     end_step, preempted = cell.steps, False
     set_phase(sampler, "warmup")
+    skipped = SkipCount(engine)
     batch_iter = iter(loader)
     for step in range(start_step, cell.steps):
         if preemption is not None and preemption.should_stop(step):
@@ -82,6 +85,7 @@ def timed_loop(engine, loader, cell: Cell, device: str, *, sampler=None, progres
             mark(sampler, "window_start")  # outside the window: it reads NVML
             window_start = time.monotonic()
             set_phase(sampler, "timed")
+            skipped.window_starts()
         t_wait = time.perf_counter()
         noisy, clean = next(batch_iter)
         noisy = noisy.to(device, non_blocking=True)
@@ -105,7 +109,29 @@ def timed_loop(engine, loader, cell: Cell, device: str, *, sampler=None, progres
     loss_values = [float(v) for v in torch.stack(losses).float().cpu()] if losses else []
     last = (noisy, clean) if end_step > start_step else None
     return LoopResult(timer.step_times_s(), waits, loss_values, grad_norms, window,
-                      start_step, end_step, timed_from, preempted, last)
+                      start_step, end_step, timed_from, preempted, last,
+                      skipped_steps=skipped.timed(), warmup_skipped_steps=skipped.warmup())
+
+
+class SkipCount:
+    """The engine's skipped updates (Engine.skipped_steps: a running count, no device sync
+    to read) split at the window's start: GradScaler skips most while it finds its scale,
+    in the warm-up, and those are no part of the timed steps."""
+
+    def __init__(self, engine):
+        self.engine = engine
+        self.at_start = engine.skipped_steps
+        self.at_window: int | None = None
+
+    def window_starts(self) -> None:
+        self.at_window = self.engine.skipped_steps
+
+    def warmup(self) -> int:
+        end = self.engine.skipped_steps if self.at_window is None else self.at_window
+        return end - self.at_start
+
+    def timed(self) -> int:
+        return 0 if self.at_window is None else self.engine.skipped_steps - self.at_window
 
 
 def set_phase(sampler, name: str) -> None:

@@ -21,6 +21,7 @@ from bench.worker.setup import gpu_indices
 
 INPUT_BOUND_FRAC = 0.10  # a cell idle >10% of its window between steps is input-bound
 STEP_KEYS = ("step_times_s", "data_wait_s", "losses", "grad_norms")
+SKIP_KEYS = ("skipped_steps", "warmup_skipped_steps")  # fp16 updates skipped: timed, warm-up
 
 
 @dataclass
@@ -46,7 +47,8 @@ class History:
                 old[k] = list(old[k]) + list(new[k])
             old["peak_mem_mb"] = max(old.get("peak_mem_mb", 0.0), new["peak_mem_mb"])
             old["peak_mem_reserved_mb"] = new["peak_mem_reserved_mb"]
-            old["skipped_steps"] = old.get("skipped_steps", 0) + new["skipped_steps"]
+            for k in SKIP_KEYS:
+                old[k] = old.get(k, 0) + new[k]
         self.timed += [loop.timed_from <= s for s in range(loop.start_step, loop.end_step)]
         if loop.window:
             self.train_time_s += loop.window[1] - loop.window[0]
@@ -76,14 +78,15 @@ class NodeTelemetry:
         return cls(socket.gethostname(), rows, sampler.gpu_reason, window, gpu_indices(cell))
 
 
-def local_results(loop: LoopResult, engine, runtime, node: NodeTelemetry | None = None) -> dict:
+def local_results(loop: LoopResult, runtime, node: NodeTelemetry | None = None) -> dict:
     """This rank's share of the history: its step data and its memory peaks, and, from
     another node's local rank 0, that node's telemetry (sent once, after the window)."""
     return {"step_times_s": loop.step_times_s, "data_wait_s": loop.data_wait_s,
             "losses": loop.losses, "grad_norms": loop.grad_norms,
             "peak_mem_mb": peak_memory_mb(runtime),
             "peak_mem_reserved_mb": peak_reserved_mb(runtime),
-            "skipped_steps": engine.skipped_steps, "local_rank": runtime.local_rank,
+            "skipped_steps": loop.skipped_steps,
+            "warmup_skipped_steps": loop.warmup_skipped_steps, "local_rank": runtime.local_rank,
             "node_telemetry": node}
 
 
@@ -156,7 +159,7 @@ class Steps:
 def write_results(job: Job, strategy, runtime, cell_dir: Path, history: History,
                   quality: list[dict], samples: dict, nodes: list[NodeTelemetry | None], *,
                   eval_s: float, flops_per_step: int | None, data_info,
-                  probe: dict | None = None) -> None:
+                  probe: dict | None = None, sharding: dict | None = None) -> None:
     """Rank 0, after evaluation: steps.parquet, telemetry, samples and the `ok`/`diverged`
     record. `nodes`: each node's telemetry, rank 0's first (None where none was taken)."""
     from bench.measure import envinfo
@@ -175,7 +178,8 @@ def write_results(job: Job, strategy, runtime, cell_dir: Path, history: History,
     record = builder.trained_record(
         cell, job.fingerprint, launched_at=job.launch_time,
         diverged_at=first_nonfinite(list(losses)),
-        segments=history.segments, runtime=runtime_section(cell, strategy, runtime, history),
+        segments=history.segments,
+        runtime=runtime_section(cell, strategy, runtime, history, sharding),
         loss={"first": float(losses[0]), "last": float(losses[-1]),
               "last10_mean": float(np.mean(losses[-10:]))},
         timing=timing, quality=quality, telemetry=telemetry, data=data_section(cell, data_info),
@@ -305,7 +309,8 @@ def mfu_section(cell: Cell, timing: dict, env: dict, flops_per_step: int | None)
             "mfu_median_step": median_value}
 
 
-def runtime_section(cell: Cell, strategy, runtime, history: History) -> dict:
+def runtime_section(cell: Cell, strategy, runtime, history: History,
+                    sharding: dict | None = None) -> dict:
     return {
         "world_size": runtime.world_size, "per_device_batch": cell.per_device_batch,
         "global_batch": cell.effective_global_batch, "lr": cell.effective_lr,
@@ -313,9 +318,14 @@ def runtime_section(cell: Cell, strategy, runtime, history: History) -> dict:
         "backend": runtime.backend, "device": runtime.device,
         "threads_per_rank": runtime.threads,
         "strategy": strategy.description, "strategy_options": strategy_options(cell),
+        # How a sharding strategy split the parameters and what a step gathers (the engine's
+        # `sharding`: FSDP's per-block units, ZeRO-3's persistence); None: replicated.
+        "sharding": sharding,
         # Every rank steps on the same all-reduced gradients, so a skipped fp16 step is skipped
-        # on all of them: the count is rank 0's, once, not a sum over ranks.
+        # on all of them: the count is rank 0's, once, not a sum over ranks. The timed
+        # window's; the warm-up's apart (GradScaler skips while it finds its scale).
         "skipped_steps": history.per_rank[0]["skipped_steps"],
+        "warmup_skipped_steps": history.per_rank[0].get("warmup_skipped_steps", 0),
         "batchnorm_per_rank_stats": cell.batchnorm_per_device,
     }
 

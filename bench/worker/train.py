@@ -41,7 +41,7 @@ def train_cell(job: Job, strategy, runtime, cell_dir: Path) -> bool:
     # step data. Rank 0 keeps sampling through evaluation.
     node = NodeTelemetry.of(sampler, loop.window, cell) \
         if sampler is not None and not runtime.is_main else None
-    gathered = gather(local_results(loop, training.engine, runtime, node), runtime)
+    gathered = gather(local_results(loop, runtime, node), runtime)
     history = History.resume(resume).extend(gathered, loop)
     if loop.preempted:
         save_preempted(job, training.engine, runtime, cell_dir, history, loop, sampler)
@@ -95,7 +95,7 @@ def finish(job: Job, strategy, runtime, cell_dir: Path, state: dict, prepared,
     own = NodeTelemetry.of(sampler, loop.window, job.cell) if sampler else None
     write_results(job, strategy, runtime, cell_dir, history, quality, samples,
                   [own, *other_nodes], eval_s=eval_s, flops_per_step=training.flops_per_step,
-                  data_info=prepared, probe=probe)
+                  data_info=prepared, probe=probe, sharding=training.engine.sharding)
     (cell_dir / checkpoint.CHECKPOINT).unlink(missing_ok=True)
 
 
