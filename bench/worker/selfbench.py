@@ -22,7 +22,8 @@ so no timed step follows it; this pass is the harder case, and shows whether the
 leaves any cost behind on the steps it did not sample (attribution = bench ÷ bare in the
 real pass ÷ the same in the probed pass: the bare steps alternate with bench's in both, so
 the drift between passes cancels, as in the harness ratio), and what the probe itself takes
-(seconds per probe step, against an unprobed step).
+(seconds per step the probe trains, timed and shape-recording ones alike, against an
+unprobed step).
 """
 from __future__ import annotations
 
@@ -64,17 +65,13 @@ def bench_loop_s(cell: Cell, strategy, runtime, prepared, batches, sample_hz: fl
     """Median seconds of bench's own timed steps (its step timer, the data wait outside it, as
     in every record); the CPU time of each telemetry sample taken goes into `sample_cpu_ms`.
     With `probe_s` a list, the attribution probe runs first and its seconds go there."""
-    import time
-
     from bench.worker.loop import timed_loop
-    from bench.worker.probe import PROBE_STEPS, run_probe
     from bench.worker.setup import build_training, gpu_indices
 
     engine = build_training(cell, strategy, runtime, prepared).engine
     if probe_s is not None:
-        start = time.perf_counter()
-        run_probe(engine, static_batches(cell, runtime)[0], runtime.device_type)
-        probe_s.append((time.perf_counter() - start) / PROBE_STEPS)
+        probe_s.append(probe_step_s(engine, static_batches(cell, runtime)[0],
+                                    runtime.device_type))
     sampler = None
     if sample_hz > 0:
         from bench.measure.telemetry import Sampler
@@ -89,6 +86,17 @@ def bench_loop_s(cell: Cell, strategy, runtime, prepared, batches, sample_hz: fl
             if sample_cpu_ms is not None:
                 sample_cpu_ms.extend(r["sample_cpu_ms"] for r in rows)
     return statistics.median(loop.step_times_s[cell.warmup:])
+
+
+def probe_step_s(engine, batch, device_type: str) -> float:
+    """The attribution probe's wall seconds (profiler start, stop and event parsing in) per
+    step it trains: its timed steps and its shape-recording ones."""
+    import time
+
+    from bench.worker.probe import PROFILED_STEPS, run_probe
+    start = time.perf_counter()
+    run_probe(engine, batch, device_type)
+    return (time.perf_counter() - start) / PROFILED_STEPS
 
 
 def bare_stepper(cell: Cell, runtime):
@@ -198,7 +206,8 @@ def summarise(cell: Cell, runtime, measured: dict, sample_hz: float) -> dict:
            # steps, alternated with bench's, take the machine's drift between the passes out
            "attribution": paired(*harness_pair(step_s)),
            "attribution_target": ATTRIBUTION_TARGET,
-           # a profiled probe step (wall, profiler start/stop shared out) ÷ an unprobed step
+           # a profiled probe step (wall, profiler start/stop shared out over every step
+           # the probe trains) ÷ an unprobed step
            "probe_slowdown": paired(measured["probe_step_s"], step_s["bench_real"])}
     if "bench_sampled" in step_s:
         cpu = measured["sample_cpu_ms"]
