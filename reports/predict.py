@@ -8,8 +8,8 @@ import time
 from reports import plots
 from reports.markup import CSS, esc, figure, fmt, table
 
-HEADER = ["strategy", "devices", "compute ms", "comm ms", "exposed ms", "step ms", "img/s",
-          "efficiency", "measured", "error"]
+HEADER = ["strategy", "devices", "compute ms", "data ms", "comm ms", "MiB/step", "measured MiB",
+          "exposed ms", "step ms", "img/s", "efficiency", "measured", "error"]
 
 
 def _pct(x) -> str:
@@ -49,13 +49,17 @@ def render_html(out: dict, source: str) -> str:
             f"generated {esc(time.strftime('%Y-%m-%d %H:%M:%S'))}</p>"]
     for fam in out["families"]:
         title = (f"{plots.model_name(fam['model'])} — workload {fam['fingerprint']}, "
-                 f"{fam['device_type']}: predicted from {fam['baseline_cell']}")
+                 f"{fam['device_type']} ({fam.get('processor', '?')}): predicted from "
+                 f"{fam['baseline_cell']}")
         body.append(f"<h2>{esc(title)}</h2>")
         body.append(figure(efficiency_plot(fam), f"predicted scaling efficiency, {title}",
                            "Lines: the cost model's prediction; points: measured cells of the "
                            "same workload and precision."))
         rows = [[esc(r["strategy"]), str(r["devices"]), fmt(r["compute_s"] * 1e3, ".2f"),
-                 fmt(r["comm_s"] * 1e3, ".2f"), fmt(r["exposed_comm_s"] * 1e3, ".2f"),
+                 fmt(r["data_s"] * 1e3, ".2f"), fmt(r["comm_s"] * 1e3, ".2f"),
+                 fmt(r["comm_message_bytes_per_step"] / 2**20, ".2f"),
+                 fmt(r["measured_message_bytes_per_step"] / 2**20, ".2f")
+                 if r.get("measured_message_bytes_per_step") is not None else "—", fmt(r["exposed_comm_s"] * 1e3, ".2f"),
                  fmt(r["step_s"] * 1e3, ".2f"), fmt(r["throughput_img_s"], ".1f"),
                  _pct(r["efficiency"]), _pct(r.get("measured_efficiency")),
                  fmt(100 * r["error"], "+.1f") + "%" if r.get("error") is not None else "—"]

@@ -11,29 +11,30 @@ bus bandwidth in bytes/s, `latency` the per-hop latency in s):
   operations in MPICH"). `bw` is the *bus* bandwidth as nccl-tests defines it
   (doc/PERFORMANCE.md: busbw = algbw × 2(n−1)/n for all-reduce), so a measured busbw plugs in
   directly and is comparable across rank counts.
-- tree all-reduce (NCCL's double binary tree): t ≈ 2 · bytes/bw + 2 · log2(n) · latency —
-  bandwidth term ~ twice the message (reduce up, broadcast down, the two trees each carrying
-  half), latency logarithmic in n.
+- tree all-reduce (NCCL's double binary tree): t = 2(n−1)/n · bytes/bw + 2 · log2(n) · latency.
+  The bandwidth term is the ring's: `bw` is a *bus* bandwidth, which nccl-tests defines for
+  every all-reduce algorithm as algbw × 2(n−1)/n, so the algorithm's own traffic pattern is
+  already folded into it; only the latency term (logarithmic in n) differs.
 - reduce-scatter and all-gather alone: (n−1)/n · bytes/bw + (n−1) · latency each (half a ring
   all-reduce).
 
-Strategies (volume per step per rank, P = gradient bytes = parameter bytes in fp32):
-- `ddp` and DeepSpeed ZeRO stages 0, 1, 2: one all-reduce of P (stage 1/2 do it as a
-  reduce-scatter of gradients plus an all-gather of the updated parameters after the step:
-  the same 2(n−1)/n · P on the wire).
-- ZeRO-3 / FSDP (full sharding): parameters are all-gathered again in forward and in backward,
-  gradients reduce-scattered: 3 × (n−1)/n · P, i.e. 1.5× the DDP volume (Rajbhandari et al.
-  2020, ZeRO, §7.2.2). Assumes parameter and gradient dtype alike and no prefetch savings.
+Strategies: what each moves per step (bench/analysis/volume.py), P = gradient bytes. DDP,
+ZeRO-0/1/2: 2(n−1)/n · P on the wire; ZeRO-3/FSDP: (2 + r)(n−1)/n · P, r the share of the
+parameters gathered again in backward, from the sharding the strategy's records carry
+(FSDP per block: the blocks' share; ZeRO-3 on these models: 0). Communication time = an
+all-reduce of P + a half ring of r · P. A row gives both `comm_wire_bytes_per_step` (ring bytes
+each rank sends) and `comm_message_bytes_per_step` (the bytes each rank hands its collectives:
+what a record's measured `breakdown.comm_message_bytes_per_step` counts).
 
-Step time: compute (strong scaling: the single-device step time / n, the global batch split;
-weak: constant; CPU ranks sharing a host's cores get the capacity of
-bench/analysis/scaling_inputs.py instead of n) + exposed communication = comm time × (1 −
-overlap, measured by the cells' attribution probes unless given) + a fixed per-step overhead
-(default 0). Throughput = global batch / step; efficiency = throughput / (n ×
-single-device throughput) (strong), = single step / predicted step (weak). With compute taken
-from the single-device record's median step, that compute already holds the data wait and
-optimizer step; splitting them by n is optimistic for the optimizer (each rank still updates
-every parameter in DDP).
+Step time, on the basis measured efficiency uses (the timed window ÷ its steps, waits
+included): compute (the single-device window step less its data wait; strong scaling: ÷ n, the
+global batch split; weak: constant; CPU ranks sharing a host's cores get the capacity of
+bench/analysis/scaling_inputs.py instead of n) + data wait (÷ n strong, constant weak) +
+exposed communication = comm time × (1 − overlap, measured by the cells' attribution probes
+unless given) + a fixed per-step overhead (default 0). Throughput = samples / step;
+efficiency = throughput / (n × single-device throughput). Splitting the optimizer step by n
+is optimistic (each DDP rank still updates every parameter). Single-device records are pooled
+per processor model: a step time on one processor says nothing about another.
 
 Gradient dtype: torch autocast (bf16/fp16 AMP) keeps parameters and so gradients in fp32, so
 gradient bytes = parameters × 4 for every precision the harness runs.
@@ -44,7 +45,10 @@ import math
 from dataclasses import asdict, dataclass
 
 from bench.analysis.scaling_inputs import (compute_capacity, measured_overlap, pooled,
-                                           shared_cores, strategy_of)
+                                           processor_of, shared_cores, strategy_of,
+                                           window_figures)
+from bench.analysis.volume import (message_bytes, passes, recorded_sharding, regathered_share,
+                                   volume_assumption, wire_bytes)
 from bench.errors import BadInput
 
 GRAD_BYTES_PER_ELEMENT = {"fp32": 4, "tf32": 4, "bf16": 4, "fp16": 4}
@@ -58,10 +62,9 @@ DEFAULT_LINKS = {
              "source": "assumed: NVLink-class intra-node busbw"},
     "cuda-internode": {"bandwidth_gbs": 12.5, "latency_us": 20.0,
                        "source": "assumed: 100 Gb/s InfiniBand per GPU between nodes"},
+    "cpu-internode": {"bandwidth_gbs": 1.25, "latency_us": 50.0,
+                      "source": "assumed: gloo over 10 Gb/s Ethernet between nodes"},
 }
-
-STRATEGIES = ("ddp", "zero0", "zero1", "zero2", "zero3", "fsdp")
-
 
 def allreduce_time(nbytes: float, n: int, bandwidth: float, latency: float,
                    algo: str = "ring") -> float:
@@ -76,7 +79,7 @@ def allreduce_time(nbytes: float, n: int, bandwidth: float, latency: float,
     if algo == "ring":
         return 2 * (n - 1) / n * nbytes / bandwidth + 2 * (n - 1) * latency
     if algo == "tree":
-        return 2 * nbytes / bandwidth + 2 * math.log2(n) * latency
+        return 2 * (n - 1) / n * nbytes / bandwidth + 2 * math.log2(n) * latency
     raise BadInput(f"all-reduce algorithm '{algo}' is unknown; use ring or tree")
 
 
@@ -87,32 +90,15 @@ def half_ring_time(nbytes: float, n: int, bandwidth: float, latency: float) -> f
     return (n - 1) / n * nbytes / bandwidth + (n - 1) * latency
 
 
-def comm_volume(grad_bytes: float, n: int, strategy: str = "ddp") -> float:
-    """Bytes each rank sends per step (ring): 2(n−1)/n·P for DDP/ZeRO-0/1/2, 3(n−1)/n·P for
-    ZeRO-3/FSDP."""
-    if n <= 1:
-        return 0.0
-    return _passes(strategy) * (n - 1) / n * grad_bytes
-
-
-def _passes(strategy: str) -> int:
-    """Half-ring passes over the parameter bytes per step."""
-    if strategy in ("ddp", "zero0", "zero1", "zero2"):
-        return 2
-    if strategy in ("zero3", "fsdp"):
-        return 3
-    raise BadInput(f"strategy '{strategy}' is unknown to the prediction; use one of "
-                   f"{', '.join(STRATEGIES)}")
-
-
 def comm_time(grad_bytes: float, n: int, bandwidth: float, latency: float,
-              strategy: str = "ddp", algo: str = "ring") -> float:
-    """Seconds of communication per step for the strategy."""
+              strategy: str = "ddp", algo: str = "ring", regathered: float = 0.0) -> float:
+    """Seconds of communication per step for the strategy: the all-reduce volume, plus a
+    half ring over the share `regathered` of the parameters that ZeRO-3/FSDP gather again."""
+    extra = passes(strategy, regathered) - 2.0
     if n <= 1:
         return 0.0
-    passes = _passes(strategy)
     t = allreduce_time(grad_bytes, n, bandwidth, latency, algo)
-    return t if passes == 2 else t + half_ring_time(grad_bytes, n, bandwidth, latency)
+    return t + half_ring_time(extra * grad_bytes, n, bandwidth, latency) if extra > 0 else t
 
 
 @dataclass
@@ -121,6 +107,7 @@ class StepPrediction:
     strategy: str
     scaling: str
     compute_s: float
+    data_s: float
     comm_s: float
     exposed_comm_s: float
     step_s: float
@@ -131,11 +118,14 @@ class StepPrediction:
 def predict_step(compute_s: float, grad_bytes: float, n: int, bandwidth: float,
                  latency: float, overlap: float = 0.0, strategy: str = "ddp",
                  scaling: str = "strong", overhead_s: float = 0.0,
-                 algo: str = "ring", capacity: float | None = None) -> StepPrediction:
-    """One configuration's step. `compute_s` is the single-device step time (global batch on
-    one device for strong scaling; the per-device batch for weak). `capacity`: how many
-    single-device equivalents of compute the n ranks have (default n: one device each); CPU
-    ranks on shared hosts have fewer, or more (`compute_capacity`)."""
+                 algo: str = "ring", capacity: float | None = None,
+                 data_s: float = 0.0, regathered: float = 0.0) -> StepPrediction:
+    """One configuration's window time per step. `compute_s` is the single-device window time
+    per step less its data wait `data_s` (global batch on one device for strong scaling; the
+    per-device batch for weak). The data wait goes with the samples a rank loads: ÷ n under
+    strong scaling, unchanged under weak. `capacity`: how many single-device equivalents of
+    compute the n ranks have (default n: one device each); CPU ranks on shared hosts have
+    fewer, or more (`compute_capacity`)."""
     if not 0.0 <= overlap <= 1.0:
         raise BadInput(f"overlap {overlap} is invalid; it must be in [0, 1]")
     if scaling not in ("strong", "weak"):
@@ -143,13 +133,14 @@ def predict_step(compute_s: float, grad_bytes: float, n: int, bandwidth: float,
     parallel = capacity if capacity else float(n)
     # Strong: the global batch's work spread over the parallel hardware; weak: n × the work.
     compute = compute_s / parallel if scaling == "strong" else compute_s * n / parallel
-    comm = comm_time(grad_bytes, n, bandwidth, latency, strategy, algo)
+    data = data_s / n if scaling == "strong" else data_s
+    comm = comm_time(grad_bytes, n, bandwidth, latency, strategy, algo, regathered)
     exposed = comm * (1.0 - overlap)
-    step = compute + exposed + (overhead_s if n > 1 else 0.0)
+    step = compute + data + exposed + (overhead_s if n > 1 else 0.0)
     # Samples per step: the global batch (strong) or n × the per-device batch (weak).
     samples = 1.0 if scaling == "strong" else float(n)
-    speedup = (samples / step) / (1.0 / compute_s)
-    return StepPrediction(n, strategy, scaling, compute, comm, exposed, step, speedup,
+    speedup = (samples / step) / (1.0 / (compute_s + data_s))
+    return StepPrediction(n, strategy, scaling, compute, data, comm, exposed, step, speedup,
                           speedup / n)
 
 
@@ -195,12 +186,30 @@ def links_from_commbench(data: dict) -> dict:
 
 def resolve_links(device_type: str, nodes: int | None, bandwidth_gbs=None, latency_us=None,
                   commbench: dict | None = None) -> dict:
+    """The link the prediction's collectives cross, and where each figure came from. Ranks on
+    several nodes cross the link between nodes: a commbench measured within one node does
+    not stand for it, and is refused rather than carried over."""
+    link = "inter-node" if nodes and nodes > 1 else "intra-node"
     if commbench is not None:
         links = links_from_commbench(commbench)
+        # `bench commbench --json` states its layout; the simple form may say "nodes".
+        measured = (commbench.get("layout") or {}).get("nodes", commbench.get("nodes"))
+        if measured is None:
+            links["source"] += "; the file does not say which link it measured"
+        else:
+            measured_link = "inter-node" if int(measured) > 1 else "intra-node"
+            if measured_link != link and (bandwidth_gbs is None or latency_us is None):
+                raise BadInput(
+                    f"the commbench result measured the {measured_link} link ({int(measured)} "
+                    f"node{'s' if int(measured) > 1 else ''}), but this prediction "
+                    f"(--nodes {nodes or 1}) crosses the {link} link; measure that one, or give "
+                    "its --bandwidth and --latency")
+            links["source"] += f", {measured_link} link"
     else:
-        key = "cuda-internode" if device_type == "cuda" and nodes and nodes > 1 else \
-            ("cuda" if device_type == "cuda" else "cpu")
+        key = ("cuda" if device_type == "cuda" else "cpu") + \
+            ("-internode" if link == "inter-node" else "")
         links = dict(DEFAULT_LINKS[key])
+    links["link"] = link
     if bandwidth_gbs is not None:
         links["bandwidth_gbs"], links["source"] = float(bandwidth_gbs), "given"
     if latency_us is not None:
@@ -225,13 +234,22 @@ def parameter_count(record: dict) -> int:
 
 def _family(record: dict) -> tuple:
     cell = record.get("cell", {})
-    return (cell.get("model"), record.get("fingerprint"), cell.get("device_type"))
+    return (cell.get("model"), record.get("fingerprint"), cell.get("device_type"),
+            processor_of(record))
 
 
-def _efficiency(single: dict, other: dict) -> float:
-    t1 = float(single["timing"]["throughput_img_s"])
-    tn = float(other["timing"]["throughput_img_s"])
-    return tn / t1 / int(other["cell"]["devices"])
+def _single_rate(single: dict, window_s: float) -> float:
+    """The single-device record's samples/s on the prediction's basis: its global batch per
+    pooled window step (the repeats' throughputs' mean where the batch is not recorded)."""
+    samples = float((single.get("runtime") or {}).get("global_batch")
+                    or single["cell"].get("global_batch") or 0)
+    return samples / window_s if samples else float(single["timing"]["throughput_img_s"])
+
+
+def _efficiency(single_rate: float, other: dict) -> float:
+    """Measured efficiency: `other`'s throughput (samples per window) against the single
+    device's on the same basis."""
+    return float(other["timing"]["throughput_img_s"]) / single_rate / int(other["cell"]["devices"])
 
 
 def predict(records: list[dict], devices=(2, 4, 8, 64), nodes: int | None = None,
@@ -239,13 +257,15 @@ def predict(records: list[dict], devices=(2, 4, 8, 64), nodes: int | None = None
             commbench: dict | None = None, strategies=("ddp",), overlap: float | None = None,
             algo: str = "ring", overhead_s: float = 0.0,
             shared_host: bool = True, scaling: str | None = None,
-            parameters=parameter_count) -> dict:
-    """Predictions per workload family (model, fingerprint, device type) that has an ok
-    single-device fp32 record. `bandwidth` in GB/s, `latency` in µs. Where an ok record of the
+            parameters=parameter_count, sharding=None) -> dict:
+    """Predictions per workload family (model, fingerprint, device type, processor) that has
+    an ok single-device record. `bandwidth` in GB/s, `latency` in µs. Where an ok record of the
     same family has the strategy and device count, it is paired with its measured efficiency
     and the relative error (predicted − measured) / measured. `parameters(record)` gives the
-    parameter count of the single-device record's model. `overlap` None: each strategy's
-    measured `breakdown.comm_overlap` (`measured_overlap`)."""
+    parameter count of the single-device record's model; `sharding(record)`, if given, FSDP's
+    per-block policy on it (`runtime.sharding`'s form), used where no measured FSDP cell
+    recorded one. `overlap` None: each strategy's measured `breakdown.comm_overlap`
+    (`measured_overlap`)."""
     ok = [r for r in records if r.get("status") == "ok"]
     singles = [r for r in ok if r.get("cell", {}).get("strategy") == "single"
                and int(r["cell"].get("devices", 1)) == 1]
@@ -259,7 +279,9 @@ def predict(records: list[dict], devices=(2, 4, 8, 64), nodes: int | None = None
         base = pooled([r for r in singles if _family(r) == family
                        and r["cell"].get("precision") == first["cell"].get("precision")])
         cell = base["cell"]
-        compute_s = float(base["timing"]["step_time_median_s"])
+        window_s, data_s = window_figures(base)
+        compute_s = window_s - data_s
+        rate = _single_rate(base, window_s)
         params = int(parameters(base))
         grad_bytes = params * GRAD_BYTES_PER_ELEMENT.get(cell.get("precision", "fp32"), 4)
         links = resolve_links(cell.get("device_type", "cpu"), nodes, bandwidth, latency,
@@ -270,53 +292,86 @@ def predict(records: list[dict], devices=(2, 4, 8, 64), nodes: int | None = None
         # single-device record predicts).
         measured = [r for r in ok if _family(r) == family and strategy_of(r["cell"])
                     and r["cell"].get("precision") == cell.get("precision")]
-        rows, overlaps = [], {}
+        rows, overlaps, shares = [], {}, {}  # shares: strategy → (r, its source), volume.py
         for strategy in strategies:
             overlaps[strategy] = (overlap, "given") if overlap is not None \
                 else measured_overlap(measured, strategy)
+            shares[strategy] = regathered_share(strategy, params,
+                                                recorded_sharding(measured, strategy),
+                                                sharding(base) if sharding else None)
+            share = shares[strategy][0]
             for n in devices:
                 capacity = compute_capacity(base, nodes, int(n)) if shared_host else None
                 p = predict_step(compute_s, grad_bytes, int(n), bw, lat, overlaps[strategy][0],
-                                 strategy, scaling_, overhead_s, algo, capacity)
+                                 strategy, scaling_, overhead_s, algo, capacity, data_s,
+                                 share)
                 row = asdict(p)
                 row.update(overlap=overlaps[strategy][0], compute_capacity=capacity)
-                row["throughput_img_s"] = float(base["timing"]["throughput_img_s"]) * p.speedup
-                row["comm_bytes_per_step"] = comm_volume(grad_bytes, int(n), strategy)
+                row["throughput_img_s"] = rate * p.speedup
+                row.update(regathered_share=share, regathered_source=shares[strategy][1],
+                           comm_wire_bytes_per_step=wire_bytes(grad_bytes, int(n), strategy,
+                                                               share),
+                           comm_message_bytes_per_step=message_bytes(grad_bytes, int(n),
+                                                                     strategy, share))
                 hits = [r for r in measured if strategy_of(r["cell"]) == strategy
                         and int(r["cell"]["devices"]) == int(n)]
                 if hits:
-                    m = sum(_efficiency(base, r) for r in hits) / len(hits)
+                    m = sum(_efficiency(rate, r) for r in hits) / len(hits)
                     row.update(measured_efficiency=m,
-                               measured_step_s=sum(float(r["timing"]["step_time_median_s"])
+                               measured_step_s=sum(window_figures(r)[0]
                                                    for r in hits) / len(hits),
                                error=(p.efficiency - m) / m, measured_cells=[
                                    r.get("cell_id") for r in hits])
+                    measured_bytes = [message_bytes_measured(r) for r in hits]
+                    if all(b is not None for b in measured_bytes):
+                        row["measured_message_bytes_per_step"] = \
+                            sum(measured_bytes) / len(measured_bytes)
                 rows.append(row)
         out.append({"model": family[0], "fingerprint": family[1], "device_type": family[2],
-                    "baseline_cell": base.get("cell_id"), "compute_s": compute_s,
+                    "processor": family[3], "baseline_cell": base.get("cell_id"),
+                    "baseline_repeats": base.get("repeats_pooled", 1),
+                    "compute_s": compute_s, "data_s": data_s, "window_step_s": window_s,
                     "parameters": params, "grad_bytes": grad_bytes, "scaling": scaling_,
                     "links": links, "overlap": {k: v[0] for k, v in overlaps.items()},
-                    "algo": algo, "overhead_s": overhead_s,
+                    "algo": algo, "overhead_s": overhead_s, "volume": volume_assumption(shares),
                     "rows": rows, "assumptions": assumptions(
                         links, overlaps, algo, scaling_,
-                        shared_cores(base, nodes) if shared_host else None, overhead_s)})
+                        shared_cores(base, nodes) if shared_host else None, overhead_s,
+                        family[3], data_s, volume_assumption(shares))})
     return {"families": out}
 
 
+def message_bytes_measured(record: dict) -> float | None:
+    """A record's probe-measured message bytes per step (records before 2026-12-06 named the
+    same figure `comm_bytes_per_step`)."""
+    breakdown = record.get("breakdown") or {}
+    value = breakdown.get("comm_message_bytes_per_step", breakdown.get("comm_bytes_per_step"))
+    return None if value is None else float(value)
+
+
 def assumptions(links: dict, overlaps: dict, algo: str, scaling: str,
-                shared: str | None = None, overhead_s: float = 0.0) -> list[str]:
+                shared: str | None = None, overhead_s: float = 0.0, processor: str = "?",
+                data_s: float = 0.0, volume: str = "") -> list[str]:
     return ([shared] if shared else []) + [
-        f"links: bus bandwidth {links['bandwidth_gbs']:g} GB/s, latency "
-        f"{links['latency_us']:g} µs ({links['source']})",
+        f"processor {processor}: compute from its own single-device record(s); cells on other "
+        "processors are predicted and paired apart, never pooled",
+        f"{links.get('link', 'intra-node')} link: bus bandwidth {links['bandwidth_gbs']:g} "
+        f"GB/s, latency {links['latency_us']:g} µs ({links['source']})",
+        f"time per step = the timed window ÷ its steps, as measured efficiency (throughput) "
+        f"counts it: compute + data wait ({data_s * 1e3:.3g} ms on one device, "
+        + ("÷ n: each rank loads its share of the batch" if scaling == "strong" else
+           "constant: each rank loads a full per-device batch") + ") + exposed comm",
         f"{algo} all-reduce: " + ("2(n−1)/n·bytes/bw + 2(n−1)·latency" if algo == "ring" else
-                                  "2·bytes/bw + 2·log2(n)·latency"),
-        "ZeRO-0/1/2: reduce-scatter + all-gather = the all-reduce volume; ZeRO-3/FSDP: 1.5×",
+                                  "2(n−1)/n·bytes/bw + 2·log2(n)·latency"),
+        *([volume] if volume else []),
         *(f"{strategy} overlap {value:.2f}: exposed comm = comm × (1 − overlap) ({source})"
           for strategy, (value, source) in overlaps.items()),
         f"fixed per-step overhead {overhead_s * 1e3:g} ms on more than one device"
         + (" (none assumed)" if overhead_s == 0 else ""),
-        f"{scaling} scaling: compute per step = single-device median step"
+        f"{scaling} scaling: compute per step = single-device window step less its data wait"
         + (" / capacity (n devices; CPU: see above)" if scaling == "strong"
            else " (constant per rank)"),
-        "gradients fp32 (autocast keeps fp32 parameters and gradients)",
+        "4 bytes per element in every collective: gradients fp32 (autocast keeps fp32 "
+        "parameters and gradients); an FSDP bf16/fp16 policy gathers half-size parameters, "
+        "which is not modelled",
     ]

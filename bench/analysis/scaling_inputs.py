@@ -24,7 +24,10 @@ def pooled(repeats: list[dict]) -> dict:
     their median steps and thread speedups, the mean of their throughputs. One repeat of this
     VM's single-device cell can be 20% off the next."""
     base = dict(sorted(repeats, key=lambda r: r["cell"].get("repeat", 0))[0])
+    windows = [window_figures(r) for r in repeats]
     base["timing"] = {**base["timing"],
+                      "window_step_s": statistics.median(w for w, _ in windows),
+                      "data_wait_step_s": statistics.median(d for _, d in windows),
                       "step_time_median_s": statistics.median(
                           float(r["timing"]["step_time_median_s"]) for r in repeats),
                       "throughput_img_s": statistics.fmean(
@@ -36,6 +39,35 @@ def pooled(repeats: list[dict]) -> dict:
         base["breakdown"] = {**(base.get("breakdown") or {}), "thread_scaling": scaling}
     base["repeats_pooled"] = len(repeats)
     return base
+
+
+def window_figures(record: dict) -> tuple[float, float]:
+    """(window time per step, data wait per step) in s: what a measured efficiency is made of
+    (throughput = samples per window). A step's own time (`step_time_median_s`) leaves out the
+    wait for the next batch, so predicting from it and comparing with throughput would blame
+    the links for the data. On a GPU only the device's idle time can be the data's (the host
+    waits while queued kernels run). Records without a window keep the median step, no wait."""
+    timing = record.get("timing") or {}
+    if "window_step_s" in timing:  # already pooled
+        return float(timing["window_step_s"]), float(timing.get("data_wait_step_s") or 0.0)
+    steps, window = timing.get("timed_steps"), timing.get("train_time_s")
+    if not (steps and window):
+        return float(timing["step_time_median_s"]), 0.0
+    per_step = float(window) / int(steps)
+    share = float(timing.get("data_wait_frac") or 0.0)
+    if record.get("cell", {}).get("device_type") == "cuda" and \
+            timing.get("idle_between_steps_frac") is not None:
+        share = min(share, float(timing["idle_between_steps_frac"]))
+    return per_step, per_step * min(1.0, share)
+
+
+def processor_of(record: dict) -> str:
+    """The processor model a record's numbers belong to: its first GPU's on CUDA, else the
+    CPU's. A step time measured on one model says nothing about another's."""
+    env = record.get("env") or {}
+    if record.get("cell", {}).get("device_type") == "cuda" and env.get("gpus"):
+        return str(env["gpus"][0])
+    return str(env.get("cpu") or "?")
 
 
 def compute_capacity(record: dict, nodes: int | None = None,
@@ -51,7 +83,7 @@ def compute_capacity(record: dict, nodes: int | None = None,
     if record.get("cell", {}).get("device_type") != "cpu":
         return None
     env, runtime = record.get("env") or {}, record.get("runtime") or {}
-    cores = env.get("cpu_count")
+    cores = usable_cores(env)
     threads = runtime.get("threads_per_rank") or env.get("torch_threads")
     if not cores or not threads:
         return None
@@ -63,6 +95,13 @@ def compute_capacity(record: dict, nodes: int | None = None,
     speedup_t = amdahl(scaling["speedup"], int(scaling["threads"]),
                        max(1, int(total // n)))
     return min(float(n), total) * speedup_t / scaling["speedup"]
+
+
+def usable_cores(env: dict) -> int | None:
+    """The cores a rank of this record could use: the task's (affinity set, cgroup quota),
+    which a Slurm or container limit makes far fewer than the node's `cpu_count`. Records made
+    before bench kept it have only the node's count."""
+    return env.get("usable_cores") or env.get("cpu_count")
 
 
 def amdahl(speedup: float, threads: int, t: int) -> float:
@@ -95,11 +134,16 @@ def shared_cores(record: dict, nodes: int | None) -> str | None:
     """The assumption line of `compute_capacity`, or None where ranks do not share cores."""
     if compute_capacity(record, nodes) is None:
         return None
+    env = record.get("env") or {}
+    cores = (f"{env['usable_cores']} usable cores per node (affinity and cgroup quota; the node "
+             f"has {env.get('cpu_count')})" if env.get("usable_cores") else
+             f"{env.get('cpu_count')} cores per node (the node's count: this record predates "
+             "the task's usable cores, so a Slurm or cgroup limit is not seen)")
     scaling = (record.get("breakdown") or {}).get("thread_scaling") or {}
     if scaling.get("speedup"):
-        return (f"CPU ranks share the host's cores (each gets cores × nodes ÷ n threads); "
+        return (f"CPU ranks share the host's cores: {cores}; each gets cores × nodes ÷ n threads; "
                 f"the single run measured a {scaling['speedup']:.2f}× speedup on "
                 f"{scaling['threads']} threads over one, extrapolated by Amdahl's law")
-    return ("CPU ranks share the host's cores: at most cores × nodes ÷ the single run's "
+    return (f"CPU ranks share the host's cores: {cores}; at most cores × nodes ÷ the single run's "
             f"threads = {compute_capacity(record, nodes):g} single-device equivalents "
             "(threads assumed to scale perfectly: the record has no thread_scaling)")

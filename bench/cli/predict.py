@@ -30,6 +30,7 @@ def cmd_predict(args) -> int:
                   latency=args.latency, commbench=commbench, strategies=args.strategy,
                   overlap=args.overlap, algo=args.algo, shared_host=not args.no_shared_host,
                   scaling=args.scaling, parameters=rebuilt_parameters,
+                  sharding=rebuilt_sharding,
                   overhead_s=args.overhead / 1e3)
     if args.html is not None:
         from bench.cli.report import _write_output
@@ -46,14 +47,33 @@ def cmd_predict(args) -> int:
 def rebuilt_parameters(record: dict) -> int:
     """The record's `model.parameters`, else the count of the model rebuilt from its cell
     (architecture only: no weights, no data)."""
-    from bench.config.cell import Cell, model_options
-    from models import build_model, count_parameters
+    from models import count_parameters
 
     model = record.get("model") or {}
     if isinstance(model, dict) and model.get("parameters"):
         return int(model["parameters"])
+    return count_parameters(_rebuilt_model(record))
+
+
+def rebuilt_sharding(record: dict) -> dict:
+    """FSDP's per-block policy (launchers/fsdp.py) on the record's model: what an FSDP cell of
+    this workload would record in `runtime.sharding`."""
+    from launchers.fsdp import per_block_policy, shard_units
+
+    model = _rebuilt_model(record)
+    return per_block_policy(model, shard_units(model))
+
+
+def _rebuilt_model(record: dict):
+    from bench.config.cell import Cell, model_options
+    from models import build_model
+
     cell = Cell.from_dict(record["cell"])
-    return count_parameters(build_model(cell.model, **model_options(cell)))
+    return build_model(cell.model, **model_options(cell))
+
+
+def _mib(nbytes) -> str:
+    return "" if nbytes is None else f"{nbytes / 2**20:.2f}"
 
 
 def _pct(x) -> str:
@@ -61,22 +81,30 @@ def _pct(x) -> str:
 
 
 def render(out: dict) -> None:
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    from reports.text import console as shared_console
+
+    console = shared_console()  # wide when piped, as `run` and `report` print
     for fam in out["families"]:
-        table = Table(title=f"{fam['model']} · {fam['fingerprint']} · {fam['device_type']}: "
-                            f"predicted from {fam['baseline_cell']} "
-                            f"({fam['parameters']:,} parameters, "
+        repeats = fam.get("baseline_repeats", 1)
+        table = Table(title=f"{fam['model']} · {fam['fingerprint']} · {fam['device_type']} · "
+                            f"{fam.get('processor', '?')}: predicted from "
+                            + (f"{repeats} repeats of " if repeats > 1 else "")
+                            + f"{fam['baseline_cell']} ({fam['parameters']:,} parameters, "
                             f"{fam['grad_bytes'] / 2**20:.2f} MiB gradients, "
-                            f"{fam['compute_s'] * 1e3:.1f} ms/step)")
-        for col in ("strategy", "devices", "compute ms", "comm ms", "exposed ms", "step ms",
+                            f"{fam['window_step_s'] * 1e3:.1f} ms/step of which "
+                            f"{fam['data_s'] * 1e3:.1f} ms data)")
+        for col in ("strategy", "devices", "compute ms", "data ms", "comm ms", "MiB/step",
+                    "measured MiB", "exposed ms", "step ms",
                     "img/s", "efficiency", "measured", "error"):
             table.add_column(col, justify="left" if col == "strategy" else "right")
         for r in fam["rows"]:
             table.add_row(r["strategy"], str(r["devices"]), f"{r['compute_s'] * 1e3:.2f}",
-                          f"{r['comm_s'] * 1e3:.2f}", f"{r['exposed_comm_s'] * 1e3:.2f}",
+                          f"{r['data_s'] * 1e3:.2f}", f"{r['comm_s'] * 1e3:.2f}",
+                          _mib(r["comm_message_bytes_per_step"]),
+                          _mib(r.get("measured_message_bytes_per_step")),
+                          f"{r['exposed_comm_s'] * 1e3:.2f}",
                           f"{r['step_s'] * 1e3:.2f}", f"{r['throughput_img_s']:.1f}",
                           _pct(r["efficiency"]), _pct(r.get("measured_efficiency")),
                           "" if r.get("error") is None else f"{100 * r['error']:+.1f}%")

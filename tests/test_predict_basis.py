@@ -1,0 +1,121 @@
+"""What `predict` compares: the same processor, the same time basis, the right link."""
+import pytest
+
+from bench.analysis.predict import allreduce_time, predict
+from bench.errors import BadInput
+
+BATCH, STEPS = 16, 50
+
+
+def _record(strategy, devices, window_step_s, data_frac=0.0, step_s=None, gpu="NVIDIA H100",
+            device_type="cuda"):
+    """A record whose window (train time ÷ timed steps), data wait and throughput agree."""
+    return {"status": "ok", "cell_id": f"{strategy}{devices}-{gpu}", "fingerprint": "fp",
+            "model": {"parameters": 1_000_000},
+            "cell": {"model": "unet", "strategy": strategy, "devices": devices,
+                     "precision": "fp32", "device_type": device_type, "scaling": "strong",
+                     "global_batch": BATCH, "repeat": 0},
+            "runtime": {"global_batch": BATCH},
+            "env": {"gpus": [gpu] * devices, "cpu": "some CPU"},
+            "timing": {"train_time_s": window_step_s * STEPS, "timed_steps": STEPS,
+                       "throughput_img_s": BATCH / window_step_s,
+                       "data_wait_frac": data_frac, "idle_between_steps_frac": data_frac,
+                       "step_time_median_s": step_s or window_step_s * (1 - data_frac)}}
+
+
+def test_a_cell_that_follows_the_model_exactly_reads_zero_error():
+    # An input-bound single GPU: 0.2 s per window step, half of it waiting for data.
+    single = _record("single", 1, 0.2, data_frac=0.5)
+    # Two ranks as the model has it: compute 0.1/2, data 0.1/2, a ring all-reduce of 4 MB at
+    # 1 GB/s and 10 µs, nothing hidden.
+    comm = allreduce_time(4e6, 2, 1e9, 10e-6)
+    ddp = _record("ddp", 2, 0.05 + 0.05 + comm, data_frac=0.05 / (0.1 + comm))
+    out = predict([single, ddp], devices=[2], bandwidth=1.0, latency=10.0, overlap=0.0)
+    (row,) = out["families"][0]["rows"]
+    assert row["data_s"] == pytest.approx(0.05) and row["compute_s"] == pytest.approx(0.05)
+    assert row["measured_efficiency"] == pytest.approx(0.2 / (0.1 + comm) / 2)
+    # From the median step (0.1 s, no data) the error would be −3.7%: the links blamed for
+    # the data wait.
+    assert row["error"] == pytest.approx(0.0, abs=1e-9)
+    assert any("data wait" in a for a in out["families"][0]["assumptions"])
+
+
+def test_processors_are_never_pooled():
+    h100, a100 = _record("single", 1, 0.1), _record("single", 1, 0.3, gpu="NVIDIA A100")
+    ddp_a100 = _record("ddp", 2, 0.16, gpu="NVIDIA A100")
+    out = predict([h100, a100, ddp_a100], devices=[2], bandwidth=100.0, latency=10.0,
+                  overlap=0.0)
+    families = {f["processor"]: f for f in out["families"]}
+    assert set(families) == {"NVIDIA H100", "NVIDIA A100"}
+    assert families["NVIDIA H100"]["window_step_s"] == pytest.approx(0.1)
+    assert families["NVIDIA A100"]["window_step_s"] == pytest.approx(0.3)
+    (h_row,), (a_row,) = families["NVIDIA H100"]["rows"], families["NVIDIA A100"]["rows"]
+    # The A100 cell is measured against the A100 single run only (0.3 / 0.16 / 2), not
+    # against the pooled mean of both processors.
+    assert a_row["measured_efficiency"] == pytest.approx(0.3 / 0.16 / 2)
+    assert "measured_efficiency" not in h_row
+    assert any("NVIDIA A100" in a and "never pooled" in a
+               for a in families["NVIDIA A100"]["assumptions"])
+
+
+def test_a_one_node_commbench_does_not_stand_for_the_link_between_nodes():
+    single = _record("single", 1, 0.1)
+    one_node = {"layout": {"world_size": 2, "nodes": 1},
+                "results": [{"op": "all_reduce", "bytes": s,
+                             "time_s": allreduce_time(s, 2, 50e9, 5e-6)}
+                            for s in (1 << 10, 1 << 20, 1 << 24)]}
+    with pytest.raises(BadInput, match="intra-node link .1 node.*crosses the inter-node"):
+        predict([single], devices=[4], nodes=2, commbench=one_node)
+    fam = predict([single], devices=[4], nodes=1, commbench=one_node)["families"][0]
+    assert fam["links"]["link"] == "intra-node"
+    assert fam["links"]["bandwidth_gbs"] == pytest.approx(50.0)
+    two_nodes = {**one_node, "layout": {"world_size": 2, "nodes": 2}}
+    fam = predict([single], devices=[4], nodes=2, commbench=two_nodes)["families"][0]
+    assert fam["links"]["link"] == "inter-node"
+    assert any(a.startswith("inter-node link") for a in fam["assumptions"])
+    # Without a measurement the default is stated as an inter-node assumption too.
+    fam = predict([_record("single", 1, 0.1, device_type="cpu")], devices=[4],
+                  nodes=2)["families"][0]
+    assert fam["links"]["link"] == "inter-node" and "between nodes" in fam["links"]["source"]
+
+
+def test_a_cross_node_commbench_does_not_stand_for_one_node():
+    single = _record("single", 1, 0.1)
+    rows = [{"op": "all_reduce", "bytes": s, "time_s": allreduce_time(s, 2, 1e9, 20e-6)}
+            for s in (1 << 10, 1 << 20, 1 << 24)]
+    with pytest.raises(BadInput, match="inter-node link"):
+        predict([single], devices=[2], commbench={"layout": {"world_size": 2, "nodes": 2},
+                                                  "results": rows})
+    # Both figures given: the file is not what prices the link.
+    fam = predict([single], devices=[2], bandwidth=50.0, latency=5.0,
+                  commbench={"layout": {"world_size": 2, "nodes": 2}, "results": rows})
+    assert fam["families"][0]["links"]["source"].startswith("given")
+    # The simple form without "nodes" is taken, and its source says the link is unstated.
+    fam = predict([single], devices=[4], nodes=2,
+                  commbench={"bandwidth_gbs": 3.0, "latency_us": 7.0})["families"][0]
+    assert "does not say which link" in fam["links"]["source"]
+    assert fam["links"]["bandwidth_gbs"] == 3.0
+
+
+def test_fsdp_volume_follows_the_recorded_or_the_models_policy():
+    from bench.cli.predict import rebuilt_sharding
+    from bench.config.cell import Cell
+
+    single = _record("single", 1, 0.1, device_type="cpu")
+    single["cell"] = {**Cell(model="unet", width=4, depth=2).to_dict(), **{
+        k: single["cell"][k] for k in ("device_type", "global_batch", "repeat")}}
+    policy = rebuilt_sharding(single)
+    assert policy["policy"] == "per-block" and 0 < policy["root_parameters"] < policy["parameters"]
+    share = policy["regathered_parameters"] / policy["parameters"]
+    # No FSDP cell measured: the per-block policy on the rebuilt model gives r (< 1: the root
+    # unit keeps the up-sampling layers and head gathered).
+    row = predict([single], devices=[2], strategies=("fsdp",), sharding=rebuilt_sharding,
+                  bandwidth=1.0, latency=1.0)["families"][0]["rows"][0]
+    assert row["regathered_share"] == pytest.approx(share) and share < 1
+    # An FSDP record made before per-block sharding carries no policy: it was root-only, its
+    # bytes P + P/n, r = 0 — not compared against a per-block prediction.
+    old = {**_record("fsdp", 2, 0.08, device_type="cpu"), "cell": {**single["cell"],
+                                                               "strategy": "fsdp", "devices": 2}}
+    row = predict([single, old], devices=[2], strategies=("fsdp",), sharding=rebuilt_sharding,
+                  bandwidth=1.0, latency=1.0)["families"][0]["rows"][0]
+    assert row["regathered_share"] == 0.0 and "root-only" in row["regathered_source"]
