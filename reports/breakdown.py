@@ -22,7 +22,7 @@ def _label(row) -> str:
 
 def row_cells(row) -> list[str]:
     return [_label(row), *(fmt(100 * row[f], ".1f") + "%" for f in FRACTIONS),
-            fmt(row["comm_bytes_per_step"] / 2**20, ".2f"), fmt(100 * row["comm_overlap"], ".0f")
+            fmt(row["comm_message_bytes_per_step"] / 2**20, ".2f"), fmt(100 * row["comm_overlap"], ".0f")
             + ("%" if fmt(row["comm_overlap"]) != "—" else "")]
 
 
@@ -43,8 +43,8 @@ def render_console(table) -> None:
 
 METHOD_NOTE = ("fractions of the timed window, from profiled probe steps after it (record "
                "breakdown.method); exposed comm = communication not hidden behind the rank's "
-               "own computation; the sentence compares the time per sample with the baseline's "
-               "× baseline devices ÷ devices")
+               "own computation; the sentence compares the time per sample with that of the "
+               "baseline's strategy and devices at the same precision × its devices ÷ devices")
 
 
 def stacked_bars(g, title: str):

@@ -14,7 +14,8 @@ from reports.breakdown import render_console as render_breakdown
 from reports.factorial import render_console as render_factorial
 from reports.gate import OUTCOME_STYLE, render_gate
 from reports.text import (QUALITY_UNITS, VERDICT_STYLE, console, finite, fmt, fmt_mean_ci,
-                          fmt_p, fmt_ratio, group_title, groups, sections, verdict_markup)
+                          fmt_p, fmt_ratio, group_title, groups, row_notes, saving_text,
+                          sections, verdict_markup)
 
 __all__ = ["EXPORT_FORMATS", "OUTCOME_STYLE", "QUALITY_UNITS", "VERDICT_STYLE", "console",
            "export_report", "fmt", "fmt_mean_ci", "fmt_p", "fmt_ratio", "render_env",
@@ -95,7 +96,8 @@ def render_selfbench(results: list[dict]) -> None:
     out.print(table)
     out.print("after a probe = harness (bench ÷ bare) without a probe ÷ after one (target ≥ "
               f"{results[0]['attribution_target']:g}); probe cost = the attribution probe's "
-              "wall time per probe step (profiler start, trace and analysis included) ÷ an "
+              "wall time per profiled step (4 timed + 2 recording shapes; profiler start, trace "
+              "and analysis included) ÷ an "
               "unprobed step; it runs after the timed window, outside every timed figure")
     out.print(f"target: harness ≤ {results[0]['harness_target']:g} (static batches, "
               f"{results[0]['repeats']} repeats of {results[0]['steps']} steps, "
@@ -150,8 +152,7 @@ def render_report(comp, results_dir: Path | None = None, *, brief: bool = False,
                 fmt_ratio(row["speedup_throughput"], row["speedup_ci_low"],
                           row["speedup_ci_high"]),
                 f"{fmt(row['efficiency'], '.0%')} {kind}".strip(),
-                fmt(row["time_saving_pct"], "+.1f") + ("%" if finite(row["time_saving_pct"])
-                                                       else ""),
+                saving_text(row),
                 *quality,
                 *((fmt(row["gpu_busy_pct"], ".0f"), fmt(row["energy_per_img_j"], ".3g"))
                   if has_gpu else (fmt(row["cpu_pct"], ".0f"),)),
@@ -160,8 +161,12 @@ def render_report(comp, results_dir: Path | None = None, *, brief: bool = False,
         noisy = [f"{QUALITY_UNITS[m][0]} {fmt(first.get(f'{m}_noisy_mean'), QUALITY_UNITS[m][1])}"
                  for m in QUALITY_UNITS]
         out.print(f"noisy input (what the model must beat): {', '.join(noisy)}")
-        out.print("[dim]eff. = throughput speedup / (devices / baseline devices) (s strong, "
-                  "w weak scaling); GPU busy % = share of time a kernel ran[/dim]")
+        out.print("[dim]eff. = throughput speedup over the baseline's strategy and devices at "
+                  "the same precision / (devices / its devices) (s strong, w weak scaling); "
+                  "GPU busy % = share of time a kernel ran[/dim]")
+        for _, row in g.iterrows():
+            for line in row_notes(row):
+                out.print(f"[yellow]{line}[/yellow]")
         if not brief:
             _render_throughput_stats(g, pct)
     if not brief:

@@ -6,7 +6,7 @@ import json
 
 from reports import breakdown, factorial
 from reports.text import (QUALITY_UNITS, finite, fmt, fmt_mean_ci, fmt_p, fmt_ratio, groups,
-                          group_title, sections)
+                          group_title, saving_text, sections)
 
 EXPORT_FORMATS = ("md", "csv", "json")
 _LIST_COLUMNS = ("repeats", "cell_ids")
@@ -92,11 +92,11 @@ def _markdown(comp) -> str:
                          fmt_ratio(r["speedup_throughput"], r["speedup_ci_low"],
                                    r["speedup_ci_high"]),
                          f"{fmt(r['efficiency'], '.0%')} ({r['efficiency_kind']})",
-                         fmt(r["time_saving_pct"], "+.1f"), *quality,
+                         saving_text(r), *quality,
                          fmt(r["energy_per_img_j"], ".3g"), fmt(r["gpu_busy_pct"], ".0f")])
         parts.append(f"## {group_title(first, 'Speedup summary')}\n\n" + _md_table(
             ["config", "devices", "precision", "n", "img/s", "CV", "train s", "speedup",
-             "efficiency", "time saving %", "PSNR dB (Δ, verdict)", "SSIM (Δ, verdict)",
+             "efficiency", "time saving", "PSNR dB (Δ, verdict)", "SSIM (Δ, verdict)",
              "LPIPS (Δ, verdict)", "J/img", "GPU busy %"], rows) + "\n")
     if not comp.quality.empty:
         rows = []

@@ -16,7 +16,7 @@ import pandas as pd
 from reports import breakdown, factorial, plots
 from reports.markup import (CSS, QUALITY_FORMATS, esc, figure, fmt, group_title, groups,
                             key_of, mean_ci, p_text, ratio_text, table, verdict_span)
-from reports.text import sections
+from reports.text import row_notes, saving_text, sections
 
 
 # --- sections ----------------------------------------------------------------------------------
@@ -49,10 +49,14 @@ def method_section(comp) -> str:
         f"whole {pct} interval of Δ lies within ±margin (PSNR {m.psnr:g} dB, SSIM {m.ssim:g}, "
         f"LPIPS {m.lpips:g}); <i>worse</i> / <i>better</i> when it lies wholly on one side of "
         "zero; otherwise <i>inconclusive (n too small)</i> — more repeats would narrow it.",
-        "<b>Scaling efficiency</b> = throughput speedup / (devices / the baseline's devices), "
-        "blank where the device count does not change; labelled strong (fixed global "
-        "batch) or weak (fixed per-device batch) from each cell's scaling mode. Only cells with "
-        "the same workload fingerprint are ever compared.",
+        "<b>Scaling efficiency</b> = throughput speedup over the baseline's strategy and "
+        "devices <i>at the cell's own precision</i> / (devices / its devices); that reference "
+        "reads 100%; blank where the device count does not change or no such cell exists (a bf16 cell measured against "
+        "fp32 would count the precision's gain as scaling; AMP gain has its own table); "
+        "labelled strong (fixed global batch) or weak (fixed per-device batch) from each "
+        "cell's scaling mode. A weak-scaling cell trains more samples than its baseline: its "
+        "time saving is per sample (1 − 1/speedup). Only cells with the same workload "
+        "fingerprint are ever compared.",
     ]
     return "<h2>How this was measured</h2><ul>" + "".join(f"<li>{i}</li>" for i in items) + "</ul>"
 
@@ -91,8 +95,7 @@ def summary_rows(g: pd.DataFrame) -> tuple[list[list[str]], list[str]]:
                      ratio_text(r["speedup_throughput"], r["speedup_ci_low"],
                                 r["speedup_ci_high"]),
                      f"{fmt(r['efficiency'], '.0%')} {esc(r['efficiency_kind'])}",
-                     fmt(r["time_saving_pct"], "+.1f") + ("%" if fmt(r["time_saving_pct"]) != "—"
-                                                          else ""),
+                     esc(saving_text(r)),
                      *quality,
                      fmt(r["energy_per_img_j"], ".3g"), fmt(r["gpu_busy_pct"], ".0f"),
                      fmt(r["cpu_pct"], ".0f")])
@@ -117,8 +120,7 @@ def group_section(g: pd.DataFrame, rows: pd.DataFrame, steps: pd.DataFrame,
                f"the test split at σ={fmt(first['sigma'], 'g')}; ± and [..] are {pct} intervals "
                "over repeats.</p>")
     out.append(table(SUMMARY_HEADER, body, left={0, 2}, row_classes=classes))
-    notes = [f"{r['config']} ×{r['cell.devices']} {r['cell.precision']}: {r['variation_note']}"
-             for _, r in g.iterrows() if r.get("variation_note")]
+    notes = [line for _, r in g.iterrows() for line in row_notes(r)]
     if notes:
         out.append('<div class="box">' + "<br>".join(map(esc, notes)) + "</div>")
 

@@ -19,6 +19,9 @@ import pandas as pd  # noqa: E402
 
 MODEL_NAMES = {"unet": "U-Net", "unetpp": "U-Net++"}
 METRIC_NAMES = {"psnr": "PSNR (dB)", "ssim": "SSIM", "lpips": "LPIPS (lower is better)"}
+# The values each metric can take: an interval reaching past them cannot be read as one.
+METRIC_RANGE = {"psnr": (0.0, np.inf), "ssim": (-1.0, 1.0), "lpips": (0.0, np.inf)}
+TOO_WIDE = "interval too wide to read: not drawn"
 DPI = 100
 
 # Applied while each figure is built, never to matplotlib's global state.
@@ -56,6 +59,20 @@ def _half_widths(mean, low, high) -> np.ndarray:
     return np.vstack([mean - low, high - mean])
 
 
+def readable(low, high, lowest: float = 0.0, highest: float = np.inf) -> np.ndarray:
+    """Where an interval stays within the values the quantity can take (a time or throughput
+    above 0, an SSIM within [−1, 1]). Outside, the t interval of too few repeats says nothing
+    a bar could show: it is not drawn (never clipped) and its point is marked hollow."""
+    low, high = np.asarray(low, dtype=float), np.asarray(high, dtype=float)
+    return ~((low <= lowest) | (high > highest)) | np.isnan(low)
+
+
+def _mark_too_wide(ax, x, y, ok: np.ndarray, colour="black") -> None:
+    if (~ok).any():
+        ax.scatter(np.asarray(x, dtype=float)[~ok], np.asarray(y, dtype=float)[~ok],
+                   facecolors="white", edgecolors=colour, s=40, zorder=4, label=TOO_WIDE)
+
+
 @styled
 def train_time_bars(summary: pd.DataFrame, repeats: pd.DataFrame, confidence: float):
     """Training time (timed window, at the nominal timed steps) per configuration: mean over
@@ -64,9 +81,17 @@ def train_time_bars(summary: pd.DataFrame, repeats: pd.DataFrame, confidence: fl
     fig, ax = plt.subplots(figsize=(max(4.0, 1.1 * len(labels) + 1.5), 3.2))
     x = np.arange(len(labels))
     colours = ["#4c72b0" if not b else "#8c8c8c" for b in summary["is_baseline"]]
-    ax.bar(x, summary["train_time_mean"], color=colours, width=0.6,
-           yerr=_half_widths(summary["train_time_mean"], summary["train_time_ci_low"],
-                             summary["train_time_ci_high"]), capsize=4, ecolor="black")
+    ok = readable(summary["train_time_ci_low"], summary["train_time_ci_high"])
+    err = _half_widths(summary["train_time_mean"], summary["train_time_ci_low"],
+                       summary["train_time_ci_high"])
+    err[:, ~ok] = np.nan
+    # Times on a log scale: no interval drawn there can reach below 0 s.
+    ax.set_yscale("log")
+    ax.bar(x, summary["train_time_mean"], color=colours, width=0.6, yerr=err, capsize=4,
+           ecolor="black")
+    _mark_too_wide(ax, x, summary["train_time_mean"], ok)
+    if (~ok).any():
+        ax.legend(fontsize=8)
     for i, (_, row) in enumerate(summary.iterrows()):
         ids = set(row["cell_ids"])
         values = repeats.loc[repeats["cell_id"].isin(ids), "train_time_nominal_s"]
@@ -96,14 +121,19 @@ def speedup_efficiency(summary: pd.DataFrame, confidence: float):
         err = _half_widths(s["speedup_throughput"], s["speedup_ci_low"], s["speedup_ci_high"])
         label = f"{config} {precision}"
         ax_s.errorbar(x, s["speedup_throughput"], yerr=err, marker="o", capsize=3, label=label)
-        ax_e.errorbar(x, s["efficiency"], yerr=err / s["devices_vs_baseline"].to_numpy(float),
-                      marker="o", capsize=3, label=label)
+        ax_e.errorbar(x, s["efficiency"], yerr=_half_widths(
+            s["efficiency"], s["efficiency_ci_low"], s["efficiency_ci_high"]),
+            marker="o", capsize=3, label=label)
     kinds = sorted({str(k) for k in summary["efficiency_kind"].dropna()})
     ax_s.set_title(f"throughput speedup vs devices ({confidence:.0%} CI)")
     ax_e.set_title(f"scaling efficiency ({' / '.join(kinds) or 'strong'} scaling)")
     for ax in (ax_s, ax_e):
         ax.set_xlabel("devices")
         ax.set_xticks(ideal)
+    # Ratios (geometric-mean intervals) on log scales: symmetric about 1×, never below 0.
+    ax_s.set_yscale("log", base=2)
+    ax_e.set_yscale("log", base=2)
+    ax_s.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
     ax_s.set_ylabel("speedup vs baseline (×)")
     ax_e.set_ylabel("speedup / devices")
     ax_e.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
@@ -193,9 +223,13 @@ def quality_vs_noise(quality: pd.DataFrame, confidence: float):
         for offset, ((config, dev, prec, fp), s) in zip(offsets, series):
             s = s.sort_values("sigma")
             label = f"{config} ×{dev} {prec}" + (f" [{fp[:6]}]" if multi_fp else "")
-            ax.errorbar(s["sigma"].map(position) + offset, s["mean"],
-                        yerr=_half_widths(s["mean"], s["ci_low"], s["ci_high"]),
-                        marker="o", markersize=4, capsize=3, label=label)
+            ok = readable(s["ci_low"], s["ci_high"], *METRIC_RANGE[metric])
+            err = _half_widths(s["mean"], s["ci_low"], s["ci_high"])
+            err[:, ~ok] = np.nan
+            x = s["sigma"].map(position) + offset
+            line = ax.errorbar(x, s["mean"], yerr=err, marker="o", markersize=4, capsize=3,
+                               label=label)
+            _mark_too_wide(ax, x, s["mean"], ok, line.lines[0].get_color())
         noisy = m.groupby("sigma")["noisy_mean"].first().sort_index()
         if noisy.notna().any():
             ax.plot(noisy.index.map(position), noisy.to_numpy(), "--", color="grey",
@@ -204,7 +238,12 @@ def quality_vs_noise(quality: pd.DataFrame, confidence: float):
         ax.set_title(METRIC_NAMES[metric])
         ax.set_xticks(range(len(sigmas)), [f"{v:g}" for v in sigmas])
         ax.set_xlim(-0.5, len(sigmas) - 0.5)
-    handles, labels = axes[0].get_legend_handles_labels()
+    # Every panel's entries once: a too-wide interval may show on one metric only.
+    entries = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            entries.setdefault(label, handle)
+    labels, handles = list(entries), list(entries.values())
     if handles:
         fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 5),
                    fontsize=8)

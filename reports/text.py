@@ -56,6 +56,23 @@ def fmt_ratio(value, low=None, high=None) -> str:
     return text
 
 
+def saving_text(row) -> str:
+    """The time saving, saying "per sample" where a weak-scaling cell trained more samples
+    than its baseline (its whole-run time would compare different work)."""
+    if not finite(row.get("time_saving_pct")):
+        return "—"
+    basis = " per sample" if row.get("saving_basis") == "per sample" else ""
+    return f"{row['time_saving_pct']:+.1f}%{basis}"
+
+
+def row_notes(row) -> list[str]:
+    """What a reader of one summary row must know: spread as large as the effect, an interval
+    wider than the effect, an efficiency left blank and why."""
+    label = f"{row['config']} ×{row['cell.devices']} {row['cell.precision']}"
+    return [f"{label}: {row[key]}" for key in ("variation_note", "interval_note",
+                                              "efficiency_note") if row.get(key)]
+
+
 def fmt_p(p) -> str:
     if not finite(p):
         return "—"

@@ -264,9 +264,11 @@ def test_configurable_baseline_and_sigmas():
     assert ddp["is_baseline"] and ddp["speedup_throughput"] == pytest.approx(1.0)
     bf16 = row(table, **{"cell.strategy": "ddp", "cell.precision": "bf16"})
     assert bf16["speedup_throughput"] == pytest.approx(1.5)
-    # Efficiency is relative to the baseline's 2 devices: same devices, no scaling to rate;
-    # the 1-device cell is a 0.5x scale-down running at 1/1.8 of the speed.
-    assert math.isnan(bf16["efficiency"]) and ddp["efficiency"] == pytest.approx(1.0)
+    # Efficiency is relative to the baseline's 2 devices at the cell's own precision: the bf16
+    # ×2 cell is its own reference (1.5× faster than fp32 is the precision's gain, not
+    # scaling); the 1-device cell is a 0.5x scale-down running at 1/1.8 of the speed.
+    assert bf16["efficiency"] == pytest.approx(1.0) and bf16["efficiency_vs"] == "ddp ×2 bf16"
+    assert ddp["efficiency"] == pytest.approx(1.0)
     single = row(table, **{"cell.strategy": "single"})
     assert single["devices_vs_baseline"] == 0.5
     assert single["efficiency"] == pytest.approx((1 / 1.8) / 0.5)
@@ -427,3 +429,75 @@ def test_lowest_repeats_keeps_one_repeat_per_configuration():
                                                     for r in (3, 1)]
     rows = analysis.lowest_repeats(analysis.prepare(frame_of(recs)))
     assert sorted(zip(rows["config"], rows["cell.repeat"])) == [("ddp", 1), ("single", 0)]
+
+
+# --- efficiency at equal precision, savings of equal work --------------------------------------
+
+def _with_breakdown(rec, data=0.05, comm=0.0):
+    rec["breakdown"] = {"data": data, "forward": 0.3, "backward": 0.5, "comm_exposed": comm,
+                        "optimizer": 0.1, "other": 0.05 - comm, "comm_message_bytes_per_step": 0,
+                        "comm_overlap": None}
+    return rec
+
+
+def test_efficiency_compares_a_precision_with_its_own_single_device_cell():
+    from bench.analysis.breakdown import breakdown_table
+    # bf16 alone is 1.5× fp32 on one device; two bf16 ranks give 1.53× fp32 = 1.02× bf16.
+    recs = []
+    for r, base in enumerate((99.0, 100.0, 101.0)):
+        recs += [_with_breakdown(record("unet", "single", 1, "fp32", r, base)),
+                 _with_breakdown(record("unet", "single", 1, "bf16", r, 1.5 * base)),
+                 _with_breakdown(record("unet", "ddp", 2, "bf16", r, 1.53 * base), comm=0.02)]
+    table = analysis.speedups(frame_of(recs))
+    ddp = row(table, **{"cell.strategy": "ddp"})
+    # The speedup stays against the baseline (single fp32); the efficiency is scaling alone.
+    assert ddp["speedup_throughput"] == pytest.approx(1.53, rel=1e-3)
+    assert ddp["efficiency"] == pytest.approx(1.02 / 2, rel=1e-3)  # not 1.53 / 2 = 77%
+    assert ddp["efficiency_vs"] == "single ×1 bf16"
+    assert ddp["efficiency_ci_low"] < ddp["efficiency"] < ddp["efficiency_ci_high"]
+    assert row(table, **{"cell.strategy": "single", "cell.precision": "bf16"})["efficiency"] \
+        == pytest.approx(1.0)
+    # The breakdown's ideal is single bf16 halved: the cell is far from it, not "better".
+    bd = breakdown_table(frame_of(recs))
+    sentence = row(bd, **{"cell.strategy": "ddp"})["sentence"]
+    assert "slower per sample than ideal scaling of single ×1 bf16" in sentence
+    # Without a single-device bf16 cell there is nothing to scale from: blank, and said.
+    alone = [r for r in recs if not (r["cell"]["strategy"] == "single"
+                                     and r["cell"]["precision"] == "bf16")]
+    ddp = row(analysis.speedups(frame_of(alone)), **{"cell.strategy": "ddp"})
+    assert math.isnan(ddp["efficiency"]) and "no single ×1 bf16 cell" in ddp["efficiency_note"]
+    sentence = row(breakdown_table(frame_of(alone)), **{"cell.strategy": "ddp"})["sentence"]
+    assert "no single ×1 bf16 cell" in sentence
+
+
+def test_weak_scaling_saving_is_per_sample():
+    # Two weak-scaling ranks train twice the samples at 1.89× the throughput: each sample
+    # costs 1 − 1/1.89 = 47% less, though the whole run takes longer.
+    recs = []
+    for r, base in enumerate((99.0, 100.0, 101.0)):
+        single = record("unet", "single", 1, "fp32", r, base, scaling="weak")
+        ddp = record("unet", "ddp", 2, "fp32", r, 1.89 * base, scaling="weak")
+        ddp["timing"]["train_time_s"] = 2 * IMAGES / ddp["timing"]["throughput_img_s"]
+        recs += [single, ddp]
+    ddp = row(analysis.speedups(frame_of(recs)), **{"cell.strategy": "ddp"})
+    assert ddp["speedup_throughput"] == pytest.approx(1.89, rel=1e-3)
+    assert ddp["time_saving_pct"] == pytest.approx(100 * (1 - 1 / 1.89), rel=1e-3)
+    assert ddp["saving_basis"] == "per sample"
+    strong = row(analysis.speedups(frame_of(sweep())), **{"cell.strategy": "ddp",
+                                                          "cell.precision": "fp32"})
+    assert strong["saving_basis"] == "training time"
+
+
+def test_an_interval_wider_than_the_effect_is_said():
+    # Two repeats 30% apart around a 5% gain: the interval holds 1.
+    recs = [record("unet", "single", 1, "fp32", 0, 100.0),
+            record("unet", "single", 1, "fp32", 1, 130.0),
+            record("unet", "ddp", 2, "fp32", 0, 105.0),
+            record("unet", "ddp", 2, "fp32", 1, 136.5)]
+    ddp = row(analysis.speedups(frame_of(recs)), **{"cell.strategy": "ddp"})
+    assert ddp["speedup_ci_low"] < 1 < ddp["speedup_ci_high"]
+    assert "wider than the effect (+5.0%)" in ddp["interval_note"]
+    # A clear effect (repeats tight around 1.8×) gets no such note.
+    clear = row(analysis.speedups(frame_of(sweep())), **{"cell.strategy": "ddp",
+                                                         "cell.precision": "fp32"})
+    assert clear["interval_note"] == ""

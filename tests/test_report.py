@@ -302,8 +302,8 @@ def _load(tmp_path: Path, page: Path) -> tuple[dict, list[str]]:
 
 
 needs_chromium = pytest.mark.skipif(
-    CHROMIUM is None, reason="chromium is not installed (apt-get install chromium); the HTML "
-                             "report cannot be opened in a real browser")
+    CHROMIUM is None, reason="needs chromium (apt-get install chromium) to open the HTML "
+                             "report in a real browser")
 
 
 @needs_chromium
@@ -336,3 +336,34 @@ def test_html_report_renders_in_chromium(report_html, tmp_path):
         assert im.size == (1280, 2400)
         grey = np.asarray(im.convert("L"), dtype=float)
     assert grey.std() > 20  # not a blank page: text, tables and plots drawn
+
+
+def test_intervals_that_reach_impossible_values_are_not_drawn():
+    # Two repeats far apart: the t interval (1 dof) of the training time reaches below 0 s and
+    # SSIM's below −1; neither is drawn, each point is marked and the legend says why.
+    import matplotlib.pyplot as plt
+    import numpy as np
+    import pandas as pd
+
+    from reports import plots
+
+    assert list(plots.readable([-3.0, 1.0, np.nan], [9.0, 2.0, np.nan])) == [False, True, True]
+    assert list(plots.readable([-1.4, 0.5], [0.9, 1.2], -1.0, 1.0)) == [False, False]
+    summary = pd.DataFrame({"config": ["single", "ddp"], "cell.devices": [1, 2],
+                            "cell.precision": ["fp32", "fp32"], "is_baseline": [True, False],
+                            "train_time_mean": [3.0, 2.0], "train_time_ci_low": [-3.0, 1.5],
+                            "train_time_ci_high": [9.0, 2.5], "cell_ids": [["a"], ["b"]]})
+    repeats = pd.DataFrame({"cell_id": ["a", "b"], "train_time_nominal_s": [3.0, 2.0]})
+    fig = plots.train_time_bars.__wrapped__(summary, repeats, 0.95)
+    ax = fig.axes[0]
+    assert ax.get_yscale() == "log"
+    assert plots.TOO_WIDE in [t.get_text() for t in ax.get_legend().get_texts()]
+    plt.close(fig)
+    quality = pd.DataFrame({"metric": ["ssim", "ssim"], "config": ["single", "ddp"],
+                            "cell.devices": [1, 2], "cell.precision": ["fp32", "fp32"],
+                            "fingerprint": ["f", "f"], "sigma": [0.1, 0.1],
+                            "mean": [0.8, 0.79], "ci_low": [-1.4, 0.78], "ci_high": [3.0, 0.80],
+                            "noisy_mean": [0.3, 0.3]})
+    fig = plots.quality_vs_noise.__wrapped__(quality, 0.95)
+    assert plots.TOO_WIDE in [t.get_text() for t in fig.legends[0].get_texts()]
+    plt.close(fig)

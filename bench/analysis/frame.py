@@ -75,6 +75,15 @@ class Baseline:
                 and (self.zero is None or int(zero) == self.zero))
 
 
+def scaling_reference(baseline: Baseline, key: tuple, configs: list[tuple]) -> tuple | None:
+    """The configuration `key`'s scaling efficiency is measured against: the baseline's
+    strategy and devices at `key`'s own precision. Against an fp32 baseline a bf16 cell's
+    "efficiency" would mix the precision's gain into the scaling; None where the workload
+    group has no such configuration."""
+    same = Baseline(baseline.strategy, baseline.devices, key[2], baseline.zero)
+    return next((k for k in configs if same.matches(*k)), None)
+
+
 def parse_baseline(text: str) -> Baseline:
     """`STRATEGY[:DEVICES[:PRECISION[:ZERO]]]`, e.g. `single`, `ddp:2:fp32`,
     `deepspeed:2:bf16:2`."""

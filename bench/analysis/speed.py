@@ -9,7 +9,7 @@ import pandas as pd
 
 from bench.analysis.frame import (BASELINE, CONFIG_KEYS, GROUP_KEYS, _as_baseline, _column,
                                   _groups, _mean_of, _select, _sorted_configs, config_label,
-                                  prepare)
+                                  prepare, scaling_reference)
 from bench.analysis.stats import CONFIDENCE, _finite, _variation_note, mean_ci, ratio
 
 
@@ -57,9 +57,13 @@ def speedups(frame: pd.DataFrame, baseline=BASELINE,
              confidence: float = CONFIDENCE) -> pd.DataFrame:
     """`config_stats` plus, against the baseline of the same workload group: speedup of
     throughput and of training time (ratios of geometric means over repeats, Welch t interval
-    on the logs), scaling efficiency = throughput speedup / (devices / baseline devices)
-    (labelled strong or weak from cell.scaling; undefined where the devices do not change),
-    time saving %, and a note when run-to-run variation rivals the effect."""
+    on the logs), time saving % and a note when run-to-run variation rivals the effect.
+    Scaling efficiency = throughput speedup over the baseline's strategy and devices *at the
+    same precision* / (devices / baseline devices), with its interval (labelled strong or weak
+    from cell.scaling; undefined where the devices do not change or no such configuration
+    exists, `efficiency_note` says which). The saving of a weak-scaling cell, which trains
+    more samples than its baseline, is per sample (1 − 1/throughput speedup):
+    `saving_basis`."""
     base = _as_baseline(baseline)
     stats = config_stats(frame, confidence)
     if stats.empty:
@@ -68,11 +72,14 @@ def speedups(frame: pd.DataFrame, baseline=BASELINE,
     extra = {c: [] for c in ("is_baseline", "speedup_throughput", "speedup_ci_low",
                              "speedup_ci_high", "speedup_p_value", "speedup_test",
                              "speedup_time", "efficiency", "efficiency_kind", "time_saving_pct",
-                             "devices_vs_baseline", "variation_note", "hardware_differs")}
-    base_rows = {}
+                             "devices_vs_baseline", "variation_note", "hardware_differs",
+                             "efficiency_ci_low", "efficiency_ci_high", "efficiency_vs",
+                             "efficiency_note", "saving_basis", "interval_note")}
+    base_rows, configs = {}, {}
     for group, g in _groups(rows):
         gkey = tuple(group[k] for k in GROUP_KEYS)
-        keys = [k for k in _sorted_configs(g) if base.matches(*k)]
+        configs[gkey] = (g, _sorted_configs(g))
+        keys = [k for k in configs[gkey][1] if base.matches(*k)]
         base_rows[gkey] = (_select(g, keys[0]), keys[0]) if keys else None
     for _, s in stats.iterrows():
         gkey = tuple(s[k] for k in GROUP_KEYS)
@@ -81,14 +88,17 @@ def speedups(frame: pd.DataFrame, baseline=BASELINE,
         this = _select(rows[np.logical_and.reduce(
             [(rows[k] == s[k]).to_numpy() for k in GROUP_KEYS])], ckey)
         extra["efficiency_kind"].append(s["scaling"])
+        extra["saving_basis"].append("per sample" if s["scaling"] == "weak" else "training time")
+        _efficiency(extra, s, ckey, base, *configs[gkey], confidence)
         if found is None:
             for col in ("speedup_throughput", "speedup_ci_low", "speedup_ci_high",
-                        "speedup_p_value", "speedup_time", "efficiency", "time_saving_pct",
+                        "speedup_p_value", "speedup_time", "time_saving_pct",
                         "devices_vs_baseline"):
                 extra[col].append(math.nan)
             extra["is_baseline"].append(False)
             extra["speedup_test"].append("")
             extra["variation_note"].append("")
+            extra["interval_note"].append("")
             extra["hardware_differs"].append(False)
             continue
         b, bkey = found
@@ -111,11 +121,12 @@ def speedups(frame: pd.DataFrame, baseline=BASELINE,
         # a 2x scale-up); with no change in devices there is no scaling to be efficient at.
         scale = int(s["cell.devices"]) / int(bkey[CONFIG_KEYS.index("cell.devices")])
         extra["devices_vs_baseline"].append(scale)
-        extra["efficiency"].append(1.0 if is_base else
-                                   r["estimate"] / scale if scale != 1 else math.nan)
-        extra["time_saving_pct"].append(100 * (1 - 1 / t["estimate"])
-                                        if t["estimate"] and math.isfinite(t["estimate"])
-                                        else math.nan)
+        # A weak-scaling cell trains `scale` times the samples: its training time says
+        # nothing of the time a sample costs, its throughput does.
+        faster = r["estimate"] if s["scaling"] == "weak" else t["estimate"]
+        extra["time_saving_pct"].append(100 * (1 - 1 / faster)
+                                        if faster and math.isfinite(faster) else math.nan)
+        extra["interval_note"].append("" if is_base else _interval_note(r, confidence))
         base_cv = mean_ci(_column(b, "timing.throughput_img_s"))["cv"]
         extra["variation_note"].append(
             "" if is_base else _variation_note(base_cv, s["throughput_cv"],
@@ -123,4 +134,41 @@ def speedups(frame: pd.DataFrame, baseline=BASELINE,
     out = stats.assign(**extra)
     out.attrs["baseline"] = base.label
     return out
+
+
+def _interval_note(r: dict, confidence: float) -> str:
+    """Said when the speedup's interval holds 1: it is wider than the effect, so the data do
+    not tell faster from slower (more repeats would)."""
+    low, high, estimate = r["ci_low"], r["ci_high"], r["estimate"]
+    if not all(math.isfinite(v) for v in (low, high, estimate)) or not low <= 1.0 <= high:
+        return ""
+    return (f"the {confidence:.0%} interval of the speedup, {low:.2f}–{high:.2f}×, holds no "
+            f"change: it is wider than the effect ({estimate - 1:+.1%}); more repeats would "
+            "narrow it")
+
+
+def _efficiency(extra: dict, s, ckey: tuple, base, g, configs: list[tuple],
+                confidence: float) -> None:
+    """Append this configuration's scaling efficiency (with its interval) against the
+    baseline's strategy and devices at its own precision, and why it is blank if it is."""
+    ref = scaling_reference(base, ckey, configs)
+    label = f"{base.strategy} ×{base.devices} {ckey[2]}"
+    value = low = high = math.nan
+    note = ""
+    if ref is None:
+        note = f"no {label} cell in this workload group: efficiency needs one of its precision"
+    elif ref == ckey:
+        value = 1.0
+    elif int(ckey[1]) == base.devices:
+        note = "same devices as the reference: no scaling to be efficient at"
+    else:
+        scale = int(ckey[1]) / base.devices
+        r = ratio(_column(_select(g, ref), "timing.throughput_img_s"),
+                  _column(_select(g, ckey), "timing.throughput_img_s"), confidence)
+        value, low, high = (r[k] / scale for k in ("estimate", "ci_low", "ci_high"))
+    extra["efficiency"].append(value)
+    extra["efficiency_ci_low"].append(low)
+    extra["efficiency_ci_high"].append(high)
+    extra["efficiency_vs"].append(label if ref is not None else "")
+    extra["efficiency_note"].append(note)
 
