@@ -139,7 +139,7 @@ def group_section(g: pd.DataFrame, rows: pd.DataFrame, steps: pd.DataFrame,
                       "time-to-train s", "GPU power W", "MFU"], stats, left={0, 2}))
 
     ids = {c for ids_ in g["cell_ids"] for c in ids_}
-    out.append(figure(plots.train_time_bars(g, rows[rows["cell_id"].isin(ids)], comp.confidence),
+    out.append(figure(plots.train_time_points(g, rows[rows["cell_id"].isin(ids)], comp.confidence),
                       "training time per configuration",
                       f"Training time = the timed window (warm-up excluded). Bars: mean over "
                       f"repeats; error bars: {pct} interval; dots: individual repeats; grey: "

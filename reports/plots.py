@@ -67,40 +67,47 @@ def readable(low, high, lowest: float = 0.0, highest: float = np.inf) -> np.ndar
     return ~((low <= lowest) | (high > highest)) | np.isnan(low)
 
 
-def _mark_too_wide(ax, x, y, ok: np.ndarray, colour="black") -> None:
+def _mark_too_wide(ax, x, y, ok: np.ndarray, colour="black", marker="o") -> None:
     if (~ok).any():
         ax.scatter(np.asarray(x, dtype=float)[~ok], np.asarray(y, dtype=float)[~ok],
-                   facecolors="white", edgecolors=colour, s=40, zorder=4, label=TOO_WIDE)
+                   facecolors="white", edgecolors=colour, s=40, zorder=4, marker=marker,
+                   label=TOO_WIDE)
 
 
 @styled
-def train_time_bars(summary: pd.DataFrame, repeats: pd.DataFrame, confidence: float):
+def train_time_points(summary: pd.DataFrame, repeats: pd.DataFrame, confidence: float):
     """Training time (timed window, at the nominal timed steps) per configuration: mean over
-    repeats with its interval, and every repeat as a dot."""
+    repeats (a diamond) with its interval, and every repeat as a dot, on a log axis, where no
+    drawn interval can reach below 0 s and equal ratios look equal. Points, not bars: a bar's
+    height on a log axis means nothing."""
     labels = [config_name(r) for _, r in summary.iterrows()]
     fig, ax = plt.subplots(figsize=(max(4.0, 1.1 * len(labels) + 1.5), 3.2))
     x = np.arange(len(labels))
-    colours = ["#4c72b0" if not b else "#8c8c8c" for b in summary["is_baseline"]]
     ok = readable(summary["train_time_ci_low"], summary["train_time_ci_high"])
     err = _half_widths(summary["train_time_mean"], summary["train_time_ci_low"],
                        summary["train_time_ci_high"])
     err[:, ~ok] = np.nan
-    # Times on a log scale: no interval drawn there can reach below 0 s.
     ax.set_yscale("log")
-    ax.bar(x, summary["train_time_mean"], color=colours, width=0.6, yerr=err, capsize=4,
-           ecolor="black")
-    _mark_too_wide(ax, x, summary["train_time_mean"], ok)
+    for i, (_, row) in enumerate(summary.iterrows()):
+        colour = "#8c8c8c" if row["is_baseline"] else "#4c72b0"
+        if ok[i]:  # the others are drawn hollow, without their interval, below
+            ax.errorbar([i], [row["train_time_mean"]], yerr=err[:, i:i + 1], fmt="D",
+                        color=colour, markersize=7, capsize=5, zorder=2)
+        values = repeats.loc[repeats["cell_id"].isin(set(row["cell_ids"])),
+                             "train_time_nominal_s"]
+        spread = np.linspace(-0.15, 0.15, len(values)) if len(values) > 1 else np.zeros(1)
+        ax.scatter(np.full(len(values), i) + 0.25 + spread[:len(values)], values,
+                   color="black", s=10, zorder=3)
+    _mark_too_wide(ax, x, summary["train_time_mean"], ok, marker="D")
     if (~ok).any():
         ax.legend(fontsize=8)
-    for i, (_, row) in enumerate(summary.iterrows()):
-        ids = set(row["cell_ids"])
-        values = repeats.loc[repeats["cell_id"].isin(ids), "train_time_nominal_s"]
-        spread = np.linspace(-0.12, 0.12, len(values)) if len(values) > 1 else np.zeros(1)
-        ax.scatter(np.full(len(values), i) + spread[:len(values)], values,
-                   color="black", s=10, zorder=3)
+    plain = matplotlib.ticker.FormatStrFormatter("%.3g")
+    ax.yaxis.set_major_formatter(plain)
+    ax.yaxis.set_minor_formatter(plain)
     ax.set_xticks(x, labels, rotation=20, ha="right")
-    ax.set_ylabel("training time (s)")
-    ax.set_title("training time per configuration")
+    ax.set_xlim(-0.6, len(labels) - 0.4)
+    ax.set_ylabel("training time (s, log scale)")
+    ax.set_title(f"training time per configuration ({confidence:.0%} CI)")
     return fig
 
 

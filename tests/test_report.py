@@ -354,7 +354,7 @@ def test_intervals_that_reach_impossible_values_are_not_drawn():
                             "train_time_mean": [3.0, 2.0], "train_time_ci_low": [-3.0, 1.5],
                             "train_time_ci_high": [9.0, 2.5], "cell_ids": [["a"], ["b"]]})
     repeats = pd.DataFrame({"cell_id": ["a", "b"], "train_time_nominal_s": [3.0, 2.0]})
-    fig = plots.train_time_bars.__wrapped__(summary, repeats, 0.95)
+    fig = plots.train_time_points.__wrapped__(summary, repeats, 0.95)
     ax = fig.axes[0]
     assert ax.get_yscale() == "log"
     assert plots.TOO_WIDE in [t.get_text() for t in ax.get_legend().get_texts()]
