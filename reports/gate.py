@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rich.markup import escape
 from rich.table import Table
 
 from reports.text import QUALITY_UNITS, console, finite, fmt
 
-OUTCOME_STYLE = {"FAIL": "bold red", "soft": "yellow", "ok": "green", "improved": "cyan"}
+OUTCOME_STYLE = {"FAIL": "bold red", "soft": "yellow", "ok": "green", "improved": "cyan",
+                 "inconclusive": "bold magenta"}
 
 
 def render_gate(result, baseline_dir: Path, new_dir: Path, show_all: bool = False) -> None:
@@ -21,9 +23,10 @@ def render_gate(result, baseline_dir: Path, new_dir: Path, show_all: bool = Fals
                   caption=f"tolerances: throughput −{tol.throughput_pct:g}%, PSNR −{tol.psnr:g} "
                           f"dB, SSIM −{tol.ssim:g}, LPIPS +{tol.lpips:g}; soft from "
                           f"{tol.soft_fraction:.0%} of a tolerance; "
-                          f"{result.confidence:.0%} intervals", caption_justify="left")
+                          f"{result.confidence:.0%} intervals; MDE: the smallest worsening the "
+                          f"test detects with {result.power:.0%} power", caption_justify="left")
     for name in ("model", "config", "dev", "prec", "measure", "n", "baseline", "new", "change",
-                 "CI", "test", "outcome", "why"):
+                 "CI", "MDE", "test", "outcome", "why"):
         table.add_column(name, justify="left" if name in ("model", "config", "prec", "measure",
                                                           "test", "outcome", "why") else "right")
     quiet = 0
@@ -44,7 +47,9 @@ def render_gate(result, baseline_dir: Path, new_dir: Path, show_all: bool = Fals
                       fmt(r["baseline"], ".1f" if thr else QUALITY_UNITS[r["measure"]][1]),
                       fmt(r["new"], ".1f" if thr else QUALITY_UNITS[r["measure"]][1]),
                       fmt(r["change"], spec) + unit, ci,
-                      r["test"].replace("Welch t on log", "Welch log").replace(" vs ", "/"),
+                      fmt(r["mde"], ".1f" if thr else QUALITY_UNITS[r["measure"]][1]) + unit,
+                      # the n column holds the counts the test's name repeats
+                      r["test"].replace("Welch t on log", "Welch log").split(" (n=")[0],
                       f"[{style}]{r['outcome']}[/{style}]", r["reason"])
     if table.row_count:
         out.print(table)
@@ -54,16 +59,52 @@ def render_gate(result, baseline_dir: Path, new_dir: Path, show_all: bool = Fals
     for s in result.status_changes:
         style = OUTCOME_STYLE[s["outcome"]]
         out.print(f"[{style}]{s['cell_id']}: {s['baseline']} → {s['new']}[/{style}]")
+    why = result.unmatched_why
     for cid in result.workload_changed:
-        out.print(f"[yellow]{cid}: workload fingerprint changed — not compared[/yellow]")
+        detail = f" ({escape(why[cid])})" if cid in why else ""
+        out.print(f"[yellow]{cid}: workload fingerprint changed{detail} — not compared[/yellow]")
     if result.baseline_only:
         out.print(f"[dim]only in baseline: {', '.join(result.baseline_only)}[/dim]")
+        reasons: dict = {}
+        for cid in result.baseline_only:
+            if cid in why:
+                reasons.setdefault(why[cid], []).append(cid)
+        for text, cids in sorted(reasons.items(), key=lambda kv: -len(kv[1])):
+            out.print(f"[yellow]no match in new for {len(cids)} baseline cell(s), the workload "
+                      f"differs: {escape(text)}[/yellow]", soft_wrap=True)
+    if result.env_changes:
+        out.print("[yellow]environment differs between baseline and new:[/yellow]")
+        for e in result.env_changes:
+            out.print(f"  {escape(e['field'])}: {escape(e['baseline'])} → {escape(e['new'])} "
+                      f"({e['cells']} of {e['of']} matched cells)", soft_wrap=True)
     if result.new_only:
         out.print(f"[dim]only in new: {', '.join(result.new_only)}[/dim]")
     for role, paths in result.unreadable.items():
         for p in paths:
             out.print(f"[red]unreadable {role} record:[/red] {p}")
     verdict = ("[bold red]FAILED[/bold red]" if result.failed else
+               "[bold magenta]INCONCLUSIVE[/bold magenta]" if result.inconclusive else
                "[yellow]passed with warnings[/yellow]" if result.soft else
                "[green]passed[/green]")
-    out.print(f"gate: {verdict} ({result.matched} matched cells)")
+    out.print(f"gate: {verdict} ({result.matched} matched cells){_power_note(result)}",
+              soft_wrap=True)
+
+
+def _power_note(result) -> str:
+    """Why an inconclusive gate did not pass, in one clause: the measure that needs the most
+    repeats, its MDE against its tolerance, and those repeats."""
+    if result.failed or not result.inconclusive:
+        return ""
+    rows = result.rows[result.rows["outcome"] == "inconclusive"]
+    worst = rows.sort_values("repeats_needed", na_position="first").iloc[-1]
+    thr = worst["measure"] == "throughput"
+    spec, unit = (".1f", "%") if thr else (QUALITY_UNITS[worst["measure"]][1], "")
+    what = (f"{worst['measure']}" + ("" if thr else f" σ={worst['sigma']:g}")
+            + f" of {worst['cell.model']} {worst['config']} ×{worst['cell.devices']} "
+              f"{worst['cell.precision']}")
+    need = (f"{int(worst['repeats_needed'])} repeats per side would be needed"
+            if finite(worst["repeats_needed"]) else "no practical number of repeats would do")
+    return (f": too few repeats to detect the tolerance in {len(rows)} measure(s) — {what} "
+            f"detects only a worsening of {fmt(worst['mde'], spec)}{unit} against a tolerance "
+            f"of {abs(worst['tolerance']):g}{unit}, and {need} at this noise "
+            f"(exit {result.exit_code})")

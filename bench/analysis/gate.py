@@ -13,6 +13,14 @@ A measure *fails* when the point estimate is worse than its tolerance and the in
 *soft* failure (a warning) when the worsening lies within `soft_fraction`–100% of the
 tolerance, or exceeds the tolerance while the interval still includes no change. A cell that was
 ok in BASELINE and is not ok in NEW fails.
+
+Every measure states its minimum detectable effect (`mde`, in the change's unit, as a worsening):
+the smallest true change its test calls significant at the gate's confidence with 80% power,
+MDE = (t_crit + t_power) · se (`stats.min_detectable`). Where the MDE exceeds the tolerance the
+gate cannot fail a change of that size, so a measure that did not fail is *inconclusive*, not
+passed, with the repeats per side its noise would need (`repeats_needed`); the gate then exits
+with EXIT_INCONCLUSIVE. A single repeat on either side has no noise estimate and so no MDE: it
+is inconclusive too. A failure still fails: what was detected needs no more power.
 """
 from __future__ import annotations
 
@@ -24,13 +32,19 @@ import pandas as pd
 
 from bench.analysis.frame import (CONFIG_KEYS, GROUP_KEYS, HIGHER_IS_BETTER, QUALITY_METRICS,
                                   _sort_key, config_label, prepare)
-from bench.analysis.stats import CONFIDENCE, _finite, difference, ratio
+from bench.analysis import gate_context
+from bench.analysis.stats import (CONFIDENCE, POWER, _finite, difference, min_detectable, ratio,
+                                  repeats_needed)
 from bench.errors import BadInput
 from bench.record.load import load_folder
 
 MATCH_KEYS = GROUP_KEYS + CONFIG_KEYS
 
 FAIL, SOFT, OK, IMPROVED = "FAIL", "soft", "ok", "improved"
+INCONCLUSIVE = "inconclusive"
+# Exit statuses of `bench compare`: 0 passed (with or without warnings), 1 failed, 2 bad input
+# (bench.errors), 3 is a preempted run's (bench.record.store), 4 too few repeats to tell.
+EXIT_PASSED, EXIT_FAILED, EXIT_INCONCLUSIVE = 0, 1, 4
 
 
 @dataclass(frozen=True)
@@ -69,6 +83,9 @@ class GateResult:
     tolerances: Tolerances
     confidence: float
     unreadable: dict = field(default_factory=dict)
+    power: float = POWER
+    env_changes: list[dict] = field(default_factory=list)  # gate_context.env_changes
+    unmatched_why: dict = field(default_factory=dict)      # cell id → workload difference
 
     @property
     def failed(self) -> bool:
@@ -80,8 +97,13 @@ class GateResult:
         return bool((self.rows.get("outcome", pd.Series(dtype=object)) == SOFT).any())
 
     @property
+    def inconclusive(self) -> bool:
+        return bool((self.rows.get("outcome", pd.Series(dtype=object)) == INCONCLUSIVE).any())
+
+    @property
     def exit_code(self) -> int:
-        return 1 if self.failed else 0
+        return EXIT_FAILED if self.failed else \
+            EXIT_INCONCLUSIVE if self.inconclusive else EXIT_PASSED
 
 
 def _all_rows(frame: pd.DataFrame) -> pd.DataFrame:
@@ -170,16 +192,55 @@ def compare(base_frame: pd.DataFrame, new_frame: pd.DataFrame,
         elif sn == "ok":
             status_changes.append({"cell_id": new.at[j, "cell_id"], "baseline": sb,
                                    "new": sn, "outcome": IMPROVED})
+    why = _why_unmatched(base_frame, new_frame, base, new, pairs, base_only, changed)
     if not pairs and not changed:
+        differ = f"; the workloads differ in {gate_context.summary(why)}" if why else ""
         raise BadInput("no cell of NEW matches a cell of BASELINE by cell id or by "
-                       "configuration + workload fingerprint; nothing can be compared")
+                       f"configuration + workload fingerprint, so nothing can be compared{differ}")
     rows = _measure_rows(base, new, ok_pairs, tolerances, confidence)
     return GateResult(rows=rows, matched=len(ok_pairs), baseline_only=base_only,
                       new_only=new_only, workload_changed=changed,
                       status_changes=status_changes, tolerances=tolerances,
                       confidence=confidence,
                       unreadable={"baseline": list(base_frame.attrs.get("unreadable", [])),
-                                  "new": list(new_frame.attrs.get("unreadable", []))})
+                                  "new": list(new_frame.attrs.get("unreadable", []))},
+                      env_changes=gate_context.env_changes(base_frame, new_frame, pairs),
+                      unmatched_why=why)
+
+
+def _why_unmatched(base_frame, new_frame, base, new, pairs, base_only, changed) -> dict:
+    """cell id → the workload fields that differ, for the baseline cells left unmatched and
+    those whose fingerprint changed under the same id."""
+    if base.empty or new.empty:
+        return {}
+    paired_new = {j for _, j, _ in pairs}
+    changed_ids = set(changed)
+    new_free = [j for j in new.index if j not in paired_new and new.at[j, "cell_id"] not in
+                changed_ids]
+    by_id = {cid: i for i, cid in zip(base.index, base["cell_id"])}
+    same_id = [(by_id[new.at[j, "cell_id"]], j) for j in new.index
+               if new.at[j, "cell_id"] in changed_ids and new.at[j, "cell_id"] in by_id]
+    only = set(base_only)
+    base_free = [i for i in base.index if base.at[i, "cell_id"] in only]
+    return gate_context.why_unmatched(base_frame, new_frame, base, new, base_free, new_free,
+                                      same_id)
+
+
+def _powered(outcome: str, reason: str, mde: float, tolerance: float,
+             needed: float) -> tuple[str, str]:
+    """A measure that did not fail or improve, whose test could not detect its tolerance, is
+    inconclusive rather than passed. So is one measured once on a side: its noise, and with it
+    what the gate could detect, is unknown."""
+    if outcome in (FAIL, IMPROVED):
+        return outcome, reason
+    if math.isnan(mde):
+        return INCONCLUSIVE, ("one repeat on a side: its noise, so what this gate could "
+                              "detect, is unknown; run at least 2 repeats per side (3 or more "
+                              "to detect small changes)")
+    if mde <= tolerance:
+        return outcome, reason
+    return INCONCLUSIVE, (f"too few repeats: {int(needed)} per side needed at this noise"
+                          if math.isfinite(needed) else "too noisy for any number of repeats")
 
 
 def _quality_columns(frame: pd.DataFrame) -> dict:
@@ -213,6 +274,13 @@ def _measure_rows(base, new, ok_pairs, tol: Tolerances, confidence: float) -> pd
         ci = (100 * (r["ci_low"] - 1), 100 * (r["ci_high"] - 1))
         outcome, reason = judge(-change, (-ci[1], -ci[0]), tol.throughput_pct,
                                 tol.soft_fraction)
+        # the test is on the logs: a drop of d% is a log-ratio of −ln(1 − d/100)
+        mde_log = min_detectable(r["var_a"], r["var_b"], r["n_a"], r["n_b"], confidence)
+        tol_log = -math.log1p(-tol.throughput_pct / 100)
+        needed = repeats_needed(r["var_a"], r["var_b"], tol_log, confidence) \
+            if mde_log > tol_log else math.nan
+        mde = 100 * -math.expm1(-mde_log)
+        outcome, reason = _powered(outcome, reason, mde, tol.throughput_pct, needed)
         out.append({**ident, "measure": "throughput", "unit": "%", "sigma": math.nan,
                     "n_baseline": r["n_a"], "n_new": r["n_b"],
                     "baseline": _finite(b.get("timing.throughput_img_s", [])).mean()
@@ -221,7 +289,8 @@ def _measure_rows(base, new, ok_pairs, tol: Tolerances, confidence: float) -> pd
                     if r["n_b"] else math.nan,
                     "change": change, "ci_low": ci[0], "ci_high": ci[1],
                     "p_value": r["p_value"], "test": r["test"],
-                    "tolerance": -tol.throughput_pct, "outcome": outcome, "reason": reason})
+                    "tolerance": -tol.throughput_pct, "mde": mde, "repeats_needed": needed,
+                    "outcome": outcome, "reason": reason})
         # quality: mean difference per σ and metric, paired by matched repeat
         pair_ids = list(range(len(pairs)))
         order = {m: i for i, m in enumerate(QUALITY_METRICS)}
@@ -235,14 +304,18 @@ def _measure_rows(base, new, ok_pairs, tol: Tolerances, confidence: float) -> pd
             worse = -sign * d["estimate"]
             lo, hi = sorted((-sign * d["ci_low"], -sign * d["ci_high"]))
             outcome, reason = judge(worse, (lo, hi), tol.of(metric), tol.soft_fraction)
+            mde = min_detectable(d["var_a"], d["var_b"], d["n_a"], d["n_b"], confidence)
+            needed = repeats_needed(d["var_a"], d["var_b"], tol.of(metric), confidence) \
+                if mde > tol.of(metric) else math.nan
+            outcome, reason = _powered(outcome, reason, mde, tol.of(metric), needed)
             out.append({**ident, "measure": metric, "unit": "", "sigma": sigma,
                         "n_baseline": int(np.isfinite(va).sum()),
                         "n_new": int(np.isfinite(vb).sum()),
                         "baseline": float(np.nanmean(va)), "new": float(np.nanmean(vb)),
                         "change": d["estimate"], "ci_low": d["ci_low"], "ci_high": d["ci_high"],
                         "p_value": d["p_value"], "test": d["test"],
-                        "tolerance": -sign * tol.of(metric), "outcome": outcome,
-                        "reason": reason})
+                        "tolerance": -sign * tol.of(metric), "mde": mde,
+                        "repeats_needed": needed, "outcome": outcome, "reason": reason})
     return pd.DataFrame(out)
 
 

@@ -13,6 +13,7 @@ import pandas as pd
 
 INCONCLUSIVE = "inconclusive (n too small)"
 CONFIDENCE = 0.95
+POWER = 0.8  # the power a minimum detectable effect is stated at
 
 
 def _finite(values) -> np.ndarray:
@@ -31,6 +32,12 @@ def _t_quantile(confidence: float, df: float) -> float:
     # ~0.5 s import of scipy.stats that every `bench report` would pay.
     from scipy.special import stdtrit
     return float(stdtrit(df, 0.5 + confidence / 2))
+
+
+def t_quantile_one_sided(probability: float, df: float) -> float:
+    """The Student-t quantile below which `probability` of the distribution lies."""
+    from scipy.special import stdtrit
+    return float(stdtrit(df, probability))
 
 
 def _two_sided_p(t_stat: float, df: float) -> float:
@@ -54,16 +61,20 @@ def mean_ci(values, confidence: float = CONFIDENCE) -> dict:
     return out
 
 
+# Every test's dict also carries `var_a`, `var_b`: the per-repeat variances its standard error
+# is made of (se² = var_a/n_a + var_b/n_b; a paired test: the differences' variance and 0), so
+# `min_detectable` and `repeats_needed` can restate its power at another n.
 def _no_test(test: str, estimate: float, n_a: int, n_b: int) -> dict:
     return {"estimate": estimate, "ci_low": math.nan, "ci_high": math.nan, "p_value": math.nan,
-            "df": math.nan, "test": test, "n_a": n_a, "n_b": n_b}
+            "df": math.nan, "test": test, "n_a": n_a, "n_b": n_b,
+            "var_a": math.nan, "var_b": math.nan}
 
 
 def _degenerate(estimate: float, test: str, n_a: int, n_b: int, df: float) -> dict:
     # No spread at all (e.g. bit-identical results): the interval collapses onto the estimate.
     return {"estimate": estimate, "ci_low": estimate, "ci_high": estimate,
             "p_value": 1.0 if estimate == 0 else 0.0, "df": df, "test": test,
-            "n_a": n_a, "n_b": n_b}
+            "n_a": n_a, "n_b": n_b, "var_a": 0.0, "var_b": 0.0}
 
 
 def welch_test(a, b, confidence: float = CONFIDENCE) -> dict:
@@ -84,7 +95,7 @@ def welch_test(a, b, confidence: float = CONFIDENCE) -> dict:
     half = _t_quantile(confidence, df) * se
     return {"estimate": estimate, "ci_low": estimate - half, "ci_high": estimate + half,
             "p_value": _two_sided_p(estimate / se, df), "df": float(df), "test": test,
-            "n_a": na, "n_b": nb}
+            "n_a": na, "n_b": nb, "var_a": float(xa.var(ddof=1)), "var_b": float(xb.var(ddof=1))}
 
 
 def paired_test(a, b, confidence: float = CONFIDENCE) -> dict:
@@ -105,7 +116,7 @@ def paired_test(a, b, confidence: float = CONFIDENCE) -> dict:
     half = _t_quantile(confidence, n - 1) * se
     return {"estimate": estimate, "ci_low": estimate - half, "ci_high": estimate + half,
             "p_value": _two_sided_p(estimate / se, n - 1), "df": float(n - 1), "test": test,
-            "n_a": n, "n_b": n}
+            "n_a": n, "n_b": n, "var_a": sd ** 2, "var_b": 0.0}
 
 
 def _pairs(values_a, repeats_a, values_b, repeats_b):
@@ -141,6 +152,39 @@ def ratio(a, b, confidence: float = CONFIDENCE) -> dict:
         d[key] = math.exp(d[key]) if math.isfinite(d[key]) else math.nan
     d["test"] = d["test"].replace("Welch t", "Welch t on log")  # "none (...)" stays as is
     return d
+
+
+def min_detectable(var_a: float, var_b: float, n_a: int, n_b: int,
+                   confidence: float = CONFIDENCE, power: float = POWER) -> float:
+    """Minimum detectable effect of a two-sided t-test at `confidence`: the smallest true
+    difference it calls significant with probability `power`, by the standard formula
+    MDE = (t_{(1+confidence)/2, df} + t_{power, df}) · se (Bloom 1995, "Minimum detectable
+    effects", Evaluation Review 19(5)), with Welch's se and Welch–Satterthwaite df from the
+    per-repeat variances. A paired test is var_b = 0, n_b = n_a (df = n − 1). NaN where a side
+    has fewer than two repeats (noise unknown); 0 where there is no noise at all."""
+    if n_a < 2 or n_b < 2 or not (math.isfinite(var_a) and math.isfinite(var_b)):
+        return math.nan
+    va, vb = var_a / n_a, var_b / n_b
+    se2 = va + vb
+    if se2 == 0:
+        return 0.0
+    df = se2 ** 2 / (va ** 2 / (n_a - 1) + vb ** 2 / (n_b - 1))
+    return (_t_quantile(confidence, df) + t_quantile_one_sided(power, df)) * math.sqrt(se2)
+
+
+def repeats_needed(var_a: float, var_b: float, effect: float, confidence: float = CONFIDENCE,
+                   power: float = POWER, most: int = 100_000) -> float:
+    """The fewest repeats per side whose minimum detectable effect at these per-repeat
+    variances is at most `effect`; NaN where the noise is unknown or `most` do not suffice."""
+    def mde(n: int) -> float:
+        return min_detectable(var_a, var_b, n, n, confidence, power)
+    if not (effect > 0 and math.isfinite(mde(2))) or mde(most) > effect:
+        return math.nan
+    low, high = 2, most  # mde falls as n grows: the smallest n with mde(n) <= effect
+    while low < high:
+        mid = (low + high) // 2
+        low, high = (low, mid) if mde(mid) <= effect else (mid + 1, high)
+    return float(low)
 
 
 def verdict(ci_low: float, ci_high: float, margin: float, higher_is_better: bool = True) -> str:
