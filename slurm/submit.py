@@ -15,11 +15,13 @@ SBATCH_TIMEOUT_S = 60
 
 
 class SubmitError(RuntimeError):
-    """sbatch refused a script; `submitted` holds the job ids accepted before it."""
+    """sbatch refused a script, or Ctrl-C stopped the submission (`interrupted`); `submitted`
+    holds the job ids accepted before it."""
 
-    def __init__(self, message: str, submitted: list[str]):
+    def __init__(self, message: str, submitted: list[str], interrupted: bool = False):
         super().__init__(message)
         self.submitted = submitted
+        self.interrupted = interrupted
 
 
 def have_sbatch() -> bool:
@@ -90,14 +92,14 @@ def submit_all(array_scripts: list[Path], aggregate_script: Path) -> Submitted:
     """Every array, then the summary job with an afterany dependency on all of them (it runs
     whether cells succeed or not; an afterok dependency would wait forever after a failure)."""
     arrays: list[tuple[str, Path]] = []
-    for script in array_scripts:
-        try:
-            arrays.append((sbatch(script), script))
-        except SubmitError as exc:
-            raise SubmitError(str(exc), [j for j, _ in arrays]) from None
-    dependency = "afterany:" + ":".join(j for j, _ in arrays) if arrays else None
     try:
+        for script in array_scripts:
+            arrays.append((sbatch(script), script))
+        dependency = "afterany:" + ":".join(j for j, _ in arrays) if arrays else None
         aggregate = sbatch(aggregate_script, dependency)
     except SubmitError as exc:
         raise SubmitError(str(exc), [j for j, _ in arrays]) from None
+    except KeyboardInterrupt:  # the jobs already queued must not go unmentioned
+        raise SubmitError("Ctrl-C (SIGINT) stopped the submission", [j for j, _ in arrays],
+                          interrupted=True) from None
     return Submitted(arrays, aggregate)

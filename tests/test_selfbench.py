@@ -100,6 +100,9 @@ def test_selfbench_table_names_every_figure():
     result = run_cli("selfbench", "--device", "cpu", "--strategy", "single", "--steps", "7",
                      "--repeats", "1", "--image-size", "32", "--width", "4")
     assert result.returncode == 0, result.stderr
+    # The probed pass profiles in this very process: kineto's own lines (a USDT
+    # profiler_start / profiler_stop pair per session) stay out of the terminal.
+    assert "profiler_st" not in result.stdout + result.stderr and "USDT" not in result.stderr
     text = " ".join(result.stdout.split())  # Rich wraps long lines
     for needle in ("harness, static", "harness, real", "data", "single ×1", "target: harness",
                    "after a probe", "probe cost"):

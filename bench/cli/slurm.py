@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench.errors import BadInput
+from bench.errors import EXIT_INTERRUPTED, BadInput
 
 JOBS = "jobs.json"
 
@@ -107,6 +107,11 @@ def cmd_slurm(args) -> int:
     try:
         submitted = submit.submit_all([s for _, s, _ in written.arrays], written.aggregate)
     except submit.SubmitError as exc:
+        if exc.interrupted:
+            print(f"bench: slurm stopped by Ctrl-C (SIGINT) while submitting; jobs already "
+                  f"submitted: {' '.join(exc.submitted) or 'none'} (scancel them before "
+                  "submitting again)", file=sys.stderr)
+            return EXIT_INTERRUPTED
         if exc.submitted:
             print(f"submitted before the failure: {' '.join(exc.submitted)}", file=sys.stderr)
         print(f"bench: error: {exc}", file=sys.stderr)

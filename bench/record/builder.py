@@ -63,23 +63,44 @@ def trained_record(cell: Cell, fingerprint: str, *, launched_at: float,
 
 
 def preempted_record(cell: Cell, fingerprint: str, *, launched_at: float, steps_done: int,
-                     train_time_s: float,
+                     train_time_s: float | None,
                      time_to_train_s: float, checkpoint: str | None,
-                     env: dict) -> dict[str, Any]:
-    """A cell stopped by SIGTERM at a step boundary. `checkpoint` names the file a re-run
-    resumes from, or is None when the strategy cannot checkpoint (the re-run starts over)."""
-    then = ("; a re-run resumes from the checkpoint" if checkpoint else
-            f"; {cell.strategy} has no checkpoint support here, a re-run starts over")
+                     env: dict, stopped_by: str = "SIGTERM",
+                     saved: bool = True) -> dict[str, Any]:
+    """A cell stopped at a step boundary by SIGTERM (or Ctrl-C, which the runner passes on as
+    SIGTERM). `checkpoint` names the file a re-run resumes from, or is None when there is none
+    (the strategy cannot checkpoint, or nothing was saved: the re-run starts over). `saved` is
+    False when the runner writes the record of ranks stopped before they could save."""
     return {
         **identity(cell, fingerprint, "preempted", launched_at),
         "timing": {"steps_done": steps_done, "train_time_s": train_time_s,
                    "time_to_train_s": time_to_train_s},
         "quality": [],
         "checkpoint": checkpoint,
-        "error": {"message": f"stopped by SIGTERM after step {steps_done} of {cell.steps}"
-                             + then},
+        "error": {"message": stop_message(cell, steps_done, checkpoint, stopped_by, saved)},
         "env": env,
     }
+
+
+def stop_message(cell: Cell, steps_done: int, checkpoint: str | None, stopped_by: str,
+                 saved: bool = True) -> str:
+    if saved:
+        then = ("; a re-run resumes from the checkpoint" if checkpoint else
+                f"; {cell.strategy} has no checkpoint support here, a re-run starts over")
+        return f"stopped by {stopped_by} after step {steps_done} of {cell.steps}{then}"
+    then = ("; a re-run resumes from the checkpoint saved before" if checkpoint else
+            "; nothing was saved, a re-run starts over")
+    return (f"stopped by {stopped_by} near step {steps_done} of {cell.steps}, before the "
+            f"ranks saved{then}")
+
+
+def mark_stopped_by(record: dict, cell: Cell, stopped_by: str) -> dict:
+    """A `preempted` record its ranks wrote (they were sent SIGTERM), naming what asked for
+    the stop instead."""
+    steps_done = (record.get("timing") or {}).get("steps_done", 0)
+    record["error"] = {"message": stop_message(cell, steps_done, record.get("checkpoint"),
+                                               stopped_by)}
+    return record
 
 
 def failed_record(cell: Cell, fingerprint: str, status: str, *, launched_at: float,

@@ -26,9 +26,10 @@ def run_parity(cells: list[Cell], prepared: dict, fingerprints: dict, *,
                rtol: float | None = None, workdir: Path | None = None) -> dict:
     import pandas as pd
 
+    from bench.errors import Interrupted
     from bench.record import store
     from bench.sweep.plan import DataKey
-    from bench.sweep.runner import run_cell
+    from bench.sweep.runner import run_cell, termination_signal
 
     # Telemetry off: parity compares arithmetic, not speed. The reference differs only in
     # execution fields, so it shares its cell's workload fingerprint.
@@ -45,6 +46,8 @@ def run_parity(cells: list[Cell], prepared: dict, fingerprints: dict, *,
             fp = fingerprint_of[cell]
             data = prepared[DataKey.of(cell)].to_json()
             records[cell] = run_cell(cell, fp, data, Path(tmp), extra={"parity": True})
+            if termination_signal() is not None:  # Ctrl-C or SIGTERM stopped that cell:
+                raise Interrupted(termination_signal())  # its steps compare with nothing
             steps = Path(tmp) / cell.cell_id / store.STEPS
             tables[cell] = pd.read_parquet(steps) if steps.exists() else None
     checks = []

@@ -1,8 +1,9 @@
 """Process control for the runner: a cell's processes start together and end together.
 
 A cell runs in a session of its own; torchrun starts each worker in yet another session,
-so the runner tracks the whole tree, forwards SIGTERM to it (Slurm preemption), and kills
-whatever is left when the cell ends, however it ends.
+so the runner tracks the whole tree (launchers.processes), forwards SIGTERM to it on SIGTERM
+(Slurm preemption) or SIGINT (Ctrl-C), and kills whatever is left when the cell ends, however
+it ends.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import subprocess
 
 from bench.config.cell import RUNNER_HOST_ENV, RUNNER_PID_ENV
 from bench.measure.cores import usable_cores
+from launchers.processes import ProcessTree
 
 try:
     import ctypes
@@ -21,12 +23,24 @@ except (ImportError, OSError):
     _LIBC = None
 
 KILL_GRACE_S = 10.0  # after SIGTERM, time for the ranks to checkpoint before SIGKILL
-_termination = {"requested": False}  # set by SIGTERM to the runner (Slurm preemption)
+# Set by SIGTERM (Slurm preemption) or SIGINT (Ctrl-C) to the runner: the signal's name, and
+# whether a second Ctrl-C killed the running cell before it could save.
+_termination: dict = {"signal": None, "at_once": False}
 
 
 def termination_requested() -> bool:
-    """True once the runner got SIGTERM: the sweep must stop after the current cell."""
-    return _termination["requested"]
+    """True once the runner got SIGTERM or SIGINT: the sweep must stop after the current cell."""
+    return _termination["signal"] is not None
+
+
+def termination_signal() -> str | None:
+    """"SIGTERM" or "SIGINT": what asked the runner to stop; None when nothing did."""
+    return _termination["signal"]
+
+
+def stopped_at_once() -> bool:
+    """True once a second Ctrl-C killed the running cell without waiting for it to save."""
+    return _termination["at_once"]
 
 
 def terminate_with_parent() -> None:
@@ -54,59 +68,43 @@ def child_env() -> dict:
     return env
 
 
-class ProcessTree:
-    """Every process a cell started. torchrun puts each worker in a session of its own, so
-    killing the cell's process group would miss them; descendants are remembered while their
-    parents live, so that orphans of a crashed launcher can still be found and reaped."""
+class stop_signals:
+    """While a sweep or one of its cells runs, SIGTERM (Slurm preemption) and SIGINT (Ctrl-C,
+    which a terminal sends to the runner's process group: the cell's processes are in
+    sessions of their own and never see it) ask it to stop: the running cell's processes get
+    SIGTERM, so its ranks checkpoint at the next step boundary and rank 0 writes the
+    `preempted` record; the runner then stops the sweep. A second Ctrl-C stops at once: the
+    cell's processes are killed and the runner records what was saved before (run_cell).
+    Without `tree` (between cells) a request only stops the sweep before its next cell."""
 
-    def __init__(self, root_pid: int):
-        import psutil
-        self.root = psutil.Process(root_pid)
-        self.known: dict[int, object] = {}
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
-    def refresh(self) -> None:
-        import psutil
-        try:
-            for child in self.root.children(recursive=True):
-                self.known.setdefault(child.pid, child)
-        except psutil.NoSuchProcess:
-            pass
-
-    def signal_all(self, sig: int) -> None:
-        import psutil
-        self.refresh()
-        for process in [self.root, *self.known.values()]:
-            try:
-                process.send_signal(sig)  # psutil checks the pid was not reused
-            except psutil.NoSuchProcess:
-                pass
-
-    def kill_all(self) -> None:
-        self.signal_all(signal.SIGKILL)
-        reap_group(self.root.pid)
-
-
-class forward_sigterm:
-    """While a cell runs, SIGTERM to the runner goes to every process of the cell, so its
-    ranks checkpoint at the next step boundary; the runner then stops the sweep."""
-
-    def __init__(self, tree: ProcessTree):
+    def __init__(self, tree: ProcessTree | None = None):
         self.tree = tree
-        self.previous = None
+        self.previous: dict = {}
 
     def __enter__(self):
         import threading
         if threading.current_thread() is threading.main_thread():
-            self.previous = signal.signal(signal.SIGTERM, self._forward)
+            # A signal ignored at start (`nohup`, a shell's background job) stays ignored.
+            self.previous = {sig: signal.signal(sig, self._on_signal) for sig in self.SIGNALS
+                             if signal.getsignal(sig) is not signal.SIG_IGN}
         return self
 
-    def _forward(self, signum, frame) -> None:
-        _termination["requested"] = True
-        self.tree.signal_all(signal.SIGTERM)
+    def _on_signal(self, signum, frame) -> None:
+        again = _termination["signal"] is not None and signum == signal.SIGINT
+        _termination["signal"] = _termination["signal"] or signal.Signals(signum).name
+        if self.tree is None:
+            return
+        if again:
+            _termination["at_once"] = True
+            self.tree.kill_all()
+        else:
+            self.tree.signal_all(signal.SIGTERM)
 
     def __exit__(self, *exc) -> None:
-        if self.previous is not None:
-            signal.signal(signal.SIGTERM, self.previous)
+        for sig, previous in self.previous.items():
+            signal.signal(sig, previous)
 
 
 def terminate(proc: subprocess.Popen, tree: ProcessTree) -> None:
@@ -118,11 +116,3 @@ def terminate(proc: subprocess.Popen, tree: ProcessTree) -> None:
         pass
     tree.kill_all()
     proc.wait()
-
-
-def reap_group(pgid: int) -> None:
-    """No rank, data-loader worker or launcher of a finished cell may outlive it."""
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass

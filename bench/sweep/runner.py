@@ -12,11 +12,14 @@ from typing import Callable
 
 from bench import plugins
 from bench.config.cell import Cell, Job
+from bench.errors import stop_name
 from bench.measure import envinfo
 from bench.record import builder, store
-# termination_requested is also the CLI's way to ask whether the sweep was preempted.
-from bench.sweep.process import (ProcessTree, child_env, forward_sigterm, terminate,
-                                 terminate_with_parent, termination_requested)
+# termination_requested and termination_signal are also the CLI's way to ask whether the
+# sweep was stopped (SIGTERM or Ctrl-C) and by what.
+from bench.sweep.process import (ProcessTree, child_env, stop_signals, stopped_at_once,
+                                 terminate, terminate_with_parent, termination_requested,
+                                 termination_signal)
 
 POLL_S = 0.25
 LOG_TAIL_CHARS = 4000
@@ -57,21 +60,23 @@ def should_skip(cell_dir: Path, force: bool, retry_failed: bool) -> dict | None:
 def run_cells(cells, out: Path, prepared: dict, fingerprints: dict, *, force: bool,
               retry_failed: bool, on_event=lambda e: None) -> tuple[list[dict], int]:
     """Each cell in order, in its own process group with its timeout, skipping what
-    `should_skip` says; stops after the current cell on SIGTERM. (records, skipped count)"""
+    `should_skip` says; stops after the current cell on SIGTERM or Ctrl-C (the cell
+    checkpointed; a re-run resumes). (records, skipped count)"""
     from bench.sweep.plan import DataKey
     records, skipped = [], 0
-    for cell in cells:
-        done = should_skip(out / cell.cell_id, force, retry_failed)
-        if done is not None:
-            on_event(CellEvent("skip", cell, record=done))
-            records.append(done)
-            skipped += 1
-            continue
-        data = prepared[DataKey.of(cell)]
-        records.append(run_cell(cell, fingerprints[cell], data.to_json(), out,
-                                on_event=on_event))
-        if termination_requested():
-            break  # SIGTERM (preemption): the current cell checkpointed; a re-run resumes
+    with stop_signals():  # between cells, too: a request stops the sweep before the next
+        for cell in cells:
+            if termination_requested():
+                break
+            done = should_skip(out / cell.cell_id, force, retry_failed)
+            if done is not None:
+                on_event(CellEvent("skip", cell, record=done))
+                records.append(done)
+                skipped += 1
+                continue
+            data = prepared[DataKey.of(cell)]
+            records.append(run_cell(cell, fingerprints[cell], data.to_json(), out,
+                                    on_event=on_event))
     return records, skipped
 
 
@@ -103,22 +108,60 @@ def run_cell(cell: Cell, fingerprint: str, prepared_json: dict, results_dir: Pat
                                 preexec_fn=None if strategy.distributed
                                 else terminate_with_parent)
     tree = ProcessTree(proc.pid)
-    try:
-        with forward_sigterm(tree):
+    # SIGTERM and Ctrl-C stay handled until the record is written: a stop never loses it.
+    with stop_signals(tree):
+        if termination_requested():  # asked to stop while this cell was being launched
+            tree.signal_all(signal.SIGTERM)
+        try:
             timed_out = wait_with_progress(proc, tree, cell, cell_dir, on_event,
                                            deadline=launch + cell.timeout_s)
-    finally:  # also on Ctrl-C: the ranks are in a session of their own and would live on
-        tree.kill_all()
-    record = store.read_record(cell_dir)
-    if record is None or record.get("cell_id") != cell.cell_id:
-        record = failure_record(cell, fingerprint, cell_dir, proc.returncode, timed_out, launch)
-        store.write_json(cell_dir / store.RECORD, record)
-    elif timed_out:
-        # The SIGTERM of the timeout let the ranks checkpoint; the status says why it stopped.
-        store.write_json(cell_dir / store.RECORD, builder.mark_timed_out(record, cell.timeout_s))
+        finally:  # whatever ended the wait: the ranks are in sessions of their own
+            tree.kill_all()
+        record = final_record(cell, fingerprint, cell_dir, proc.returncode, timed_out, launch)
     (cell_dir / store.PROGRESS).unlink(missing_ok=True)
     on_event(CellEvent("end", cell, record=record))
     return record
+
+
+def final_record(cell: Cell, fingerprint: str, cell_dir: Path, returncode: int | None,
+                 timed_out: bool, launch: float) -> dict:
+    """The record the cell's folder keeps: rank 0's own, told why it stopped, or the runner's
+    when the ranks wrote none."""
+    record = store.read_record(cell_dir)
+    stopped_by = termination_signal()
+    if record is None or record.get("cell_id") != cell.cell_id:
+        if stopped_by is not None and not timed_out and not any(cell_dir.glob("error-rank*")):
+            # Stopped before rank 0 wrote a record, no rank failing on its own: a second
+            # Ctrl-C, or a stop before the ranks listened for one. A checkpoint there is still
+            # this cell's.
+            record = stopped_record(cell, fingerprint, cell_dir, launch)
+        else:
+            record = failure_record(cell, fingerprint, cell_dir, returncode, timed_out, launch)
+    elif timed_out:
+        # The SIGTERM of the timeout let the ranks checkpoint; the status says why it stopped.
+        record = builder.mark_timed_out(record, cell.timeout_s)
+    elif record.get("status") == "preempted" and stopped_by == "SIGINT":
+        record = builder.mark_stopped_by(record, cell, stop_name("SIGINT"))  # ranks saw SIGTERM
+    else:
+        return record
+    store.write_json(cell_dir / store.RECORD, record)
+    return record
+
+
+def stopped_record(cell: Cell, fingerprint: str, cell_dir: Path, launch: float) -> dict:
+    """A `preempted` record for a cell stopped before its ranks could save: a re-run resumes
+    from the checkpoint an earlier stop left, or starts over."""
+    import json
+    try:
+        step = json.loads((cell_dir / store.PROGRESS).read_text())["step"]
+    except (OSError, ValueError, KeyError):
+        step = 0
+    checkpoint = store.CHECKPOINT if (cell_dir / store.CHECKPOINT).exists() else None
+    how = "a second Ctrl-C" if stopped_at_once() else stop_name(termination_signal())
+    return builder.preempted_record(
+        cell, fingerprint, launched_at=launch, steps_done=step, train_time_s=None,
+        time_to_train_s=time.time() - launch, checkpoint=checkpoint, stopped_by=how,
+        saved=False, env=envinfo.placement())
 
 
 def wait_with_progress(proc, tree: ProcessTree, cell: Cell, cell_dir: Path, on_event,
@@ -134,7 +177,7 @@ def wait_with_progress(proc, tree: ProcessTree, cell: Cell, cell_dir: Path, on_e
         try:
             info = json.loads(progress_path.read_text())
             on_event(CellEvent("progress", cell, step=info["step"], steps=info["steps"],
-                               phase=info["phase"]))
+                               phase="stopping" if termination_requested() else info["phase"]))
         except (OSError, ValueError, KeyError):
             pass
         time.sleep(POLL_S)

@@ -21,6 +21,12 @@ PROFILED_STEPS = PROBE_STEPS + SIZED_STEPS  # every step a probe trains, over bo
 # (`gpu_user_annotation`: a record_function range, DDP's or FSDP's, mirrored on the device
 # and spanning its idle gaps) and memory copies and sets (HTA's "memory", not compute)
 KERNEL_ACTIVITY = "kernel"
+# kineto writes its own lines to the process's stderr, below Python: levels VERBOSE 0 to ERROR
+# 4 (a CPU host's "no GPU"), then USDT 5, a `profiler_start` / `profiler_stop` pair for every
+# session (two per probe). 6 silences them all, so neither a terminal (`bench selfbench`) nor
+# a cell's log fills with them. kineto reads it once, when the process first profiles; a
+# level the user set is kept.
+KINETO_LOG_LEVEL = "6"
 
 METHOD = ("torch.profiler on {n} probe steps after the timed window (ranges bench.forward/"
           "backward/optimizer, a device sync after each); communication = {comm}; exposed = "
@@ -79,7 +85,7 @@ def profile_steps(engine, batch, device_type: str, steps: int,
                   record_shapes: bool = False) -> list[attribution.Span]:
     from torch.profiler import ProfilerActivity, profile, record_function
 
-    os.environ.setdefault("KINETO_LOG_LEVEL", "5")  # kineto's "no GPU" errors on a CPU host
+    os.environ.setdefault("KINETO_LOG_LEVEL", KINETO_LOG_LEVEL)
     activities = [ProfilerActivity.CPU]
     if device_type == "cuda":
         activities.append(ProfilerActivity.CUDA)

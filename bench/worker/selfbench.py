@@ -30,7 +30,6 @@ from __future__ import annotations
 import json
 import os
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 
@@ -250,6 +249,7 @@ def _in_ranks(strategy: str, devices: int, model: str, steps: int, repeats: int,
     import tempfile
 
     from launchers import get_strategy
+    from launchers.processes import run_to_end
 
     from bench.data import prepare
 
@@ -262,7 +262,8 @@ def _in_ranks(strategy: str, devices: int, model: str, steps: int, repeats: int,
                 "prepared": prepared.to_json()}
         argv = get_strategy(strategy).argv(cell, ["-m", "bench.worker.selfbench",
                                                   json.dumps(spec)], port)
-        done = subprocess.run(argv, capture_output=True, text=True)
+        # Ranks in a session of their own, ended with this call however it ends (Ctrl-C)
+        done = run_to_end(argv)
         if done.returncode != 0 or not out.exists():
             tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
             raise RuntimeError(f"selfbench ranks of {strategy} ×{devices} failed "
