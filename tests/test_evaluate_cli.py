@@ -146,7 +146,7 @@ def test_a_pickled_module_is_refused_without_running_its_code(tmp_path, capsys):
     (["--arch", "seed", "--norm", "group"], "fixes norm to 'batch'"),
     (["--arch", "nope"], "unknown arch 'nope'"),
     (["--image-size", "30"], "image size 30"),
-    (["--noise", "-1"], "noise level -1.0 is invalid"),
+    (["--noise", "-1"], "--noise/--sigma -1 is invalid"),
     (["--data", "folder:/no/such/folder"], "/no/such/folder"),
     (["--realisations", "3"], "--realisations"),
 ])

@@ -228,5 +228,5 @@ def test_cli_obfuscate_bad_input_exits_2_without_output(source, tmp_path):
     out = tmp_path / "out"
     cli = run_cli("obfuscate", f"folder:{source}", out, "--sigma", "-0.2")
     assert cli.returncode == 2 and cli.stdout == ""
-    assert cli.stderr.strip().startswith("bench: error: noise level -0.2 is invalid")
+    assert cli.stderr.strip().startswith("bench: error: --sigma -0.2 is invalid")
     assert list(tmp_path.iterdir()) == []

@@ -8,9 +8,26 @@ from pathlib import Path
 
 from bench import plugins
 from bench.config.cell import Cell
+from bench.config.numbers import (CONFIDENCE, COUNT, FINITE, NON_NEGATIVE, PART, POSITIVE,
+                                  POSITIVE_INT, SEED, SHARE, ZERO_STAGE, Number, OutOfRange,
+                                  one_of, whole)
+from bench.errors import EXIT_BAD_INPUT
 
 # Cell's field defaults are the one source of every workload default (flags and specs alike).
 DEFAULT = Cell()
+PERCENT = Number(float, 0, 100, low_open=True, high_open=True)  # a throughput drop
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with a numeric flag's refusal (bench.config.numbers) as the one sentence
+    every bad input gets; the commands' parsers are of this class too."""
+
+    def _get_value(self, action, arg_string):
+        try:
+            return super()._get_value(action, arg_string)
+        except OutOfRange as exc:
+            flag = "/".join(action.option_strings) or action.metavar or action.dest
+            self.exit(EXIT_BAD_INPUT, f"bench: error: {flag} {arg_string} {exc}\n")
 
 
 def add_workload_options(p: argparse.ArgumentParser) -> None:
@@ -20,26 +37,30 @@ def add_workload_options(p: argparse.ArgumentParser) -> None:
                    help="unet or unetpp (repeatable; default both)")
     g.add_argument("--data", default=DEFAULT.data,
                    help="chest-sample (default, embedded), nih:PATH, folder:PATH, synthetic[:N]")
-    g.add_argument("--image-size", type=int, default=DEFAULT.image_size, help="tile/image side in pixels")
-    g.add_argument("--limit", type=int, default=None, help="use the first N images (sorted names)")
+    g.add_argument("--image-size", type=POSITIVE_INT, default=DEFAULT.image_size,
+                   help="tile/image side in pixels")
+    g.add_argument("--limit", type=POSITIVE_INT, default=None,
+                   help="use the first N images (sorted names)")
     g.add_argument("--skip-bad", action="store_true", help="skip undecodable images (counted)")
-    g.add_argument("--noise", type=float, nargs="+", default=list(DEFAULT.noise), metavar="SIGMA",
+    g.add_argument("--noise", type=NON_NEGATIVE, nargs="+", default=list(DEFAULT.noise),
+                   metavar="SIGMA",
                    help="Gaussian noise σ on the [0,1] scale (one or more)")
-    g.add_argument("--noise-mean", type=float, default=DEFAULT.noise_mean, help="noise mean (the seed study used 0.1)")
-    g.add_argument("--steps", type=int, default=DEFAULT.steps, help="optimizer steps")
-    g.add_argument("--epochs", type=int, default=None,
+    g.add_argument("--noise-mean", type=FINITE, default=DEFAULT.noise_mean,
+                   help="noise mean (the seed study used 0.1)")
+    g.add_argument("--steps", type=POSITIVE_INT, default=DEFAULT.steps, help="optimizer steps")
+    g.add_argument("--epochs", type=POSITIVE_INT, default=None,
                    help="train for N passes over the (augmented) training set instead; sets "
                         "--steps from the data, warm-up included")
-    g.add_argument("--warmup", type=int, default=DEFAULT.warmup, help="untimed warm-up steps")
-    g.add_argument("--batch", type=int, default=DEFAULT.global_batch,
+    g.add_argument("--warmup", type=COUNT, default=DEFAULT.warmup, help="untimed warm-up steps")
+    g.add_argument("--batch", type=POSITIVE_INT, default=DEFAULT.global_batch,
                    help="global batch (per-device batch with --scaling weak)")
     g.add_argument("--scaling", default=DEFAULT.scaling, help="strong (fixed global batch) or weak")
-    g.add_argument("--lr", type=float, default=DEFAULT.lr, help="Adam learning rate")
-    g.add_argument("--seed", type=int, default=DEFAULT.seed)
-    g.add_argument("--repeats", type=int, default=1,
+    g.add_argument("--lr", type=POSITIVE, default=DEFAULT.lr, help="Adam learning rate")
+    g.add_argument("--seed", type=SEED, default=DEFAULT.seed)
+    g.add_argument("--repeats", type=POSITIVE_INT, default=1,
                    help="independent repeats (fresh processes, different seeds)")
-    g.add_argument("--width", type=int, default=DEFAULT.width, help="base channels")
-    g.add_argument("--depth", type=int, default=DEFAULT.depth, help="down-sampling steps")
+    g.add_argument("--width", type=POSITIVE_INT, default=DEFAULT.width, help="base channels")
+    g.add_argument("--depth", type=POSITIVE_INT, default=DEFAULT.depth, help="down-sampling steps")
     g.add_argument("--arch", default=DEFAULT.arch,
                    help="bench (default), seed or seed-ddp: the seed study's own networks "
                         "(batch norm, plain output)")
@@ -59,21 +80,22 @@ def add_workload_options(p: argparse.ArgumentParser) -> None:
                    help="single, dp, ddp, deepspeed, fsdp (repeatable; default: the study's "
                         "four configurations)")
     c.add_argument("--precision", action="append", metavar="P", help="fp32, tf32, bf16, fp16 (repeatable)")
-    c.add_argument("--devices", type=int, default=None,
+    c.add_argument("--devices", type=POSITIVE_INT, default=None,
                    help="GPUs (or CPU ranks) for multi-device strategies; default 2 on CPU, "
                         "all visible GPUs")
-    c.add_argument("--zero", type=int, default=None, help="DeepSpeed ZeRO stage 0-3")
+    c.add_argument("--zero", type=ZERO_STAGE, default=None, help="DeepSpeed ZeRO stage 0-3")
     c.add_argument("--device", default="auto", help="auto, cpu or cuda")
     c.add_argument("--channels-last", action="store_true")
     c.add_argument("--compile", action="store_true", help="torch.compile the model")
     c.add_argument("--cudnn-benchmark", action="store_true")
-    c.add_argument("--workers", type=int, default=DEFAULT.workers, help="data-loader worker processes")
+    c.add_argument("--workers", type=COUNT, default=DEFAULT.workers,
+                   help="data-loader worker processes")
     c.add_argument("--pin-memory", action="store_true")
 
 
 def build_parser(plugin_parsers=()) -> argparse.ArgumentParser:
     """Every command's parser; `plugin_parsers` add the plug-ins' commands."""
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="python -m bench",
         description="Benchmark distributed training of U-Net denoisers on chest X-rays, honestly.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -87,8 +109,9 @@ def build_parser(plugin_parsers=()) -> argparse.ArgumentParser:
     add_workload_options(run)
     r = run.add_argument_group("running")
     r.add_argument("--out", type=Path, default=None, help="results folder (default runs/<time>)")
-    r.add_argument("--timeout", type=float, default=DEFAULT.timeout_s, help="seconds per cell")
-    r.add_argument("--sample-hz", type=float, default=DEFAULT.sample_hz, help="telemetry rate (0 = off)")
+    r.add_argument("--timeout", type=POSITIVE, default=DEFAULT.timeout_s, help="seconds per cell")
+    r.add_argument("--sample-hz", type=NON_NEGATIVE, default=DEFAULT.sample_hz,
+                   help="telemetry rate (0 = off)")
     r.add_argument("--force", action="store_true", help="re-run cells that are already ok")
     r.add_argument("--retry-failed", action=argparse.BooleanOptionalAction, default=True,
                    help="re-run cells whose record is failed, timeout or diverged (default); "
@@ -99,8 +122,8 @@ def build_parser(plugin_parsers=()) -> argparse.ArgumentParser:
                                            "strategies against single-device fp32")
     parity.set_defaults(handler="bench.cli.run:cmd_parity")
     add_workload_options(parity)
-    parity.add_argument("--check-steps", type=int, default=5, help="steps compared (K)")
-    parity.add_argument("--rtol", type=float, default=None,
+    parity.add_argument("--check-steps", type=POSITIVE_INT, default=5, help="steps compared (K)")
+    parity.add_argument("--rtol", type=POSITIVE, default=None,
                         help="relative tolerance (default: 1e-4 for fp32, 5e-2 for bf16/fp16)")
 
     env = sub.add_parser("env", help="print the captured environment")
@@ -113,15 +136,15 @@ def build_parser(plugin_parsers=()) -> argparse.ArgumentParser:
     selfbench.add_argument("--strategy", nargs="+", default=["single", "ddp"],
                            choices=("single", "ddp"),
                            help="single (in this process) and/or ddp (torchrun ranks)")
-    selfbench.add_argument("--devices", type=int, default=2, help="ranks of the ddp loops")
-    selfbench.add_argument("--steps", type=int, default=40, help="steps per loop, warm-up "
+    selfbench.add_argument("--devices", type=POSITIVE_INT, default=2, help="ranks of the ddp loops")
+    selfbench.add_argument("--steps", type=POSITIVE_INT, default=40, help="steps per loop, warm-up "
                                                                  "included")
-    selfbench.add_argument("--repeats", type=int, default=10,
+    selfbench.add_argument("--repeats", type=POSITIVE_INT, default=10,
                            help="interleaved repeats of every loop (paired ratios)")
     selfbench.add_argument("--model", default=DEFAULT.model)
-    selfbench.add_argument("--width", type=int, default=DEFAULT.width)
-    selfbench.add_argument("--image-size", type=int, default=DEFAULT.image_size)
-    selfbench.add_argument("--batch", type=int, default=DEFAULT.global_batch,
+    selfbench.add_argument("--width", type=POSITIVE_INT, default=DEFAULT.width)
+    selfbench.add_argument("--image-size", type=POSITIVE_INT, default=DEFAULT.image_size)
+    selfbench.add_argument("--batch", type=POSITIVE_INT, default=DEFAULT.global_batch,
                            help="global batch")
     selfbench.add_argument("--device", default="auto", help="auto, cpu or cuda")
     selfbench.add_argument("--json", action="store_true", help="print the figures as JSON")
@@ -159,27 +182,28 @@ def add_report_commands(sub) -> None:
                         metavar="STRATEGY[:DEVICES[:PRECISION[:ZERO]]]",
                         help="configuration every other is compared against "
                              "(default single:1:fp32)")
-    report.add_argument("--margin-psnr", type=float, default=0.1, help="PSNR parity margin, dB")
-    report.add_argument("--margin-ssim", type=float, default=0.002, help="SSIM parity margin")
-    report.add_argument("--margin-lpips", type=float, default=0.005, help="LPIPS parity margin")
-    report.add_argument("--confidence", type=float, default=0.95, help="interval confidence")
+    report.add_argument("--margin-psnr", type=NON_NEGATIVE, default=0.1, help="PSNR parity margin, dB")
+    report.add_argument("--margin-ssim", type=NON_NEGATIVE, default=0.002, help="SSIM parity margin")
+    report.add_argument("--margin-lpips", type=NON_NEGATIVE, default=0.005, help="LPIPS parity margin")
+    report.add_argument("--confidence", type=CONFIDENCE, default=0.95, help="interval confidence")
 
     gate = sub.add_parser("compare", help="regression gate: exit 1 when NEW is slower or less "
-                                          "accurate than BASELINE beyond the tolerances")
+                                          "accurate than BASELINE beyond the tolerances, 4 "
+                                          "when too few repeats to detect them")
     gate.set_defaults(handler="bench.cli.report:cmd_compare")
     gate.add_argument("baseline", type=Path, metavar="BASELINE", help="reference results folder")
     gate.add_argument("new", type=Path, metavar="NEW", help="results folder to check")
-    gate.add_argument("--tolerance-throughput", type=float, default=7.0, metavar="PCT",
+    gate.add_argument("--tolerance-throughput", type=PERCENT, default=7.0, metavar="PCT",
                       help="largest allowed throughput drop in percent (default 7)")
-    gate.add_argument("--tolerance-psnr", type=float, default=0.1, metavar="DB",
+    gate.add_argument("--tolerance-psnr", type=POSITIVE, default=0.1, metavar="DB",
                       help="largest allowed PSNR drop in dB (default 0.1)")
-    gate.add_argument("--tolerance-ssim", type=float, default=0.002,
+    gate.add_argument("--tolerance-ssim", type=POSITIVE, default=0.002,
                       help="largest allowed SSIM drop (default 0.002)")
-    gate.add_argument("--tolerance-lpips", type=float, default=0.005,
+    gate.add_argument("--tolerance-lpips", type=POSITIVE, default=0.005,
                       help="largest allowed LPIPS rise (default 0.005)")
-    gate.add_argument("--soft-fraction", type=float, default=0.8,
+    gate.add_argument("--soft-fraction", type=PART, default=0.8,
                       help="warn from this share of a tolerance on (default 0.8)")
-    gate.add_argument("--confidence", type=float, default=0.95, help="interval confidence")
+    gate.add_argument("--confidence", type=CONFIDENCE, default=0.95, help="interval confidence")
     gate.add_argument("--all", action="store_true", help="list every measure, not only what moved")
 
 
@@ -202,9 +226,9 @@ def add_evaluate_command(sub) -> None:
     w.add_argument("--arch", default=None,
                    help="bench (default), or seed / seed-ddp: the seed study's own networks "
                         "and key names, which fix norm, upsample and residual")
-    w.add_argument("--width", type=int, default=None,
+    w.add_argument("--width", type=POSITIVE_INT, default=None,
                    help=f"base channels (default {DEFAULT.width}; the seed study's: 64)")
-    w.add_argument("--depth", type=int, default=None,
+    w.add_argument("--depth", type=POSITIVE_INT, default=None,
                    help=f"down-sampling steps (default {DEFAULT.depth}; the seed study's: 4)")
     w.add_argument("--norm", default=None, help=f"group, batch or none (default "
                                                 f"{DEFAULT.norm}; batch for seed arches)")
@@ -218,19 +242,19 @@ def add_evaluate_command(sub) -> None:
     d.add_argument("--data", default=None,
                    help=f"the source whose test split is scored (default {DEFAULT.data} with "
                         "--weights; required with MODEL)")
-    d.add_argument("--image-size", type=int, default=None,
+    d.add_argument("--image-size", type=POSITIVE_INT, default=None,
                    help=f"default {DEFAULT.image_size} (MODEL: its own)")
-    d.add_argument("--limit", type=int, default=None, help="use the first N images")
+    d.add_argument("--limit", type=POSITIVE_INT, default=None, help="use the first N images")
     d.add_argument("--skip-bad", action="store_true", help="skip undecodable images")
-    d.add_argument("--noise", "--sigma", dest="noise", type=float, nargs="+", default=None,
+    d.add_argument("--noise", "--sigma", dest="noise", type=NON_NEGATIVE, nargs="+", default=None,
                    metavar="SIGMA", help="noise levels σ on the [0,1] scale (default "
                    f"{' '.join(f'{s:g}' for s in DEFAULT.noise)}; MODEL: its own)")
-    d.add_argument("--noise-mean", "--mean", dest="noise_mean", type=float, default=None,
+    d.add_argument("--noise-mean", "--mean", dest="noise_mean", type=FINITE, default=None,
                    help=f"noise mean (default {DEFAULT.noise_mean:g}; MODEL: its own; the "
                         "seed study used 0.1)")
-    d.add_argument("--seed", type=int, default=DEFAULT.seed,
+    d.add_argument("--seed", type=SEED, default=DEFAULT.seed,
                    help="split seed of the source; also seeds the test noise")
-    d.add_argument("--realisations", type=int, default=None,
+    d.add_argument("--realisations", type=POSITIVE_INT, default=None,
                    help="MODEL only: released realisations per image, for the averaging "
                         "audit (default 2)")
     o = ev.add_argument_group("output")
@@ -247,7 +271,7 @@ def add_sweep_commands(sub) -> None:
     cell.set_defaults(handler="bench.cli.sweep:cmd_cell")
     cell.add_argument("spec", metavar="SPEC",
                       help="a spec YAML, a built-in name, or a sweep's resolved spec.json")
-    cell.add_argument("--index", type=int, required=True, help="the cell's index in the spec")
+    cell.add_argument("--index", type=COUNT, required=True, help="the cell's index in the spec")
     cell.add_argument("--out", type=Path, default=None,
                       help="the sweep's folder (default: the folder of a spec.json, else "
                            "runs/<name>)")
@@ -278,10 +302,10 @@ def add_sweep_commands(sub) -> None:
     slurm.add_argument("--qos", default=None)
     slurm.add_argument("--time", default=None,
                        help="time limit per array task (default: the cell timeout + 10 min)")
-    slurm.add_argument("--gpus-per-node", type=int, default=None,
+    slurm.add_argument("--gpus-per-node", type=POSITIVE_INT, default=None,
                        help="GPUs per node (with --cpu: ranks per node); cells with more "
                             "devices span several nodes; default: each cell on one node")
-    slurm.add_argument("--cpus-per-task", type=int, default=None,
+    slurm.add_argument("--cpus-per-task", type=POSITIVE_INT, default=None,
                        help="CPUs per node of a task (default: 1 + loader workers per device)")
     slurm.add_argument("--constraint", default=None, help="node features, e.g. a100")
     slurm.add_argument("--exclusive", action="store_true",
@@ -295,13 +319,13 @@ def add_sweep_commands(sub) -> None:
     slurm.add_argument("--python", default=None,
                        help="the interpreter the jobs run (default: this one, "
                             f"{sys.executable})")
-    slurm.add_argument("--max-concurrent", type=int, default=None,
+    slurm.add_argument("--max-concurrent", type=POSITIVE_INT, default=None,
                        help="array throttle %%K: tasks of one array running at once "
                             "(default 8)")
-    slurm.add_argument("--max-array-size", type=int, default=None,
+    slurm.add_argument("--max-array-size", type=POSITIVE_INT, default=None,
                        help="split arrays above this many tasks (default: the cluster's "
                             "MaxArraySize with --submit, else 1001)")
-    slurm.add_argument("--signal-before", type=int, default=None, metavar="SECONDS",
+    slurm.add_argument("--signal-before", type=POSITIVE_INT, default=None, metavar="SECONDS",
                        help="SIGTERM this long before the time limit (default 120)")
     slurm.add_argument("--force", action="store_true",
                        help="include cells that are already ok")
@@ -322,14 +346,14 @@ def add_commbench_command(sub) -> None:
                          "(default 1KiB)")
     cb.add_argument("--max-bytes", default="256MiB", metavar="SIZE",
                     help="largest message (default 256MiB)")
-    cb.add_argument("--step", type=int, default=2, choices=(2, 4),
-                    help="size factor between messages (default 2)")
-    cb.add_argument("--devices", type=int, default=2, help="ranks (GPUs or CPU ranks; "
+    cb.add_argument("--step", type=one_of(2, 4), default=2,
+                    help="size factor between messages: 2 or 4 (default 2)")
+    cb.add_argument("--devices", type=whole(2), default=2, help="ranks (GPUs or CPU ranks; "
                                                            "default 2)")
     cb.add_argument("--device", default="auto", help="auto, cpu (gloo) or cuda (NCCL)")
-    cb.add_argument("--iters", type=int, default=20,
+    cb.add_argument("--iters", type=POSITIVE_INT, default=20,
                     help="timed iterations per size up to 1 MiB; fewer above (at least 5)")
-    cb.add_argument("--warmup", type=int, default=5,
+    cb.add_argument("--warmup", type=COUNT, default=5,
                     help="untimed iterations per size up to 1 MiB; 1 above")
     cb.add_argument("--json", action="store_true", help="print the figures as JSON")
     cb.add_argument("--out", type=Path, default=None, metavar="FILE",
@@ -343,22 +367,22 @@ def add_predict_command(sub) -> None:
                                        "of DDP / ZeRO on N devices from a single-device record")
     p.set_defaults(handler="bench.cli.predict:cmd_predict")
     p.add_argument("results", type=Path, metavar="RESULTS", help="a results folder")
-    p.add_argument("--devices", type=int, nargs="+", default=[2, 4, 8, 64], metavar="N")
-    p.add_argument("--nodes", type=int, default=None,
+    p.add_argument("--devices", type=POSITIVE_INT, nargs="+", default=[2, 4, 8, 64], metavar="N")
+    p.add_argument("--nodes", type=POSITIVE_INT, default=None,
                    help="nodes the devices span (CPU: cores × nodes; GPU: inter-node links)")
     p.add_argument("--strategy", nargs="+", default=["ddp"], metavar="NAME",
                    help="ddp, zero0, zero1, zero2, zero3, fsdp (default ddp)")
     p.add_argument("--scaling", default=None, help="strong or weak (default: the record's)")
-    p.add_argument("--bandwidth", type=float, default=None, metavar="GBps",
+    p.add_argument("--bandwidth", type=POSITIVE, default=None, metavar="GBps",
                    help="bus bandwidth in GB/s (nccl-tests busbw)")
-    p.add_argument("--latency", type=float, default=None, metavar="US",
+    p.add_argument("--latency", type=NON_NEGATIVE, default=None, metavar="US",
                    help="per-hop latency in µs")
     p.add_argument("--commbench", type=Path, default=None, metavar="FILE",
                    help="a `bench commbench --json` result or {bandwidth_gbs, latency_us}")
-    p.add_argument("--overlap", type=float, default=None,
+    p.add_argument("--overlap", type=SHARE, default=None,
                    help="share of communication hidden behind backward (default: the "
                         "measured cells' breakdown.comm_overlap, else 0)")
-    p.add_argument("--overhead", type=float, default=0.0, metavar="MS",
+    p.add_argument("--overhead", type=NON_NEGATIVE, default=0.0, metavar="MS",
                    help="fixed per-step overhead in ms on more than one device (default 0)")
     p.add_argument("--html", type=Path, default=None, metavar="FILE",
                    help="also write a plot: predicted efficiency with the measured points")

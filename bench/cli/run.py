@@ -4,12 +4,13 @@ per cell and summary.json."""
 from __future__ import annotations
 
 import itertools
+import sys
 import time
 from pathlib import Path
 
 from bench.config.spec import (SEED_ARCH_DEFAULTS, Configuration, SweepSpec, load_spec,
                                seed_arch_defaults, spec_key_of_flag, workload_defaults)
-from bench.errors import BadInput
+from bench.errors import BadInput, stop_name
 
 # `bench run SPEC` options that say how to run a spec, not what it trains.
 RUN_OPTIONS_WITH_SPEC = {"command", "handler", "spec", "out", "force", "retry_failed",
@@ -35,6 +36,10 @@ def spec_from_flags(args, name: str, device_type: str, gpus: int) -> tuple[Sweep
         configs = [(s, 1 if s == "single" else args.devices, p) for s, _, p in study]
     else:
         configs = None
+    if args.devices not in (None, 1) and configs and all(s == "single" for s, _, _ in configs):
+        raise BadInput(f"--devices {args.devices} applies only to multi-device strategies (dp, "
+                       "ddp, deepspeed, fsdp) and only single, which runs on one device, was "
+                       "asked for; add e.g. --strategy ddp")
     if args.zero is not None and not any(s == "deepspeed" for s, _, _ in configs or []):
         raise BadInput(f"--zero {args.zero} applies only to --strategy deepspeed, "
                        "which was not asked for")
@@ -71,7 +76,7 @@ def reject_workload_flags(args) -> None:
 def resolve(args, default_out):
     """(resolved sweep, results folder, notes) for `bench run` and `bench parity`, all checked."""
     from bench.sweep import hardware
-    from bench.sweep.plan import expand, validate
+    from bench.sweep.plan import expand, shared_core_notes, validate
 
     if getattr(args, "spec", None):
         reject_workload_flags(args)
@@ -85,8 +90,8 @@ def resolve(args, default_out):
         name = out.name if out.name and set(out.name) <= _NAME_OK else "run"
         spec, notes = spec_from_flags(args, name, device_type, gpus)
     resolved = expand(spec, device_type, gpus)
-    resolved.notes = [*resolved.notes, *notes]
     validate(resolved, gpus)
+    resolved.notes = [*resolved.notes, *notes, *shared_core_notes(resolved.cells)]
     return resolved, out
 
 
@@ -102,6 +107,10 @@ def cmd_run(args) -> int:
     resolved, out = resolve(args, Path("runs") / time.strftime("%Y%m%d-%H%M%S"))
     check_output_dir(out)
     plan = plan_sweep(resolved, args.cache_dir)
+    for note in plan.notes:  # before the first cell, while stopping is still cheap
+        print(f"note: {note}")
+    for line in skipped_lines(plan.prepared):  # before training; the summary repeats it
+        print(f"note: {line}")
 
     out.mkdir(parents=True, exist_ok=True)
     write_resolved(out, plan.resolved)
@@ -116,8 +125,29 @@ def cmd_run(args) -> int:
     write_summary(out, status)
     render_summary(out, status, plan.notes)
     if termination_requested():
+        print(resume_line(args, out), file=sys.stderr)
         return EXIT_PREEMPTED
     return 0 if status["complete"] else 1
+
+
+def resume_line(args, out: Path) -> str:
+    """What a stopped sweep tells its user: the very command that resumes it (with the
+    results folder named: the default one is new for every run)."""
+    import shlex
+
+    from bench.sweep.runner import termination_signal
+    words = list(sys.argv[1:])
+    if getattr(args, "out", None) is None:
+        words += ["--out", str(out)]
+    return (f"bench: stopped by {stop_name(termination_signal())}; to resume, run the same "
+            f"command: python -m bench {shlex.join(words)}")
+
+
+def skipped_lines(prepared: dict) -> list[str]:
+    """A line per prepared data set that `--skip-bad` thinned, said where the run starts."""
+    from bench.analysis.compare import skipped_sentence
+    return [skipped_sentence(p.source, p.skipped, p.skipped_files())
+            for p in {p.digest: p for p in prepared.values()}.values() if p.skipped]
 
 
 def cmd_parity(args) -> int:
@@ -130,6 +160,8 @@ def cmd_parity(args) -> int:
     args.warmup = 0
     resolved, _ = resolve(args, Path("parity"))
     plan = plan_sweep(resolved, None)
+    for note in plan.notes:
+        print(f"note: {note}")
     report = run_parity(plan.cells, plan.prepared, plan.fingerprints, rtol=args.rtol)
     render_parity(report)
     return 0 if report["passed"] else 1

@@ -1,5 +1,6 @@
-"""`bench spec`: what a spec expands to on this machine (nothing runs, no folder is written),
-or the JSON Schema of spec files for editors."""
+"""`bench spec`: what a spec expands to on this machine (nothing runs, no folder is written,
+the data sources are checked as far as they can be without decoding), or the JSON Schema of
+spec files for editors."""
 from __future__ import annotations
 
 import json
@@ -18,7 +19,7 @@ def cmd_spec(args) -> int:
 
     from bench.config.spec import load_spec
     from bench.sweep import hardware
-    from bench.sweep.plan import expand, validate
+    from bench.sweep.plan import check_sources, expand, shared_core_notes, validate
 
     spec = load_spec(args.spec)
     device_type = hardware.default_device_type(args.device if args.device != "auto"
@@ -26,11 +27,12 @@ def cmd_spec(args) -> int:
     gpus = hardware.visible_gpus()
     resolved = expand(spec, device_type, gpus)
     validate(resolved, gpus)
+    check_sources(resolved.cells)
     print(yaml.safe_dump(resolved.resolved_spec(), sort_keys=False, allow_unicode=True,
                          width=100), end="")
     print(f"# {len(resolved.cells)} cells on {device_type}:")
     for index, cell in enumerate(resolved.cells):
         print(f"#   {index:4d}  {cell.cell_id}")
-    for note in resolved.notes:
+    for note in [*resolved.notes, *shared_core_notes(resolved.cells)]:
         print(f"# note: {note}")
     return 0

@@ -186,8 +186,8 @@ def _read_mapping(path: Path) -> dict:
         where = f" at line {mark.line + 1}" if mark is not None else ""
         raise BadInput(f"spec file {path} is not valid YAML{where}") from None
     if not isinstance(data, dict):
-        raise BadInput(f"spec file {path} must hold a mapping with keys "
-                       f"{', '.join(TOP_KEYS)}, not {type(data).__name__}")
+        held = "is empty" if data is None else f"holds {str(data)[:40]!r}"
+        raise BadInput(f"spec file {path} {held}; it must be a mapping of {', '.join(TOP_KEYS)}")
     return data
 
 

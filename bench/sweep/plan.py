@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -72,6 +73,21 @@ def validate(resolved: ResolvedSweep, gpus: int | None) -> None:
                 raise
             raise BadInput(f"spec {resolved.spec.name}, cell {i} ({cell.cell_id}): "
                            f"{as_spec_keys(str(exc))}") from None
+
+
+def shared_core_notes(cells: list[Cell], usable: int | None = None) -> list[str]:
+    """A note for each CPU configuration with more gloo ranks than this host's usable cores:
+    its ranks (one thread each) take turns on the cores, which changes what it measures."""
+    from launchers import get_strategy
+
+    from bench.measure.cores import usable_cores
+    usable = usable_cores() if usable is None else usable
+    crowded = dict.fromkeys((c.strategy, c.devices) for c in cells if c.device_type == "cpu"
+                            and c.devices > usable and get_strategy(c.strategy).distributed)
+    return [f"{strategy} ×{devices} on cpu runs {devices} gloo ranks on {usable} usable "
+            f"core(s): the ranks share the cores, one thread each, taking turns, so it "
+            f"measures distributing over an oversubscribed host, not what {devices} devices "
+            "would gain" for strategy, devices in crowded]
 
 
 def validate_cell(cell: Cell, gpus: int) -> None:
@@ -139,6 +155,16 @@ class DataKey:
                    target_noisy_only(cell.target))
 
 
+def check_sources(cells: list[Cell]) -> None:
+    """What can be known of each cell's data without decoding an image: the source's planner
+    finds its folder, its files (a folder with images, the NIH layout and metadata file, an
+    obfuscated folder's manifest) and its count; BadInput names what is wrong."""
+    from bench.data.sources import resolve
+    for key in dict.fromkeys(DataKey.of(c) for c in cells):
+        resolve(key.source, image_size=key.image_size, seed=key.seed, limit=key.limit,
+                skip_bad=key.skip_bad, noisy_only=key.noisy_only)
+
+
 def prepare_data(cells: list[Cell], cache_dir: str | None = None) -> dict[DataKey, object]:
     from bench.data import prepare
     prepared = {}
@@ -183,12 +209,19 @@ def fingerprints(cells: list[Cell], prepared: dict) -> dict[Cell, str]:
 
 
 def check_output_dir(out: Path) -> None:
-    """The results folder must be creatable and writable; checked without creating it."""
+    """The results folder must be creatable and writable: its nearest existing folder must
+    take a new folder (tried and removed at once; permission bits alone say yes for root in
+    /proc or on a read-only mount)."""
     probe = Path(out)
     while not probe.exists():
         probe = probe.parent
-    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
-        raise BadInput(f"output folder {out} cannot be created: {probe} is not a writable folder")
+    if probe.is_dir() and os.access(probe, os.W_OK | os.X_OK):
+        try:
+            tempfile.TemporaryDirectory(prefix=".bench-probe-", dir=probe).cleanup()
+            return
+        except OSError:
+            pass
+    raise BadInput(f"output folder {out} cannot be created: {probe} is not a writable folder")
 
 
 @dataclass

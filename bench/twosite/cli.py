@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 from bench.config.cell import Cell
+from bench.config.numbers import FINITE, POSITIVE, POSITIVE_INT, SEED
 
 
 def add_parsers(sub) -> None:
@@ -17,14 +18,15 @@ def add_parsers(sub) -> None:
     ob.set_defaults(handler="bench.twosite.cli:cmd_obfuscate")
     ob.add_argument("src", metavar="SRC", help="data source, as for --data")
     ob.add_argument("out", type=Path, metavar="OUT", help="new folder for Site Two")
-    ob.add_argument("--sigma", type=float, required=True, help="noise σ on the [0,1] scale")
-    ob.add_argument("--mean", type=float, default=0.0, help="noise mean (default 0)")
-    ob.add_argument("--realisations", type=int, default=2,
+    ob.add_argument("--sigma", type=POSITIVE, required=True,
+                    help="noise σ on the [0,1] scale (above 0: σ 0 would send the clean images)")
+    ob.add_argument("--mean", type=FINITE, default=0.0, help="noise mean (default 0)")
+    ob.add_argument("--realisations", type=POSITIVE_INT, default=2,
                     help="independent noisy copies per image (noise2noise needs 2; default 2)")
-    ob.add_argument("--seed", type=int, default=0, help="split seed of SRC (the noise key is a "
+    ob.add_argument("--seed", type=SEED, default=0, help="split seed of SRC (the noise key is a "
                                                         "fresh secret kept in the mapping file)")
-    ob.add_argument("--image-size", type=int, default=Cell().image_size)
-    ob.add_argument("--limit", type=int, default=None, help="use the first N images")
+    ob.add_argument("--image-size", type=POSITIVE_INT, default=Cell().image_size)
+    ob.add_argument("--limit", type=POSITIVE_INT, default=None, help="use the first N images")
     ob.add_argument("--skip-bad", action="store_true", help="skip undecodable images")
     ob.add_argument("--mapping", type=Path, default=None, metavar="FILE",
                     help="Site One's file of original names and noise key (default "
