@@ -16,7 +16,7 @@ import pandas as pd
 from reports import breakdown, factorial, plots
 from reports.markup import (CSS, QUALITY_FORMATS, esc, figure, fmt, group_title, groups,
                             key_of, mean_ci, p_text, ratio_text, table, verdict_span)
-from reports.text import row_notes, saving_text, sections
+from reports.text import ROW_NOTES, row_notes, saving_text, sections
 
 
 # --- sections ----------------------------------------------------------------------------------
@@ -120,7 +120,8 @@ def group_section(g: pd.DataFrame, rows: pd.DataFrame, steps: pd.DataFrame,
                f"the test split at σ={fmt(first['sigma'], 'g')}; ± and [..] are {pct} intervals "
                "over repeats.</p>")
     out.append(table(SUMMARY_HEADER, body, left={0, 2}, row_classes=classes))
-    notes = [line for _, r in g.iterrows() for line in row_notes(r)]
+    notes = [line for _, r in g.iterrows()
+             for line in row_notes(r, ("variation_note", *ROW_NOTES))]
     if notes:
         out.append('<div class="box">' + "<br>".join(map(esc, notes)) + "</div>")
 

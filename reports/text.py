@@ -10,11 +10,18 @@ from rich.console import Console
 from bench import plugins
 
 
+class _Console(Console):
+    def on_broken_pipe(self) -> None:
+        """A reader that stopped early: bench.cli.main ends every command the same way
+        (Rich's own answer would exit 1, which `run` and `compare` mean as a failure)."""
+        raise BrokenPipeError
+
+
 @lru_cache(maxsize=1)
 def console() -> Console:
     # Piped output (logs, CI, Slurm) would otherwise wrap every table at 80 columns.
     probe = Console()
-    return Console(highlight=False, width=None if probe.is_terminal else 160)
+    return _Console(highlight=False, width=None if probe.is_terminal else 160)
 
 
 def fmt(value, spec: str = ".3g", missing: str = "—") -> str:
@@ -65,12 +72,15 @@ def saving_text(row) -> str:
     return f"{row['time_saving_pct']:+.1f}%{basis}"
 
 
-def row_notes(row) -> list[str]:
-    """What a reader of one summary row must know: spread as large as the effect, an interval
-    wider than the effect, an efficiency left blank and why."""
+ROW_NOTES = ("input_note", "interval_note", "efficiency_note")
+
+
+def row_notes(row, keys=ROW_NOTES) -> list[str]:
+    """What a reader of one summary row must know: a model worse than its noisy input, an
+    interval wider than the effect, an efficiency left blank and why (the run-to-run spread,
+    `variation_note`, is among the console's closing notes already)."""
     label = f"{row['config']} ×{row['cell.devices']} {row['cell.precision']}"
-    return [f"{label}: {row[key]}" for key in ("variation_note", "interval_note",
-                                              "efficiency_note") if row.get(key)]
+    return [f"{label}: {row[key]}" for key in keys if row.get(key)]
 
 
 def fmt_p(p) -> str:

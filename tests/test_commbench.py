@@ -43,6 +43,9 @@ def test_json_shape_and_record(measured):
         # GB/s over µs: bytes / 1e3 (a GiB, an ms or a per-rank chunk for the size breaks it)
         assert r["algbw_gbs"] * r["time_us"] == pytest.approx(r["bytes"] / 1e3)
         assert 0 < r["min_time_s"] <= r["time_s"]  # the median iteration, not the fastest
+        # the spread around it: p10 ≤ median ≤ p90, flagged where wider than the median
+        assert r["min_time_s"] <= r["p10_s"] <= r["time_s"] <= r["p90_s"]
+        assert r["unsteady"] == (r["p90_s"] - r["p10_s"] > r["time_s"])
     # The timed iterations ran inside the command's wall time: a time per iteration summed
     # over iterations (or in ms) would not fit.
     assert sum(r["iters"] * r["time_s"] for r in figures["results"]) < figures["wall_s"]
@@ -105,7 +108,8 @@ def test_ranks_launched_through_the_strategy_argv(monkeypatch):
         seen["argv"] = argv
         raise RuntimeError("stop")
     monkeypatch.setenv("BENCH_RDZV", "node1:29500,2,77")
-    monkeypatch.setattr(cb.subprocess, "run", fake_run)
+    import launchers.processes
+    monkeypatch.setattr(launchers.processes, "run_to_end", fake_run)
     with pytest.raises(RuntimeError, match="stop"):
         cb.commbench([1024], ["all_reduce"], devices=4)
     argv = seen["argv"]
@@ -135,3 +139,20 @@ def test_cuda_without_gpus_exits_2(capsys):
         pytest.skip("needs a host without a CUDA GPU (it checks the refusal of --device cuda)")
     result = run_main(capsys, "commbench", "--device", "cuda")
     assert result.returncode == 2 and "no CUDA GPU" in result.stderr
+
+
+def test_spread_flags_a_size_wider_than_its_median(capsys):
+    from bench.cli.commbench import render
+    steady = cb.spread([1.0, 1.1, 0.9, 1.0, 1.05, 0.95, 1.0, 1.0, 1.02, 0.98])
+    assert steady["p10_s"] == pytest.approx(0.9 + 0.1 * 0.9 * 0.5, abs=0.05)
+    assert not steady["unsteady"]
+    # a 3,065 µs median beside a 533 µs one (issue 23) is what 1-in-3 stalls of 6 ms give
+    jumpy = cb.spread([0.5e-3, 6e-3, 0.5e-3, 6e-3, 0.5e-3, 6e-3, 0.6e-3, 0.5e-3, 6e-3, 0.5e-3])
+    assert jumpy["unsteady"] and jumpy["p90_s"] == pytest.approx(6e-3)
+    assert cb.spread([1.0]) == {"p10_s": None, "p90_s": None, "unsteady": False}
+    row = {"op": "all_reduce", "bytes": 1024, "iters": 10, "time_s": 5.5e-4, "time_us": 550.0,
+           "algbw_gbs": 1.9e-3, "busbw_gbs": 1.9e-3, **jumpy}
+    render({"layout": {"backend": "gloo", "world_size": 2, "nodes": 1, "threads": 1},
+            "results": [row, {**row, "bytes": 4096, **steady}], "wall_s": 1.0})
+    text = " ".join(capsys.readouterr().out.split())
+    assert "unsteady: the p10–p90 range exceeds the median at all_reduce 1 KiB;" in text

@@ -155,9 +155,19 @@ def test_plugin_section_renders_where_the_privacy_audit_stood(two_site, tmp_path
     from reports import console as rc
     from reports.html import render_html
     audited = record(cell_id="audited")
-    audited["audit"] = {"measured_at": "run", "target": "clean",
+    audited["audit"] = {"measured_at": "training run", "target": "clean",
                         "clean_data_left_site_one": True,
                         "levels": [audit_level(q) for q in audited["quality"]]}
+    write_cell(tmp_path, audited)
+    # Every training run audits itself; a one-site run is no privacy question: no table.
+    one_site = analysis.compare_configs(store.load(tmp_path), sections=two_site)
+    assert one_site.sections.get("privacy") is None or one_site.sections["privacy"].empty
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        rc.render_report(one_site)
+    assert "privacy audit" not in out.getvalue()
+    # The same cell trained on an obfuscated folder (Site Two) is one.
+    audited["two_site"] = {"clean_data_left_site_one": True, "obfuscation": {"seed": 0}}
     write_cell(tmp_path, audited)
     frame = store.load(tmp_path)
     comp = analysis.compare_configs(frame, sections=two_site)
@@ -367,3 +377,26 @@ def test_intervals_that_reach_impossible_values_are_not_drawn():
     fig = plots.quality_vs_noise.__wrapped__(quality, 0.95)
     assert plots.TOO_WIDE in [t.get_text() for t in fig.legends[0].get_texts()]
     plt.close(fig)
+
+
+def test_a_model_worse_than_its_noisy_input_is_flagged(tmp_path):
+    """PSNR 17.96 against the noisy input's 20.00 (and SSIM below it): the console and the
+    HTML say so beside the configuration; a model that beats its input gets no such line."""
+    from bench import analysis
+    from reports import console as rc
+    from reports.html import render_html
+    for r in range(2):
+        write_cell(tmp_path, record(repeat=r, psnr=30.0 + r, ssim=0.8))
+        write_cell(tmp_path, record(strategy="ddp", devices=2, repeat=r, psnr=17.96,
+                                    ssim=0.15, throughput=180.0 + r))
+    frame = store.load(tmp_path)
+    comp = analysis.compare_configs(frame)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        rc.render_report(comp)
+    text = " ".join(out.getvalue().split())
+    assert "ddp ×2 fp32: the model scores worse than its own noisy input (PSNR 17.96 vs " \
+           "20.00 dB, SSIM 0.1500 vs 0.2000)" in text
+    assert "single ×1 fp32: the model scores worse" not in text
+    assert "scores worse than its own noisy input" in html.unescape(
+        render_html(frame, comp, tmp_path))

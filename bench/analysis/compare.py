@@ -11,8 +11,9 @@ import pandas as pd
 
 from bench.analysis.breakdown import breakdown_table
 from bench.analysis.factorial import FactorialResult, decompose
-from bench.analysis.frame import (BASELINE, CONFIG_KEYS, GROUP_KEYS, QUALITY_METRICS, Baseline,
-                                  Margins, _as_baseline, _column, prepare, short_timed)
+from bench.analysis.frame import (BASELINE, CONFIG_KEYS, GROUP_KEYS, HIGHER_IS_BETTER,
+                                  QUALITY_METRICS, Baseline, Margins, _as_baseline, _column,
+                                  prepare, short_timed)
 from bench.analysis.quality import amp_gain, ddp_vs_dp, quality_deltas
 from bench.analysis.speed import speedups
 from bench.analysis.stats import CONFIDENCE, _finite
@@ -47,10 +48,50 @@ def summary_table(frame: pd.DataFrame, baseline=BASELINE, margins: Margins = Mar
             part = part[GROUP_KEYS + CONFIG_KEYS + fields].rename(
                 columns={f: f"{metric}_{f}" for f in fields})
             table = table.merge(part, on=GROUP_KEYS + CONFIG_KEYS, how="left")
+    table["input_note"] = [worse_than_input(row) for _, row in table.iterrows()]
     table.attrs["baseline"] = _as_baseline(baseline).label
     levels = sorted({float(s) for s in table["sigma"] if pd.notna(s)})
     table.attrs["sigma"] = levels[0] if len(levels) == 1 else None  # one σ for the whole table
     return table
+
+
+QUALITY_LABELS = {"psnr": ("PSNR", ".2f", " dB"), "ssim": ("SSIM", ".4f", ""),
+                  "lpips": ("LPIPS", ".4f", "")}
+
+
+def worse_than_input(row) -> str:
+    """A sentence when the model's mean score is worse than the noisy input it was given (a
+    denoiser that adds damage: too few steps, a diverging learning rate); '' otherwise."""
+    worse = []
+    for metric, (name, spec, unit) in QUALITY_LABELS.items():
+        model, noisy = row.get(f"{metric}_mean"), row.get(f"{metric}_noisy_mean")
+        if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in (model, noisy)):
+            continue
+        if (model < noisy) if HIGHER_IS_BETTER[metric] else (model > noisy):
+            worse.append(f"{name} {model:{spec}} vs {noisy:{spec}}{unit}")
+    return ("the model scores worse than its own noisy input (" + ", ".join(worse) + "): it "
+            "adds damage instead of removing noise") if worse else ""
+
+
+def skipped_notes(frame: pd.DataFrame) -> list[str]:
+    """One line per data source from which `--skip-bad` left files out: how many, which."""
+    if "data.skipped_images" not in frame:
+        return []
+    counts = pd.to_numeric(frame["data.skipped_images"], errors="coerce").fillna(0)
+    out = []
+    for source, g in frame[counts > 0].groupby(_column(frame[counts > 0], "data.source", "?")):
+        n = int(pd.to_numeric(g["data.skipped_images"], errors="coerce").max())
+        out.append(skipped_sentence(str(source), n, next(
+            (list(v) for v in _column(g, "data.skipped_files", None)
+             if isinstance(v, (list, tuple, np.ndarray))), [])))
+    return out
+
+
+def skipped_sentence(source: str, count: int, names: list[str], shown: int = 5) -> str:
+    """`--skip-bad` left out `count` files of `source`, the first `shown` named."""
+    listed = ", ".join(names[:shown]) + (", …" if count > min(len(names), shown) else "")
+    return (f"--skip-bad left out {count} undecodable file(s) of {source}"
+            + (f": {listed}" if names else "") + "; every cell of it trained without them")
 
 
 def failures(frame: pd.DataFrame) -> pd.DataFrame:
@@ -108,6 +149,7 @@ def notes(frame: pd.DataFrame, baseline=BASELINE,
         out.append("weak-scaling cells on other device counts than the baseline train another "
                    "global batch and learning rate: their quality is shown without a parity "
                    "verdict")
+    out += skipped_notes(frame)
     for _, r in short_timed(rows).iterrows():
         out.append(f"{r['cell_id']} was resumed and timed {int(r['timed'])} of its "
                    f"{int(r['nominal'])} steps: its training time is scaled to "

@@ -97,11 +97,20 @@ def render(figures: dict) -> None:
                           "iterations of the slowest rank; busbw = algbw × 2(n−1)/n "
                           "(all_reduce), × (n−1)/n (all_gather, reduce_scatter)",
                   caption_justify="left")
-    for name in ("op", "size", "iters", "time", "algbw GB/s", "busbw GB/s"):
+    for name in ("op", "size", "iters", "time", "p10–p90", "algbw GB/s", "busbw GB/s"):
         table.add_column(name, justify="left" if name == "op" else "right")
     for r in figures["results"]:
+        spread_us = (f"{r['p10_s'] * 1e6:.1f}–{r['p90_s'] * 1e6:.1f} µs"
+                     if r.get("p10_s") is not None else "—")
         table.add_row(r["op"], _human(r["bytes"]), str(r["iters"]), f"{r['time_us']:.1f} µs",
+                      spread_us + (" [yellow]![/yellow]" if r.get("unsteady") else ""),
                       f"{r['algbw_gbs']:.4g}", f"{r['busbw_gbs']:.4g}")
     out = console()
     out.print(table)
+    unsteady = [f"{r['op']} {_human(r['bytes'])}" for r in figures["results"]
+                if r.get("unsteady")]
+    if unsteady:
+        out.print(f"[yellow]! unsteady: the p10–p90 range exceeds the median at "
+                  f"{', '.join(unsteady)}; those medians are noise as much as link (more "
+                  "--iters, or a quieter host, would settle them)[/yellow]")
     out.print(f"{len(figures['results'])} measurements in {figures['wall_s']:.1f} s")

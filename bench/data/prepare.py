@@ -78,6 +78,10 @@ class PreparedData:
             raise BadInput(f"split {name!r} is unknown; allowed: {', '.join(SPLITS)}")
         return np.asarray(self.metadata()["splits"][name], dtype=np.int64)
 
+    def skipped_files(self) -> list[str]:
+        """The files `--skip-bad` left out because they did not decode."""
+        return list(self.metadata().get("skipped_files") or []) if self.skipped else []
+
     def metadata(self) -> dict[str, Any]:
         """The JSON sidecar (read-only): splits, names, boxes (chest-sample), skipped files."""
         return _read_sidecar(self.meta_path)

@@ -122,6 +122,9 @@ def audit_level(q: dict) -> dict[str, Any]:
     return {"sigma": q["sigma"], "protection": protection, "recovered": recovered, "gap": gap}
 
 
+TRAINING_RUN = "training run"  # the audit's `measured_at` when a training run scored itself
+
+
 def record_audit(cell, quality: list[dict], measured_at: str,
                  levels: list[dict] | None = None) -> dict[str, Any]:
     """The `audit` section of a record: every training run scores its model against clean
@@ -141,7 +144,7 @@ def record_extras(record: dict, *, cell, prepared, cell_dir: Path) -> dict[str, 
 
     extra: dict[str, Any] = {}
     if record.get("quality"):
-        extra["audit"] = record_audit(cell, record["quality"], "training run")
+        extra["audit"] = record_audit(cell, record["quality"], TRAINING_RUN)
     extra.update(record_fields(cell, prepared, record["notes"], Path(cell_dir)))
     return extra
 

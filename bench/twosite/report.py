@@ -10,7 +10,7 @@ renderers (pandas, Rich, matplotlib) are imported only when a report is made.
 from __future__ import annotations
 
 from bench import plugins
-from bench.twosite.audit import STATEMENT
+from bench.twosite.audit import STATEMENT, TRAINING_RUN
 
 AUDIT_PARTS = ("protection", "recovered", "gap")
 KEYS = ["cell.model", "config", "cell.devices", "cell.precision", "target", "measured_at",
@@ -29,8 +29,24 @@ def _audited_rows(frame):
 
     rows = prepare(frame).reset_index(drop=True)
     raw = ok_rows(frame).reset_index(drop=True)
-    audit = [c for c in raw.columns if c.startswith("audit.")]
+    audit = [c for c in raw.columns if c.startswith(("audit.", "two_site."))]
     return pd.concat([rows, raw[audit].astype(object)], axis=1) if audit else rows
+
+
+def used_two_sites(r) -> bool:
+    """Whether a record's cell took part in a two-site set-up: it trained on an obfuscated
+    folder (`two_site`), or Site One's `bench evaluate` replaced its audit. Every training run
+    scores its model on clean images and so carries an audit; a plain one-site run is not a
+    privacy question, and its performance report shows no privacy table."""
+    if any(k.startswith("two_site.") and not _missing(v) for k, v in r.items()):
+        return True
+    measured = r.get("audit.measured_at")
+    return isinstance(measured, str) and measured != TRAINING_RUN
+
+
+def _missing(value) -> bool:
+    import pandas as pd
+    return value is None or (not isinstance(value, (list, tuple, dict)) and pd.isna(value))
 
 
 def _level_entries(r, levels) -> list[dict]:
@@ -65,7 +81,7 @@ def privacy_table(frame):
         return pd.DataFrame()
     out = []
     for _, r in rows.iterrows():
-        if isinstance(r["audit.levels"], (list, tuple)):
+        if isinstance(r["audit.levels"], (list, tuple)) and used_two_sites(r):
             out += _level_entries(r, r["audit.levels"])
     if not out:
         return pd.DataFrame()

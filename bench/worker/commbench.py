@@ -14,13 +14,15 @@ Conventions (those of nccl-tests):
 - algbw = size / time (GB/s, 1e9 bytes); busbw = algbw × 2(n−1)/n for all_reduce and
   algbw × (n−1)/n for all_gather and reduce_scatter: the bytes each link carries in a ring,
   so busbw is comparable across rank counts and with the hardware's link bandwidth.
+- spread: the 10th and 90th percentiles of the iterations' times beside the median; a size
+  whose p10–p90 range exceeds its median is `unsteady` (on a shared CPU host, neighbouring
+  sizes' medians can then differ several-fold: a jump there is noise, not the link).
 """
 from __future__ import annotations
 
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 import warnings
@@ -116,7 +118,17 @@ def time_op(op: str, size: int, iters: int, warmup: int, runtime) -> dict:
     algbw = nbytes / t / 1e9
     return {"op": op, "bytes": nbytes, "count": count, "dtype": "float32", "iters": timed,
             "warmup": warm, "time_s": t, "time_us": t * 1e6, "min_time_s": min(slowest),
-            "algbw_gbs": algbw, "busbw_gbs": algbw * bus_factor(op, n)}
+            **spread(slowest), "algbw_gbs": algbw, "busbw_gbs": algbw * bus_factor(op, n)}
+
+
+def spread(times: list[float]) -> dict:
+    """p10 and p90 of the iterations' times (s), and whether their range exceeds the median
+    (`unsteady`). Fewer than 2 iterations have no spread."""
+    if len(times) < 2:
+        return {"p10_s": None, "p90_s": None, "unsteady": False}
+    deciles = statistics.quantiles(times, n=10, method="inclusive")
+    p10, p90 = deciles[0], deciles[-1]
+    return {"p10_s": p10, "p90_s": p90, "unsteady": p90 - p10 > statistics.median(times)}
 
 
 def layout(runtime) -> dict:
@@ -153,6 +165,7 @@ def commbench(sizes: list[int], ops: list[str], devices: int = 2, device_type: s
     import tempfile
 
     from launchers import get_strategy
+    from launchers.processes import run_to_end
 
     cell = Cell(strategy="ddp", devices=devices, device_type=device_type, timeout_s=timeout_s,
                 sample_hz=0.0)
@@ -163,7 +176,8 @@ def commbench(sizes: list[int], ops: list[str], devices: int = 2, device_type: s
         argv = get_strategy("ddp").argv(cell, ["-m", "bench.worker.commbench",
                                                json.dumps(spec)], port)
         t0 = time.perf_counter()
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s)
+        # Ranks in a session of their own, ended with this call however it ends (Ctrl-C)
+        done = run_to_end(argv, timeout_s=timeout_s)
         wall = time.perf_counter() - t0
         if done.returncode != 0 or not out.exists():
             tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]

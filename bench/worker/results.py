@@ -21,6 +21,7 @@ from bench.worker.setup import gpu_indices
 
 INPUT_BOUND_FRAC = 0.10  # a cell idle >10% of its window between steps is input-bound
 STEP_KEYS = ("step_times_s", "data_wait_s", "losses", "grad_norms")
+SKIPPED_NAMED = 50  # undecodable files named in a record (all are counted)
 SKIP_KEYS = ("skipped_steps", "warmup_skipped_steps")  # fp16 updates skipped: timed, warm-up
 
 
@@ -333,6 +334,8 @@ def runtime_section(cell: Cell, strategy, runtime, history: History,
 def data_section(cell: Cell, prepared) -> dict:
     return {"source": cell.data, "description": prepared.description,
             "skipped_images": prepared.skipped, "digest": prepared.digest,
+            # named, at most SKIPPED_NAMED of them: the rest is in the data cache's sidecar
+            "skipped_files": prepared.skipped_files()[:SKIPPED_NAMED],
             "train_images": len(prepared.split("train")),
             "test_images": len(prepared.split("test"))}
 
