@@ -119,3 +119,21 @@ def test_fsdp_volume_follows_the_recorded_or_the_models_policy():
     row = predict([single, old], devices=[2], strategies=("fsdp",), sharding=rebuilt_sharding,
                   bandwidth=1.0, latency=1.0)["families"][0]["rows"][0]
     assert row["regathered_share"] == 0.0 and "root-only" in row["regathered_source"]
+
+
+def test_predict_prints_its_whole_table_into_a_pipe_and_names_the_pooled_repeats(tmp_path):
+    """Piped (a log, `| less`), the table kept its columns at 80 characters, cut to '…';
+    the header named one cell while the prediction pooled every single-device repeat."""
+    import json
+
+    from conftest import run_cli
+    repeats = [_record("single", 1, 0.1 + 0.01 * r, device_type="cpu") for r in range(2)]
+    for r, rec in enumerate(repeats):
+        rec["cell"]["repeat"], rec["cell_id"] = r, f"single1-r{r}"
+    for rec in (*repeats, _record("ddp", 2, 0.07, device_type="cpu")):
+        (tmp_path / rec["cell_id"]).mkdir()
+        (tmp_path / rec["cell_id"] / "record.json").write_text(json.dumps(rec))
+    out = run_cli("predict", tmp_path, "--devices", "2", "4", timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "…" not in out.stdout and "measured MiB" in out.stdout
+    assert "predicted from 2 repeats of single1-r0" in " ".join(out.stdout.split())
