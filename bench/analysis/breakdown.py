@@ -15,8 +15,8 @@ import math
 
 import pandas as pd
 
-from bench.analysis.frame import (BASELINE, CONFIG_KEYS, GROUP_KEYS, _as_baseline, _column,
-                                  _groups, _mean_of, _select, _sorted_configs, prepare,
+from bench.analysis.frame import (BASELINE, CONFIG_KEYS, GROUP_KEYS, _as_baseline, _groups,
+                                  _mean_of, _select, _sorted_configs, prepare,
                                   scaling_reference)
 
 FRACTIONS = ("data", "forward", "backward", "comm_exposed", "optimizer", "other")
@@ -53,21 +53,12 @@ def breakdown_table(frame: pd.DataFrame, baseline=BASELINE) -> pd.DataFrame:
 
 def config_means(rows: pd.DataFrame) -> dict:
     means = {k: _mean_of(rows, f"breakdown.{k}") for k in FRACTIONS}
-    rows = rows.assign(message_bytes=message_bytes(rows))
     means.update(
         n=len(rows),
-        comm_message_bytes_per_step=_mean_of(rows, "message_bytes"),
+        comm_message_bytes_per_step=_mean_of(rows, "breakdown.comm_message_bytes_per_step"),
         comm_overlap=_mean_of(rows, "breakdown.comm_overlap"),
         throughput_img_s=_mean_of(rows, "timing.throughput_img_s"))
     return means
-
-
-def message_bytes(rows: pd.DataFrame) -> pd.Series:
-    """Each record's measured message bytes per step; records before 2026-12-06 named the same
-    figure `comm_bytes_per_step`, and a folder may hold both kinds."""
-    new = pd.to_numeric(_column(rows, "breakdown.comm_message_bytes_per_step"), errors="coerce")
-    old = pd.to_numeric(_column(rows, "breakdown.comm_bytes_per_step"), errors="coerce")
-    return new.where(new.notna(), old)
 
 
 def losses(means: dict, base: dict | None, devices: int, base_devices: int) -> dict:

@@ -322,7 +322,8 @@ def predict(records: list[dict], devices=(2, 4, 8, 64), nodes: int | None = None
                                                    for r in hits) / len(hits),
                                error=(p.efficiency - m) / m, measured_cells=[
                                    r.get("cell_id") for r in hits])
-                    measured_bytes = [message_bytes_measured(r) for r in hits]
+                    measured_bytes = [(r.get("breakdown") or {}).get(
+                        "comm_message_bytes_per_step") for r in hits]
                     if all(b is not None for b in measured_bytes):
                         row["measured_message_bytes_per_step"] = \
                             sum(measured_bytes) / len(measured_bytes)
@@ -339,14 +340,6 @@ def predict(records: list[dict], devices=(2, 4, 8, 64), nodes: int | None = None
                         shared_cores(base, nodes) if shared_host else None, overhead_s,
                         family[3], data_s, volume_assumption(shares))})
     return {"families": out}
-
-
-def message_bytes_measured(record: dict) -> float | None:
-    """A record's probe-measured message bytes per step (records before 2026-12-06 named the
-    same figure `comm_bytes_per_step`)."""
-    breakdown = record.get("breakdown") or {}
-    value = breakdown.get("comm_message_bytes_per_step", breakdown.get("comm_bytes_per_step"))
-    return None if value is None else float(value)
 
 
 def assumptions(links: dict, overlaps: dict, algo: str, scaling: str,

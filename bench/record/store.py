@@ -80,13 +80,27 @@ def _json_safe(obj: Any) -> Any:
     return obj
 
 
+# Fields renamed since records were first written: (section, old name) → today's name. Every
+# reader gets today's names from `read_record`, so no reader keeps an old name's fallback.
+RENAMED = {("breakdown", "comm_bytes_per_step"): "comm_message_bytes_per_step"}  # 2026-12-06
+
+
 def read_record(cell_dir: Path) -> dict | None:
-    """The cell's record, or None when it is missing or unreadable (truncated, not JSON)."""
+    """The cell's record, or None when it is missing or unreadable (truncated, not JSON);
+    fields renamed since it was written are read under today's names."""
     try:
         record = json.loads((Path(cell_dir) / RECORD).read_text())
     except (OSError, ValueError):
         return None
-    return record if isinstance(record, dict) else None
+    return upgraded(record) if isinstance(record, dict) else None
+
+
+def upgraded(record: dict) -> dict:
+    for (section, old), new in RENAMED.items():
+        part = record.get(section)
+        if isinstance(part, dict) and old in part:
+            part.setdefault(new, part.pop(old))
+    return record
 
 
 def cell_dirs(results_dir: Path) -> Iterator[Path]:
