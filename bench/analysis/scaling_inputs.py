@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import statistics
 
+from bench.analysis.frame import hardware_of
+
 
 def strategy_of(cell: dict) -> str | None:
     s = cell.get("strategy")
@@ -62,12 +64,11 @@ def window_figures(record: dict) -> tuple[float, float]:
 
 
 def processor_of(record: dict) -> str:
-    """The processor model a record's numbers belong to: its first GPU's on CUDA, else the
-    CPU's. A step time measured on one model says nothing about another's."""
+    """The processor model a record's numbers belong to (`frame.hardware_of`, as reports
+    name it). A step time measured on one model says nothing about another's."""
     env = record.get("env") or {}
-    if record.get("cell", {}).get("device_type") == "cuda" and env.get("gpus"):
-        return str(env["gpus"][0])
-    return str(env.get("cpu") or "?")
+    return hardware_of(record.get("cell", {}).get("device_type"), env.get("gpus"),
+                       env.get("cpu"))
 
 
 def compute_capacity(record: dict, nodes: int | None = None,
