@@ -44,7 +44,7 @@ def breakdown_table(frame: pd.DataFrame, baseline=BASELINE) -> pd.DataFrame:
             row.update(losses(means, base, int(key[1]), base_key.devices))
             row["is_baseline"] = base_key.matches(*key)
             row["is_reference"] = ref == key
-            row["reference"] = f"{base_key.strategy} ×{base_key.devices} {key[2]}"
+            row["reference"] = base_key.at(key[2]).label
             row["has_reference"] = ref is not None
             row["sentence"] = sentence(row)
             out.append(row)
@@ -83,13 +83,14 @@ def sentence(row: dict) -> str:
     comm = ""
     if row["comm_message_bytes_per_step"] and row["comm_message_bytes_per_step"] > 0:
         hidden = row["comm_overlap"]
-        comm = (f"; each rank communicates {row['comm_message_bytes_per_step'] / 2**20:.2f} MiB per "
-                f"step, exposed for {row['comm_exposed']:.0%} of the window"
+        comm = (f"; each rank communicates {row['comm_message_bytes_per_step'] / 2**20:.2f} "
+                f"MiB per step, exposed for {row['comm_exposed']:.0%} of the window"
                 + (f" ({hidden:.0%} of the communication time hidden behind computation)"
                    if isinstance(hidden, float) and math.isfinite(hidden) else ""))
     if row.get("is_baseline") or row.get("is_reference"):
         compute = sum(row[k] for k in PARTS["compute"])
-        return (f"{label} ({'baseline' if row.get('is_baseline') else 'reference'}): computing for {compute:.0%} of the window, waiting for "
+        role = "baseline" if row.get("is_baseline") else "reference"
+        return (f"{label} ({role}): computing for {compute:.0%} of the window, waiting for "
                 f"data {row['data']:.0%}, other {row['other']:.0%}{comm}.")
     if not math.isfinite(row["ideal_s_per_img"]):
         if row.get("has_reference") is False:

@@ -69,6 +69,11 @@ class Baseline:
         zero = f" z{self.zero}" if self.zero is not None else ""
         return f"{self.strategy}{zero} ×{self.devices} {self.precision}"
 
+    def at(self, precision: str) -> Baseline:
+        """The same strategy and devices at another precision: what a cell of that precision
+        scales from (`scaling_reference`)."""
+        return Baseline(self.strategy, self.devices, precision, self.zero)
+
     def matches(self, strategy: str, devices: int, precision: str, zero: int) -> bool:
         return (strategy == self.strategy and int(devices) == self.devices
                 and precision == self.precision
@@ -80,8 +85,7 @@ def scaling_reference(baseline: Baseline, key: tuple, configs: list[tuple]) -> t
     strategy and devices at `key`'s own precision. Against an fp32 baseline a bf16 cell's
     "efficiency" would mix the precision's gain into the scaling; None where the workload
     group has no such configuration."""
-    same = Baseline(baseline.strategy, baseline.devices, key[2], baseline.zero)
-    return next((k for k in configs if same.matches(*k)), None)
+    return next((k for k in configs if baseline.at(key[2]).matches(*k)), None)
 
 
 def parse_baseline(text: str) -> Baseline:

@@ -152,7 +152,7 @@ def _efficiency(extra: dict, s, ckey: tuple, base, g, configs: list[tuple],
     """Append this configuration's scaling efficiency (with its interval) against the
     baseline's strategy and devices at its own precision, and why it is blank if it is."""
     ref = scaling_reference(base, ckey, configs)
-    label = f"{base.strategy} ×{base.devices} {ckey[2]}"
+    label = base.at(ckey[2]).label
     value = low = high = math.nan
     note = ""
     if ref is None:
