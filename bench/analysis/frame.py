@@ -173,6 +173,12 @@ def prepare(frame: pd.DataFrame) -> pd.DataFrame:
     return rows
 
 
+def is_missing(value) -> bool:
+    """None or NaN in a flattened record's cell; a list (even an empty one) or another
+    container is a value."""
+    return value is None or (pd.api.types.is_scalar(value) and bool(pd.isna(value)))
+
+
 def hardware_of(device_type: str, gpus, cpu) -> str:
     """The processor model a cell ran on: its first GPU's on CUDA, else the CPU's."""
     if device_type == "cuda" and isinstance(gpus, (list, tuple, np.ndarray)) and len(gpus):

@@ -10,6 +10,8 @@ import json
 
 import pandas as pd
 
+from bench.analysis.frame import is_missing
+
 # Cell fields that do not enter the workload fingerprint: bench.config.cell.EXECUTION_FIELDS
 # (analysis may not import bench.config; a test keeps the two equal).
 NOT_WORKLOAD = frozenset({"strategy", "devices", "precision", "zero_stage", "repeat",
@@ -25,14 +27,9 @@ EXECUTION_KEYS = ("cell.strategy", "cell.devices", "cell.precision", "zero", "ce
 ENV_IGNORED = ("env.command", "env.git_commit", "env.cuda_visible_devices", "env.slurm.")
 
 
-def _missing(value) -> bool:
-    """None or NaN; a list (even an empty one) or another container is a value."""
-    return value is None or (pd.api.types.is_scalar(value) and bool(pd.isna(value)))
-
-
 def _text(value) -> str:
     """A value as the output shows it (64, not 64.0; lists as JSON)."""
-    if _missing(value):
+    if is_missing(value):
         return "unset"
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
@@ -55,7 +52,7 @@ def env_changes(base_raw: pd.DataFrame, new_raw: pd.DataFrame, pairs) -> list[di
         seen_b, seen_n, cells, of = set(), set(), 0, 0
         for i, j, *_ in pairs:
             vb, vn = base_raw.at[i, col], new_raw.at[j, col]
-            if _missing(vb) or _missing(vn):
+            if is_missing(vb) or is_missing(vn):
                 continue
             of += 1
             if _text(vb) == _text(vn):

@@ -38,15 +38,12 @@ def used_two_sites(r) -> bool:
     folder (`two_site`), or Site One's `bench evaluate` replaced its audit. Every training run
     scores its model on clean images and so carries an audit; a plain one-site run is not a
     privacy question, and its performance report shows no privacy table."""
-    if any(k.startswith("two_site.") and not _missing(v) for k, v in r.items()):
+    from bench.analysis.frame import is_missing
+
+    if any(k.startswith("two_site.") and not is_missing(v) for k, v in r.items()):
         return True
     measured = r.get("audit.measured_at")
     return isinstance(measured, str) and measured != TRAINING_RUN
-
-
-def _missing(value) -> bool:
-    import pandas as pd
-    return value is None or (not isinstance(value, (list, tuple, dict)) and pd.isna(value))
 
 
 def _level_entries(r, levels) -> list[dict]:
