@@ -226,6 +226,15 @@ def _why_unmatched(base_frame, new_frame, base, new, pairs, base_only, changed) 
                                       same_id)
 
 
+def _power(test: dict, tolerance: float, confidence: float) -> tuple[float, float]:
+    """(minimum detectable effect, repeats per side needed to detect `tolerance`, NaN where
+    the test already can) of a test's result, in its own unit."""
+    mde = min_detectable(test["var_a"], test["var_b"], test["n_a"], test["n_b"], confidence)
+    needed = repeats_needed(test["var_a"], test["var_b"], tolerance, confidence) \
+        if mde > tolerance else math.nan
+    return mde, needed
+
+
 def _powered(outcome: str, reason: str, mde: float, tolerance: float,
              needed: float) -> tuple[str, str]:
     """A measure that did not fail or improve, whose test could not detect its tolerance, is
@@ -275,10 +284,7 @@ def _measure_rows(base, new, ok_pairs, tol: Tolerances, confidence: float) -> pd
         outcome, reason = judge(-change, (-ci[1], -ci[0]), tol.throughput_pct,
                                 tol.soft_fraction)
         # the test is on the logs: a drop of d% is a log-ratio of −ln(1 − d/100)
-        mde_log = min_detectable(r["var_a"], r["var_b"], r["n_a"], r["n_b"], confidence)
-        tol_log = -math.log1p(-tol.throughput_pct / 100)
-        needed = repeats_needed(r["var_a"], r["var_b"], tol_log, confidence) \
-            if mde_log > tol_log else math.nan
+        mde_log, needed = _power(r, -math.log1p(-tol.throughput_pct / 100), confidence)
         mde = 100 * -math.expm1(-mde_log)
         outcome, reason = _powered(outcome, reason, mde, tol.throughput_pct, needed)
         out.append({**ident, "measure": "throughput", "unit": "%", "sigma": math.nan,
@@ -304,9 +310,7 @@ def _measure_rows(base, new, ok_pairs, tol: Tolerances, confidence: float) -> pd
             worse = -sign * d["estimate"]
             lo, hi = sorted((-sign * d["ci_low"], -sign * d["ci_high"]))
             outcome, reason = judge(worse, (lo, hi), tol.of(metric), tol.soft_fraction)
-            mde = min_detectable(d["var_a"], d["var_b"], d["n_a"], d["n_b"], confidence)
-            needed = repeats_needed(d["var_a"], d["var_b"], tol.of(metric), confidence) \
-                if mde > tol.of(metric) else math.nan
+            mde, needed = _power(d, tol.of(metric), confidence)
             outcome, reason = _powered(outcome, reason, mde, tol.of(metric), needed)
             out.append({**ident, "measure": metric, "unit": "", "sigma": sigma,
                         "n_baseline": int(np.isfinite(va).sum()),

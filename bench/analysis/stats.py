@@ -28,14 +28,14 @@ def _finite(values) -> np.ndarray:
 
 
 def _t_quantile(confidence: float, df: float) -> float:
-    # scipy.special's Student-t functions: the same numbers as scipy.stats.t, without the
-    # ~0.5 s import of scipy.stats that every `bench report` would pay.
-    from scipy.special import stdtrit
-    return float(stdtrit(df, 0.5 + confidence / 2))
+    """The two-sided critical value of a `confidence` interval."""
+    return t_quantile_one_sided(0.5 + confidence / 2, df)
 
 
 def t_quantile_one_sided(probability: float, df: float) -> float:
     """The Student-t quantile below which `probability` of the distribution lies."""
+    # scipy.special's Student-t functions: the same numbers as scipy.stats.t, without the
+    # ~0.5 s import of scipy.stats that every `bench report` would pay.
     from scipy.special import stdtrit
     return float(stdtrit(df, probability))
 
