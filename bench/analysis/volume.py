@@ -20,9 +20,11 @@ all-gathered a second time, in backward:
   which assumes every parameter is freed after forward (r = 1).
 
 r is what the strategy recorded (`runtime.sharding`: regathered_parameters / parameters, from
-launchers/fsdp.py and launchers/deepspeed.py) when a measured cell of it is at hand; else
-- fsdp: r = 1, FSDP's per-block policy with every parameter inside a block. FSDP keeps the
-  root unit (bench's up-sampling layers and head) gathered through backward, which lowers it;
+launchers/fsdp.py and launchers/deepspeed.py) when a measured cell of it is at hand (an FSDP
+record from before per-block sharding: root-only, r = 0); else
+- fsdp: FSDP's per-block policy applied to the rebuilt model, where the caller can rebuild it
+  (the root unit, bench's up-sampling layers and head, stays gathered through backward, so
+  r < 1), else r = 1, every parameter assumed inside a block;
 - zero3: r = 0 while 2 × the parameters fit in DeepSpeed's default stage3_max_reuse_distance
   (1e9 elements: a parameter used again within that many fetched elements is not freed, and
   every backward re-use lies within 2 × the parameters), else r = 1.
