@@ -51,8 +51,8 @@ def method_section(comp) -> str:
         "zero; otherwise <i>inconclusive (n too small)</i> — more repeats would narrow it.",
         "<b>Scaling efficiency</b> = throughput speedup over the baseline's strategy and "
         "devices <i>at the cell's own precision</i> / (devices / its devices); that reference "
-        "reads 100%; blank where the device count does not change or no such cell exists (a bf16 cell measured against "
-        "fp32 would count the precision's gain as scaling; AMP gain has its own table); "
+        "reads 100%; blank where the device count does not change or no such cell exists (a "
+        "bf16 cell measured against fp32 would count the precision's gain as scaling; AMP gain has its own table); "
         "labelled strong (fixed global batch) or weak (fixed per-device batch) from each "
         "cell's scaling mode. A weak-scaling cell trains more samples than its baseline: its "
         "time saving is per sample (1 − 1/speedup). Only cells with the same workload "

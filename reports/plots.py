@@ -67,6 +67,15 @@ def readable(low, high, lowest: float = 0.0, highest: float = np.inf) -> np.ndar
     return ~((low <= lowest) | (high > highest)) | np.isnan(low)
 
 
+def _readable_errors(mean, low, high, lowest: float = 0.0,
+                     highest: float = np.inf) -> tuple[np.ndarray, np.ndarray]:
+    """(error-bar extents, readable): the extents NaN (not drawn) where `readable` says no."""
+    ok = readable(low, high, lowest, highest)
+    err = _half_widths(mean, low, high)
+    err[:, ~ok] = np.nan
+    return err, ok
+
+
 def _mark_too_wide(ax, x, y, ok: np.ndarray, colour="black", marker="o") -> None:
     if (~ok).any():
         ax.scatter(np.asarray(x, dtype=float)[~ok], np.asarray(y, dtype=float)[~ok],
@@ -83,10 +92,8 @@ def train_time_points(summary: pd.DataFrame, repeats: pd.DataFrame, confidence: 
     labels = [config_name(r) for _, r in summary.iterrows()]
     fig, ax = plt.subplots(figsize=(max(4.0, 1.1 * len(labels) + 1.5), 3.2))
     x = np.arange(len(labels))
-    ok = readable(summary["train_time_ci_low"], summary["train_time_ci_high"])
-    err = _half_widths(summary["train_time_mean"], summary["train_time_ci_low"],
-                       summary["train_time_ci_high"])
-    err[:, ~ok] = np.nan
+    err, ok = _readable_errors(summary["train_time_mean"], summary["train_time_ci_low"],
+                               summary["train_time_ci_high"])
     ax.set_yscale("log")
     for i, (_, row) in enumerate(summary.iterrows()):
         colour = "#8c8c8c" if row["is_baseline"] else "#4c72b0"
@@ -230,9 +237,8 @@ def quality_vs_noise(quality: pd.DataFrame, confidence: float):
         for offset, ((config, dev, prec, fp), s) in zip(offsets, series):
             s = s.sort_values("sigma")
             label = f"{config} ×{dev} {prec}" + (f" [{fp[:6]}]" if multi_fp else "")
-            ok = readable(s["ci_low"], s["ci_high"], *METRIC_RANGE[metric])
-            err = _half_widths(s["mean"], s["ci_low"], s["ci_high"])
-            err[:, ~ok] = np.nan
+            err, ok = _readable_errors(s["mean"], s["ci_low"], s["ci_high"],
+                                       *METRIC_RANGE[metric])
             x = s["sigma"].map(position) + offset
             line = ax.errorbar(x, s["mean"], yerr=err, marker="o", markersize=4, capsize=3,
                                label=label)
