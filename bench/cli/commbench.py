@@ -41,13 +41,6 @@ def validate(args) -> tuple[list[int], str]:
     unknown = [op for op in args.ops if op not in OPS]
     if unknown:
         raise BadInput(f"unknown op '{unknown[0]}'; choose from {', '.join(OPS)}")
-    if args.devices < 2:
-        raise BadInput(f"--devices {args.devices} is invalid; a collective needs at least 2 "
-                       "ranks")
-    if args.iters < 1:
-        raise BadInput(f"--iters {args.iters} is invalid; it must be at least 1")
-    if args.warmup < 0:
-        raise BadInput(f"--warmup {args.warmup} is invalid; it must be 0 or more")
     if args.out is not None and not Path(args.out).parent.is_dir():
         raise BadInput(f"--out {args.out}: its folder does not exist")
     from bench.sweep.hardware import default_device_type, visible_gpus

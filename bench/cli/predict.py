@@ -17,8 +17,6 @@ def cmd_predict(args) -> int:
         raise BadInput(f"results folder {args.results} does not exist")
     if args.html is not None and not args.html.parent.is_dir():
         raise BadInput(f"--html {args.html}: folder {args.html.parent} does not exist")
-    if args.overhead < 0:
-        raise BadInput(f"--overhead {args.overhead} is invalid; it must be at least 0 ms")
     records, _ = store.records(args.results)
     commbench = None
     if args.commbench is not None:

@@ -25,8 +25,6 @@ def cmd_selfbench(args) -> int:
     if args.steps <= WARMUP:
         raise BadInput(f"--steps {args.steps} must exceed the {WARMUP} warm-up steps "
                        "selfbench runs")
-    if args.repeats < 1:
-        raise BadInput(f"--repeats {args.repeats} is invalid; it must be at least 1")
     if args.devices < 2 and any(s != "single" for s in args.strategy):
         raise BadInput(f"--devices {args.devices} is invalid; a multi-device selfbench needs "
                        "at least 2")
