@@ -35,6 +35,7 @@ ZERO_OK = {
     **{(c, "--zero"): "ZeRO stage 0 (DeepSpeed's plain data parallelism)" for c in _WORKLOAD},
     **{(c, "--noise"): "σ 0: a noise-free control" for c in (*_WORKLOAD, "evaluate")},
     ("run", "--sample-hz"): "telemetry off",
+    **{(c, "--eval-every"): "no validation during training" for c in _WORKLOAD},
     ("cell", "--index"): "the first cell",
     **{("report", f"--margin-{m}"): "strict parity" for m in ("psnr", "ssim", "lpips")},
     ("predict", "--overlap"): "no communication hidden",

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from bench import plugins
-from bench.config.cell import Cell
+from bench.config.cell import DEFAULT_VALIDATION_POINTS, Cell
 from bench.config.numbers import (CONFIDENCE, COUNT, FINITE, NON_NEGATIVE, PART, POSITIVE,
                                   POSITIVE_INT, SEED, SHARE, ZERO_STAGE, Number, OutOfRange,
                                   one_of, whole)
@@ -52,6 +52,14 @@ def add_workload_options(p: argparse.ArgumentParser) -> None:
                    help="train for N passes over the (augmented) training set instead; sets "
                         "--steps from the data, warm-up included")
     g.add_argument("--warmup", type=COUNT, default=DEFAULT.warmup, help="untimed warm-up steps")
+    g.add_argument("--eval-every", type=COUNT, default=DEFAULT.eval_every, metavar="K",
+                   help=f"validation every K steps, untimed (default {DEFAULT_VALIDATION_POINTS} "
+                        "points a run; 0: none)")
+    g.add_argument("--target-psnr", type=POSITIVE, default=DEFAULT.target_psnr, metavar="DB",
+                   help="PSNR a time to target is read at (default: baseline's final − 0.1 dB)")
+    g.add_argument("--stop-at-target", action="store_true", help="stop once it is reached")
+    g.add_argument("--until-psnr", type=POSITIVE, default=None, metavar="DB",
+                   help="--target-psnr DB --stop-at-target, in one")
     g.add_argument("--batch", type=POSITIVE_INT, default=DEFAULT.global_batch,
                    help="global batch (per-device batch with --scaling weak)")
     g.add_argument("--scaling", default=DEFAULT.scaling, help="strong (fixed global batch) or weak")

@@ -50,6 +50,8 @@ def spec_from_flags(args, name: str, device_type: str, gpus: int) -> tuple[Sweep
         if workload[key] is None:
             workload[key] = default
     workload["noise"] = list(args.noise)
+    if getattr(args, "until_psnr", None) is not None:  # shorthand for the two keys
+        workload.update(target_psnr=args.until_psnr, stop_at_target=True)
     spec = SweepSpec(name=name, description="given as `bench run` flags", workload=workload,
                      models=args.model or ["unet", "unetpp"], configurations=configurations,
                      noise=[tuple(args.noise)], scaling=[args.scaling], source="flags",

@@ -20,12 +20,20 @@ SCALING_MODES = ("strong", "weak")
 EXECUTION_FIELDS = frozenset({
     "strategy", "devices", "precision", "zero_stage", "repeat", "timeout_s", "sample_hz",
     "device_type",
+    # Validation during training reads the weights outside the timed window and changes no
+    # step; a target only decides which step a figure is read at, unless training stops at it
+    # (`workload_fingerprint` then keeps it).
+    "eval_every", "target_psnr",
 })
 
 
 # Fields added after the first records: left out of Cell.to_dict() at these defaults, so an
 # ordinary cell keeps the id and fingerprint it had before the field existed.
-_OMITTED_AT_DEFAULT = {"target": "clean", "arch": "bench"}
+_OMITTED_AT_DEFAULT = {"target": "clean", "arch": "bench", "eval_every": None,
+                       "target_psnr": None, "stop_at_target": False}
+# Validation points a run gets when the spec does not say (`eval_every` unset), besides the
+# initial weights': a handful, enough to interpolate a time to a target between them.
+DEFAULT_VALIDATION_POINTS = 6
 
 
 @dataclass(frozen=True)
@@ -67,6 +75,25 @@ class Cell:
     # "clean" (supervised, the default) or "noise2noise" (pairs of noisy realisations from an
     # obfuscated folder).
     target: str = "clean"
+    # Validation during training (bench.worker.validation): every `eval_every` steps, None for
+    # DEFAULT_VALIDATION_POINTS over the run, 0 for none. `target_psnr`: the quality a time to
+    # target is measured at (None: the report's default, from the baseline); `stop_at_target`
+    # ends training at the first validation point that reaches it.
+    eval_every: int | None = None
+    target_psnr: float | None = None
+    stop_at_target: bool = False
+
+    @property
+    def validation_every(self) -> int:
+        """Steps between validation points; 0 when there is none."""
+        if self.eval_every is not None:
+            return self.eval_every
+        return -(-self.steps // DEFAULT_VALIDATION_POINTS)
+
+    @property
+    def quality_target(self) -> tuple[str, float] | None:
+        """(metric, value) of the cell's own target; the spec names it per metric."""
+        return ("psnr", float(self.target_psnr)) if self.target_psnr is not None else None
 
     @property
     def workload_seed(self) -> int:
@@ -146,6 +173,8 @@ def workload_fingerprint(cell: Cell, data_digest: str) -> str:
         # Weak scaling fixes the per-device batch; the global batch grows with the devices.
         workload["global_batch"] = None
         workload["per_device_batch"] = cell.global_batch
+    if cell.stop_at_target:  # the target then decides how many steps are trained
+        workload["target_psnr"] = cell.target_psnr
     workload["data_digest"] = data_digest
     workload["schema_version"] = SCHEMA_VERSION
     return _short_hash(workload, 16)

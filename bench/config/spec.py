@@ -60,7 +60,7 @@ FLAG_SPEC_KEYS = {"batch": "workload.global_batch", "timeout": "workload.timeout
                   "strategy": "matrix.configurations.strategy",
                   "precision": "matrix.configurations.precision",
                   "devices": "matrix.configurations.devices",
-                  "zero": "matrix.configurations.zero"}
+                  "zero": "matrix.configurations.zero", "until_psnr": "workload.target_psnr"}
 
 
 def spec_key_of_flag(dest: str) -> str:

@@ -120,6 +120,7 @@ def validate_cell(cell: Cell, gpus: int) -> None:
         raise BadInput(f"--workers {cell.workers} is invalid; it must be 0 or more")
     if not cell.timeout_s > 0:
         raise BadInput(f"--timeout {cell.timeout_s} is invalid; it must be positive")
+    validate_quality_target(cell)
     if cell.target not in plugins.target_names():
         raise BadInput(f"--target {cell.target} is unknown; choose one of: "
                        f"{', '.join(plugins.target_names())}")
@@ -135,6 +136,28 @@ def validate_cell(cell: Cell, gpus: int) -> None:
     if cell.image_size < LPIPS_MIN_SIDE:  # found now, not after training, at evaluation
         raise BadInput(f"image size {cell.image_size} is too small to evaluate; LPIPS's AlexNet "
                        f"needs at least {LPIPS_MIN_SIDE} px")
+
+
+def validate_quality_target(cell: Cell) -> None:
+    """Validation during training and the cell's own target: a number of steps, a finite
+    quality, and a stop that has a target and points to stop at."""
+    import math
+    if cell.eval_every is not None and (isinstance(cell.eval_every, bool)
+                                        or not isinstance(cell.eval_every, int)
+                                        or cell.eval_every < 0):
+        raise BadInput(f"--eval-every {cell.eval_every} is invalid; give a number of steps "
+                       "(0 turns validation during training off)")
+    if cell.target_psnr is not None and not (isinstance(cell.target_psnr, (int, float))
+                                             and math.isfinite(cell.target_psnr)
+                                             and cell.target_psnr > 0):
+        raise BadInput(f"--target-psnr {cell.target_psnr} is invalid; give a PSNR in dB, "
+                       "above 0 (images in [0, 1] never score below it)")
+    if cell.stop_at_target and cell.target_psnr is None:
+        raise BadInput("--stop-at-target needs a target to stop at; give --target-psnr DB "
+                       "(or --until-psnr DB, which sets both)")
+    if cell.stop_at_target and cell.validation_every == 0:
+        raise BadInput("--stop-at-target needs validation during training to see the target; "
+                       "--eval-every 0 turns it off")
 
 
 @dataclass(frozen=True)
