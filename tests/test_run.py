@@ -70,8 +70,9 @@ def test_quality_per_noise_level_with_noisy_input_beside(single_run):
 def test_telemetry_covers_the_timed_window(single_run):
     _, cell_dir, record = single_run
     table = pd.read_parquet(cell_dir / store.TELEMETRY)
-    assert {"setup", "warmup", "timed", "eval", "window_start", "window_end"} >= \
-        set(table["phase"])
+    # eval_pause and its marks: validation during training (tests/test_validation.py)
+    assert {"setup", "warmup", "timed", "eval_pause", "eval", "window_start", "window_end",
+            "pause_start", "pause_end"} >= set(table["phase"])
     tele = record["telemetry"]
     # The boundary marks bracket the window: energy and coverage span all of it.
     assert tele["window_marked"] and tele["window_coverage"] >= 1.0

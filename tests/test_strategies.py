@@ -68,6 +68,21 @@ def test_every_fp32_strategy_follows_the_single_device_losses(sweep):
         assert trajectory == pytest.approx(reference, rel=1e-4), key
 
 
+def test_every_strategy_validates_the_gathered_weights(sweep):
+    """Validation during training scores the weights each strategy gathers to rank 0 (FSDP's
+    and ZeRO's shards put together): every fp32 strategy's curve follows single-device's
+    point by point, and the bf16 ones (scored in fp32, trained in bf16) stay near it."""
+    curves = {k: r["validation"]["curve"] for k, r in sweep.items()}
+    reference = curves[("single", "fp32", None)]
+    assert [p["step"] for p in reference] == list(range(7))  # 6 steps: one point a step
+    assert reference[-1]["psnr"] != reference[0]["psnr"]  # it moved
+    for key, curve in curves.items():
+        assert [p["step"] for p in curve] == [p["step"] for p in reference], key
+        tolerance = 1e-3 if key[1] == "fp32" else 0.5
+        assert [p["psnr"] for p in curve] == pytest.approx(
+            [p["psnr"] for p in reference], abs=tolerance), key
+
+
 @pytest.mark.parametrize("key", EXPECTED, ids=lambda k: "-".join(map(str, k)))
 def test_each_record_says_where_its_window_went(sweep, key):
     """The profiled probe's breakdown (bench.measure.attribution) in every record, laid over

@@ -347,6 +347,36 @@ def _synthetic_rows() -> list[dict]:
     return rows
 
 
+def test_a_validation_pause_is_no_part_of_the_windows_energy_or_time():
+    """Validation paused the window from 5.2 to 7.8 s (its marks; samples tagged eval_pause
+    between them) and drew 1000 W meanwhile: the window's energy is the 300 W of the time it
+    trained, in two segments, and its time is the window less the pause."""
+    rows = [r for r in _synthetic_rows() if not 5.2 < r["t_s"] < 7.8]
+    energy = {1.4: 0.0}  # counter (J) at each time: 300 W, 1000 W during the pause
+    for t in (2, 3, 4, 5, 5.2, 7.8, 8, 9, 10, 11, 11.6):
+        prev = max(k for k in energy if k < t)
+        energy[t] = energy[prev] + (t - prev) * (1000.0 if prev == 5.2 else 300.0)
+    for r in rows:
+        if r["t_s"] in energy:
+            r[gpu_col("energy_mj", 0)] = int(10**9 + 1000 * energy[r["t_s"]])
+    for t, phase in ((1.4, "window_start"), (5.2, "pause_start"), (6.5, "eval_pause"),
+                     (7.8, "pause_end"), (11.6, "window_end")):
+        mark = dict(rows[0], t_s=t, phase=phase)
+        mark[gpu_col("energy_mj", 0)] = int(10**9 + 1000 * energy.get(t, energy[5.2] + 1300))
+        mark[gpu_col("gpu_busy_pct", 0)] = 5000.0
+        rows.append(mark)
+    s = summarize(rows, timed_start_s=1.5, timed_end_s=11.5, images=500, gpu_indices=[0])
+    g0 = s["per_gpu"]["0"]
+    assert g0["energy_j"] == pytest.approx(300.0 * (10.2 - 2.6))
+    assert "2 segments" in g0["energy_method"]
+    assert s["timed_s"] == pytest.approx(10.0 - 2.6)
+    assert s["covered_s"] == pytest.approx(10.2 - 2.6)
+    assert g0["gpu_busy_pct_mean"] < 5000.0  # neither a mark nor a pause sample enters
+    given = summarize(rows, timed_start_s=1.5, timed_end_s=11.5, images=500, gpu_indices=[0],
+                      paused_s=2.5)  # the loop's own figure, where it gives one
+    assert given["timed_s"] == pytest.approx(7.5)
+
+
 def test_window_selects_phase():
     rows = _synthetic_rows()
     assert [r["t_s"] for r in window(rows)] == [float(k) for k in range(2, 12)]

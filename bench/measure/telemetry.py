@@ -37,7 +37,7 @@ from bench.measure.telemetry_summary import (  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
 
-PHASES = ("setup", "warmup", "timed", "eval")
+PHASES = ("setup", "warmup", "timed", "eval_pause", "eval")  # eval_pause: validation
 TREE_RESCAN_S = 2.0  # how often the cell's process tree is listed again
 
 

@@ -16,6 +16,7 @@ from typing import Any
 from bench.measure.nvml import GPU_FIELDS, GPU_INT_FIELDS, gpu_col
 
 WINDOW_MARKS = ("window_start", "window_end")  # the caller's own samples at the boundaries
+PAUSE_MARKS = ("pause_start", "pause_end")  # a validation pause inside the window: not timed
 
 # The NVML energy counter is unsigned 64-bit mJ. A decrease is read as a wrap only when the
 # wrapped delta is physically possible: no single GPU draws this many watts.
@@ -111,12 +112,35 @@ def _bracketed(rows: Sequence[dict[str, Any]], win: Sequence[dict[str, Any]],
     ends = [r for r in rows if r.get("phase") == WINDOW_MARKS[1] and r["t_s"] >= timed_end_s]
     head = [max(starts, key=lambda r: r["t_s"])] if starts else []
     tail = [min(ends, key=lambda r: r["t_s"])] if ends else []
-    return head + sorted(win, key=lambda r: r["t_s"]) + tail
+    pauses = [r for r in rows if r.get("phase") in PAUSE_MARKS
+              and timed_start_s <= r["t_s"] <= timed_end_s]
+    return head + sorted([*win, *pauses], key=lambda r: r["t_s"]) + tail
+
+
+def segments(bracket: Sequence[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """The bracketed window cut at its validation pauses: a pause's start mark ends a segment
+    and its end mark begins the next, so no energy or coverage is counted across a pause."""
+    out: list[list[dict[str, Any]]] = [[]]
+    for r in bracket:
+        if r.get("phase") == PAUSE_MARKS[1]:
+            out.append([])
+        out[-1].append(r)
+    return [seg for seg in out if seg]
+
+
+def marked_pauses_s(rows: Sequence[dict[str, Any]], timed_start_s: float,
+                    timed_end_s: float) -> float:
+    """Seconds of the window spent in validation pauses, from their marks."""
+    marks = sorted((r for r in rows if r.get("phase") in PAUSE_MARKS
+                    and timed_start_s <= r["t_s"] <= timed_end_s), key=lambda r: r["t_s"])
+    starts = [r["t_s"] for r in marks if r["phase"] == PAUSE_MARKS[0]]
+    ends = [r["t_s"] for r in marks if r["phase"] == PAUSE_MARKS[1]]
+    return float(sum(b - a for a, b in zip(starts, ends)))
 
 
 def summarize(rows: Sequence[dict[str, Any]], *, timed_start_s: float, timed_end_s: float,
               images: int, gpu_indices: Sequence[int],
-              gpu_reason: str | None = None) -> dict[str, Any]:
+              gpu_reason: str | None = None, paused_s: float | None = None) -> dict[str, Any]:
     """Telemetry over the timed window only: samples tagged "timed" whose t_s lies inside
     [timed_start_s, timed_end_s].
 
@@ -127,14 +151,17 @@ def summarize(rows: Sequence[dict[str, Any]], *, timed_start_s: float, timed_end
     """
     win = [r for r in window(rows, "timed") if timed_start_s <= r["t_s"] <= timed_end_s]
     bracket = _bracketed(rows, win, timed_start_s, timed_end_s)
+    parts = segments(bracket)
     t = [float(r["t_s"]) for r in bracket]
-    timed_s = timed_end_s - timed_start_s
-    covered = (t[-1] - t[0]) if len(t) >= 2 else 0.0
+    if paused_s is None:  # the loop's own figure where it gave one, else the marks'
+        paused_s = marked_pauses_s(rows, timed_start_s, timed_end_s)
+    timed_s = timed_end_s - timed_start_s - paused_s
+    covered = sum(seg[-1]["t_s"] - seg[0]["t_s"] for seg in parts if len(seg) >= 2)
     out: dict[str, Any] = {
         "timed_start_s": timed_start_s, "timed_end_s": timed_end_s, "timed_s": timed_s,
         "samples_in_window": len(win),
         "first_sample_s": t[0] if t else None, "last_sample_s": t[-1] if t else None,
-        "window_marked": len(bracket) - len(win) == 2,
+        "window_marked": sum(r.get("phase") in WINDOW_MARKS for r in bracket) == 2,
         "covered_s": covered,
         "window_coverage": covered / timed_s if timed_s > 0 else None,
         "cpu_pct_mean": _mean(_vals(win, "proc_cpu_pct")),
@@ -145,8 +172,7 @@ def summarize(rows: Sequence[dict[str, Any]], *, timed_start_s: float, timed_end
     for i in gpu_indices:
         busy = _vals(win, gpu_col("gpu_busy_pct", i))
         power = _vals(win, gpu_col("power_w", i))
-        e, how = energy_joules(t, [r.get(gpu_col("energy_mj", i)) for r in bracket],
-                               [r.get(gpu_col("power_w", i)) for r in bracket])
+        e, how = _segmented_energy(parts, i)
         per_gpu[str(i)] = {
             "gpu_busy_pct_mean": _mean(busy), "gpu_busy_pct_p90": _p90(busy),
             "mem_used_peak_mb": max(_vals(win, gpu_col("gpu_mem_used_mb", i)), default=None),
@@ -178,6 +204,25 @@ def summarize(rows: Sequence[dict[str, Any]], *, timed_start_s: float, timed_end
         energy_per_img_j=energy / images if energy is not None and images > 0 else None,
     )
     return out
+
+
+def _segmented_energy(parts: list[list[dict[str, Any]]], gpu: int) -> tuple[float | None, str]:
+    """GPU `gpu`'s energy over the window's segments (one unless validation paused it)."""
+    if len(parts) <= 1:
+        seg = parts[0] if parts else []
+        return energy_joules([float(r["t_s"]) for r in seg],
+                             [r.get(gpu_col("energy_mj", gpu)) for r in seg],
+                             [r.get(gpu_col("power_w", gpu)) for r in seg])
+    total, methods = 0.0, set()
+    for seg in parts:
+        e, how = energy_joules([float(r["t_s"]) for r in seg],
+                               [r.get(gpu_col("energy_mj", gpu)) for r in seg],
+                               [r.get(gpu_col("power_w", gpu)) for r in seg])
+        if e is None:
+            return None, f"{how} (between validation pauses)"
+        total += e
+        methods.add(how)
+    return total, " | ".join(sorted(methods)) + f"; {len(parts)} segments between pauses"
 
 
 def to_table(rows: Sequence[dict[str, Any]]) -> "pandas.DataFrame":  # noqa: F821

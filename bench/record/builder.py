@@ -37,9 +37,12 @@ def trained_record(cell: Cell, fingerprint: str, *, launched_at: float,
                    segments: list[dict], runtime: dict, loss: dict, timing: dict,
                    quality: list[dict], telemetry: dict, data: dict, notes: list[str],
                    env: dict, prepared: Any, cell_dir: Path,
-                   breakdown: dict | None = None) -> dict[str, Any]:
-    """A cell that ran all its steps: `ok`, or `diverged` when a loss was not finite.
-    `prepared` and `cell_dir` are context for the plug-ins' extra fields."""
+                   breakdown: dict | None = None,
+                   validation: dict | None = None) -> dict[str, Any]:
+    """A cell that ran all its steps (or stopped at its quality target): `ok`, or `diverged`
+    when a loss was not finite. `validation`: the validator's state (bench.worker.validation),
+    None without validation during training. `prepared` and `cell_dir` are context for the
+    plug-ins' extra fields."""
     status = "diverged" if diverged_at is not None else "ok"
     record = {
         **identity(cell, fingerprint, status, launched_at),
@@ -52,6 +55,7 @@ def trained_record(cell: Cell, fingerprint: str, *, launched_at: float,
         "quality": quality,
         "telemetry": telemetry,
         "breakdown": breakdown,
+        **validation_fields(cell, validation, timing),
         "data": data,
         "notes": notes,
         "env": env,
@@ -60,6 +64,35 @@ def trained_record(cell: Cell, fingerprint: str, *, launched_at: float,
     record.update(plugins.record_extras(record, cell=cell, prepared=prepared,
                                         cell_dir=Path(cell_dir)))
     return record
+
+
+SECONDS_BASIS = ("timed seconds of training up to the point, validation pauses excluded; "
+                 "warm-up steps (trained, not timed) counted at the timed window's mean step "
+                 "time")
+
+
+def validation_fields(cell: Cell, state: dict | None, timing: dict) -> dict[str, Any]:
+    """`validation` (the quality curve, each point's training seconds on the timed clock) and
+    `time_to_target` against the cell's own target; nothing without validation."""
+    if not state:
+        return {}
+    from bench.record.curve import time_to_target
+    timed_steps, train_s = timing.get("timed_steps") or 0, timing.get("train_time_s") or 0.0
+    step_s = train_s / timed_steps if timed_steps else 0.0
+    points = [{**p, "seconds": p["timed_s"] + (p["step"] - p["timed_steps"]) * step_s}
+              for p in state["curve"]]
+    validation = {**{k: v for k, v in state.items() if k != "curve"}, "curve": points,
+                  "seconds_basis": SECONDS_BASIS}
+    target = cell.quality_target
+    if target is None:
+        reached = {"metric": state["metric"], "target": None, "source": "baseline",
+                   "reached": None, "seconds": None, "samples": None, "steps": None,
+                   "reason": "no target in the spec: the report reads the time to the "
+                             "baseline's final validation quality"}
+    else:
+        reached = {**time_to_target(points, *target), "source": "spec"}
+    reached["stopped_at_target"] = bool(cell.stop_at_target and reached["reached"])
+    return {"validation": validation, "time_to_target": reached}
 
 
 def preempted_record(cell: Cell, fingerprint: str, *, launched_at: float, steps_done: int,

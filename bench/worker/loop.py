@@ -49,6 +49,8 @@ class LoopResult:
     last_batch: tuple | None = None  # (noisy, clean) of the last step: the probe's input
     skipped_steps: int = 0  # fp16 updates GradScaler skipped in the timed window
     warmup_skipped_steps: int = 0  # and in the warm-up before it (finding its scale)
+    paused_s: float = 0.0  # validation pauses inside the window: not training time
+    reached_target: bool = False  # stopped at the first validation point at the target
 
 
 def first_timed_step(cell: Cell, start_step: int) -> int:
@@ -60,9 +62,10 @@ def first_timed_step(cell: Cell, start_step: int) -> int:
 
 
 def timed_loop(engine, loader, cell: Cell, device: str, *, sampler=None, progress=None,
-               start_step: int = 0, preemption=None, track_grad_norm: bool = False) -> LoopResult:
-    """Steps [start_step, cell.steps) unless a SIGTERM stops them early; the steps from
-    `first_timed_step` on form the timed window."""
+               start_step: int = 0, preemption=None, track_grad_norm: bool = False,
+               validator=None) -> LoopResult:
+    """Steps [start_step, cell.steps) unless a SIGTERM or a reached target stops them early;
+    the steps from `first_timed_step` on form the timed window, less the validation pauses."""
     import torch
 
     from bench.measure.timing import StepTimer, synchronize
@@ -72,9 +75,12 @@ def timed_loop(engine, loader, cell: Cell, device: str, *, sampler=None, progres
     losses, waits, grad_norms = [], [], []
     window_start = None
     timed_from = first_timed_step(cell, start_step)
-    end_step, preempted = cell.steps, False
+    end_step, preempted, reached = cell.steps, False, False
     set_phase(sampler, "warmup")
     skipped = SkipCount(engine)
+    pause = Pauses(validator, sampler, device_type)
+    if start_step == 0:
+        pause.validate(0, None, timed_from)  # the initial weights: the curve's first point
     batch_iter = iter(loader)
     for step in range(start_step, cell.steps):
         if preemption is not None and preemption.should_stop(step):
@@ -101,6 +107,9 @@ def timed_loop(engine, loader, cell: Cell, device: str, *, sampler=None, progres
             grad_norms.append(engine.grad_norm())
         if progress:
             progress.update(step + 1, "warmup" if step < timed_from else "timed")
+        if pause.validate(step + 1, window_start, timed_from):
+            end_step, reached = step + 1, True
+            break
     synchronize(device_type)
     set_phase(sampler, "eval")  # before the end is read: no "timed" sample can come after it
     window = (window_start, time.monotonic()) if window_start is not None else None
@@ -110,7 +119,39 @@ def timed_loop(engine, loader, cell: Cell, device: str, *, sampler=None, progres
     last = (noisy, clean) if end_step > start_step else None
     return LoopResult(timer.step_times_s(), waits, loss_values, grad_norms, window,
                       start_step, end_step, timed_from, preempted, last,
-                      skipped_steps=skipped.timed(), warmup_skipped_steps=skipped.warmup())
+                      skipped_steps=skipped.timed(), warmup_skipped_steps=skipped.warmup(),
+                      paused_s=pause.in_window_s, reached_target=reached)
+
+
+class Pauses:
+    """Validation between steps, timed as a pause: its seconds inside the timed window are
+    taken out of the window's time, and its telemetry samples are labelled `eval_pause`, so no
+    timed figure holds any of it."""
+
+    def __init__(self, validator, sampler, device_type: str):
+        self.validator, self.sampler, self.device_type = validator, sampler, device_type
+        self.in_window_s = 0.0
+
+    def validate(self, steps_done: int, window_start: float | None, timed_from: int) -> bool:
+        """Validate after `steps_done` steps if a point is due; True when training stops."""
+        from bench.measure.timing import synchronize
+
+        if self.validator is None or not self.validator.due(steps_done):
+            return False
+        synchronize(self.device_type)  # queued steps are training time, not the pause's
+        start = time.monotonic()
+        set_phase(self.sampler, "eval_pause")
+        mark(self.sampler, "pause_start")
+        timed_s = start - window_start - self.in_window_s if window_start is not None else 0.0
+        stop = self.validator.run(steps_done, timed_s, max(0, steps_done - timed_from))
+        synchronize(self.device_type)
+        mark(self.sampler, "pause_end")
+        set_phase(self.sampler, "timed" if window_start is not None else "warmup")
+        took = time.monotonic() - start
+        self.validator.paused(took)
+        if window_start is not None:
+            self.in_window_s += took
+        return stop
 
 
 class SkipCount:

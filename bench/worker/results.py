@@ -30,15 +30,17 @@ class History:
     """Per-rank step data over every segment of a cell (one segment unless it was resumed)."""
     per_rank: list[dict]
     timed: list[bool]  # per step: inside a timed window (not warm-up, not re-warm-up)
-    train_time_s: float  # sum of the segments' timed windows
+    train_time_s: float  # sum of the segments' timed windows, validation pauses taken out
     segments: list[dict]
+    validation: dict | None = None  # bench.worker.validation's state: the curve, the pauses
 
     @classmethod
     def resume(cls, payload: dict | None) -> "History":
         if not payload:
             return cls([], [], 0.0, [])
         h = payload["history"]
-        return cls(h["per_rank"], h["timed"], h["train_time_s"], h["segments"])
+        return cls(h["per_rank"], h["timed"], h["train_time_s"], h["segments"],
+                   h.get("validation"))
 
     def extend(self, per_rank: list[dict], loop: LoopResult) -> "History":
         if not self.per_rank:
@@ -52,14 +54,15 @@ class History:
                 old[k] = old.get(k, 0) + new[k]
         self.timed += [loop.timed_from <= s for s in range(loop.start_step, loop.end_step)]
         if loop.window:
-            self.train_time_s += loop.window[1] - loop.window[0]
+            self.train_time_s += loop.window[1] - loop.window[0] - loop.paused_s
         self.segments.append({"start_step": loop.start_step, "end_step": loop.end_step,
                               "timed_from": loop.timed_from})
         return self
 
     def to_dict(self) -> dict:
         return {"per_rank": self.per_rank, "timed": self.timed,
-                "train_time_s": self.train_time_s, "segments": self.segments}
+                "train_time_s": self.train_time_s, "segments": self.segments,
+                "validation": self.validation}
 
 
 @dataclass
@@ -70,13 +73,15 @@ class NodeTelemetry:
     gpu_reason: str | None
     window: tuple[float, float] | None  # the node's timed window, on the same clock
     gpu_indices: list[int]
+    paused_s: float = 0.0  # validation pauses inside the window (LoopResult.paused_s)
 
     @classmethod
-    def of(cls, sampler, window, cell: Cell) -> "NodeTelemetry":
+    def of(cls, sampler, loop: LoopResult, cell: Cell) -> "NodeTelemetry":
         """Stops the sampler: what it holds is the node's whole record."""
         import socket
         rows = sampler.stop()
-        return cls(socket.gethostname(), rows, sampler.gpu_reason, window, gpu_indices(cell))
+        return cls(socket.gethostname(), rows, sampler.gpu_reason, loop.window,
+                   gpu_indices(cell), loop.paused_s)
 
 
 def local_results(loop: LoopResult, runtime, node: NodeTelemetry | None = None) -> dict:
@@ -185,7 +190,8 @@ def write_results(job: Job, strategy, runtime, cell_dir: Path, history: History,
               "last10_mean": float(np.mean(losses[-10:]))},
         timing=timing, quality=quality, telemetry=telemetry, data=data_section(cell, data_info),
         notes=strategy.notes(cell), env=env, prepared=data_info, cell_dir=cell_dir,
-        breakdown=breakdown_section(probe, history, steps, runtime.device_type))
+        breakdown=breakdown_section(probe, history, steps, runtime.device_type),
+        validation=history.validation)
     store.write_json(cell_dir / store.RECORD, record)
 
 
@@ -208,7 +214,8 @@ def breakdown_section(probe: dict | None, history: History, steps: Steps,
 def write_steps(cell_dir: Path, cell: Cell, history: History, steps: Steps) -> None:
     import pandas as pd
 
-    table = pd.DataFrame({"step": np.arange(cell.steps), "loss": steps.losses,
+    # Steps run: all of them, or fewer where the cell stopped at its quality target.
+    table = pd.DataFrame({"step": np.arange(len(steps.times)), "loss": steps.losses,
                           "step_time_s": steps.times, "data_wait_s": steps.waits,
                           "warmup": steps.warm})
     for r, rank in enumerate(history.per_rank):
@@ -228,6 +235,10 @@ def timing_section(job: Job, runtime, history: History, steps: Steps, eval_s: fl
         "train_time_s": train_time_s,
         "time_to_train_s": time.time() - job.launch_time,
         "eval_time_s": eval_s,
+        # Validation during training (bench.worker.validation): paused between steps, its
+        # seconds taken out of train_time_s; in the timed window or before it.
+        "eval_pause_s": (history.validation or {}).get("eval_pause_s", 0.0),
+        "steps_run": len(steps.times),
         "timed_steps": int(timed.sum()),
         "warmup_steps": int(steps.warm.sum()),
         "throughput_img_s": timed_images / train_time_s if train_time_s > 0 else None,
@@ -279,6 +290,7 @@ def telemetry_section(cell: Cell, cell_dir: Path, history: History,
     images = cell.effective_global_batch * sum(history.timed[last["start_step"]:last["end_step"]])
     summaries = [telemetry.summarize(n.rows, timed_start_s=n.window[0],
                                      timed_end_s=n.window[1], images=images,
+                                     paused_s=n.paused_s,
                                      gpu_indices=n.gpu_indices, gpu_reason=n.gpu_reason)
                  if n is not None and n.rows and n.window is not None else None
                  for n in nodes]

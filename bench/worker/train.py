@@ -35,14 +35,16 @@ def train_cell(job: Job, strategy, runtime, cell_dir: Path) -> bool:
         checkpoint.set_rng_state(resume["rng"])
 
     progress = ProgressWriter(cell_dir, cell.steps) if runtime.is_main else None
-    loop = run_loop(job, training, runtime, sampler, progress, start_step)
+    loop, validation = run_loop(job, training, runtime, sampler, progress, start_step,
+                                prepared, resume)
     set_phase(sampler, "eval")
     # Another node's sampler ends with the window; its samples travel to rank 0 with the
     # step data. Rank 0 keeps sampling through evaluation.
-    node = NodeTelemetry.of(sampler, loop.window, cell) \
+    node = NodeTelemetry.of(sampler, loop, cell) \
         if sampler is not None and not runtime.is_main else None
     gathered = gather(local_results(loop, runtime, node), runtime)
     history = History.resume(resume).extend(gathered, loop)
+    history.validation = validation
     if loop.preempted:
         save_preempted(job, training.engine, runtime, cell_dir, history, loop, sampler)
         return True
@@ -58,16 +60,28 @@ def train_cell(job: Job, strategy, runtime, cell_dir: Path) -> bool:
     return False
 
 
-def run_loop(job: Job, training: Training, runtime, sampler, progress,
-             start_step: int) -> LoopResult:
-    """The timed loop, listening for SIGTERM only while it runs."""
+def run_loop(job: Job, training: Training, runtime, sampler, progress, start_step: int,
+             prepared, resume: dict | None) -> tuple[LoopResult, dict | None]:
+    """The timed loop, listening for SIGTERM only while it runs, with validation during
+    training where the cell has it; returns the loop and the validation state (rank 0's curve,
+    a resumed cell's earlier points first)."""
+    from bench.worker.validation import Validator
+
     preemption = checkpoint.Preemption(runtime.world_size, runtime.device_type)
+    previous = History.resume(resume)
+    validator = Validator.of(job.cell, prepared, runtime, training.engine,
+                             previous={**(previous.validation or {}),
+                                       "train_time_s": previous.train_time_s,
+                                       "timed_steps": sum(previous.timed)},
+                             group=preemption.group, parity=is_parity(job))
     try:
-        return timed_loop(training.engine, training.loader, job.cell, runtime.device,
+        loop = timed_loop(training.engine, training.loader, job.cell, runtime.device,
                           sampler=sampler, progress=progress, start_step=start_step,
-                          preemption=preemption, track_grad_norm=is_parity(job))
+                          preemption=preemption, track_grad_norm=is_parity(job),
+                          validator=validator)
     finally:
         preemption.restore()
+    return loop, validator.state() if validator is not None and runtime.is_main else None
 
 
 def attribution_probe(job: Job, training: Training, loop: LoopResult, runtime) -> dict | None:
@@ -92,7 +106,7 @@ def finish(job: Job, strategy, runtime, cell_dir: Path, state: dict, prepared,
     quality, samples, eval_s = evaluate_trained(job, state, prepared, runtime.device)
     if not is_parity(job):  # a parity run compares steps, not trained models
         plugins.after_training(job, state, cell_dir)
-    own = NodeTelemetry.of(sampler, loop.window, job.cell) if sampler else None
+    own = NodeTelemetry.of(sampler, loop, job.cell) if sampler else None
     write_results(job, strategy, runtime, cell_dir, history, quality, samples,
                   [own, *other_nodes], eval_s=eval_s, flops_per_step=training.flops_per_step,
                   data_info=prepared, probe=probe, sharding=training.engine.sharding)

@@ -82,6 +82,10 @@ def test_preempted_cell_resumes_to_identical_weights(tmp_path, strategy, how, re
     assert steps_a["loss"].tolist() == steps_b["loss"].tolist()
     for qa, qb in zip(a["quality"], b["quality"]):
         assert qa["psnr"] == qb["psnr"] and qa["ssim"] == qb["ssim"]
+    # The validation curve survives the checkpoint: the same points, the same scores.
+    curve_a, curve_b = a["validation"]["curve"], b["validation"]["curve"]
+    assert [(p["step"], p["psnr"]) for p in curve_a] == [(p["step"], p["psnr"]) for p in curve_b]
+    assert a["validation"]["pauses"] == b["validation"]["pauses"] == len(curve_b)
     # Throughput counts timed steps only: the resumed segment re-warms its caches untimed.
     assert a["timing"]["timed_steps"] == STEPS - 2 - 2
     assert steps_a["warmup"].sum() == 4
