@@ -390,6 +390,20 @@ def test_a_resumed_cell_shows_no_false_time_saving():
     assert any(resumed["cell_id"] in n and "timed 5 of its 10 steps" in n for n in notes)
 
 
+def test_a_cell_stopped_at_its_target_is_not_scaled_up_to_the_steps_it_never_ran():
+    """A cell that stopped at its quality target after 7 of 12 steps (timing.steps_run) timed
+    all the steps it ran: its training time is its own, not scaled as a resumed cell's is."""
+    base = record(throughput=100.0)
+    stopped = record(strategy="ddp", devices=2, throughput=100.0)
+    stopped["timing"].update(steps_run=2 + 5, timed_steps=5)  # warm-up 2, then 5 timed
+    stopped["timing"]["train_time_s"] /= 2
+    table = analysis.summary_table(frame_of([base, stopped]))
+    ddp = row(table, config="ddp")
+    assert ddp["train_time_median"] == pytest.approx(
+        row(table, config="single")["train_time_median"] / 2)
+    assert not any(stopped["cell_id"] in n for n in analysis.notes(frame_of([base, stopped])))
+
+
 def test_weak_scaling_cells_get_no_parity_verdict():
     """Weak scaling on 2 devices trains a doubled global batch with a doubled LR: its quality
     difference from single fp32 is shown, but not judged, and the notes say why."""

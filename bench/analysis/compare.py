@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from bench.analysis.breakdown import breakdown_table
+from bench.analysis.convergence import DEFAULT_METRIC, curves, equal_quality
 from bench.analysis.factorial import FactorialResult, decompose
 from bench.analysis.frame import (BASELINE, CONFIG_KEYS, GROUP_KEYS, HIGHER_IS_BETTER,
                                   QUALITY_METRICS, Baseline, Margins, _as_baseline, _column,
@@ -18,19 +19,25 @@ from bench.analysis.quality import amp_gain, ddp_vs_dp, quality_deltas
 from bench.analysis.speed import speedups
 from bench.analysis.stats import CONFIDENCE, _finite
 from bench.errors import BadInput
+from bench.record.curve import METRICS
 
 
 def summary_table(frame: pd.DataFrame, baseline=BASELINE, margins: Margins = Margins(),
                   confidence: float = CONFIDENCE, sigma: float | None = None,
-                  quality: pd.DataFrame | None = None) -> pd.DataFrame:
+                  quality: pd.DataFrame | None = None,
+                  convergence: pd.DataFrame | None = None) -> pd.DataFrame:
     """The speedup summary: one row per (workload group, configuration) with speed statistics
     and, at one σ per group, each quality metric's mean, delta from the baseline, interval,
     p-value, test and verdict as `<metric>_<field>` columns. The σ is `sigma` where given,
     else each group's own smallest evaluated σ (a folder may hold several noise levels, each
-    its own group); the `sigma` column says which."""
+    its own group); the `sigma` column says which. Beside the fixed-step speedup: the speedup
+    at equal quality and its convergence note (`convergence.equal_quality`; NaN and "" where
+    a configuration has no validation curve)."""
     table = speedups(frame, baseline, confidence)
     if table.empty:
         return table
+    table = with_equal_quality(table, convergence if convergence is not None else equal_quality(
+        frame, baseline, confidence=confidence, tolerance=margins.of(DEFAULT_METRIC)))
     q = quality if quality is not None else quality_deltas(frame, baseline, margins, confidence)
     table["sigma"] = np.nan if sigma is None else float(sigma)
     if not q.empty:
@@ -55,8 +62,24 @@ def summary_table(frame: pd.DataFrame, baseline=BASELINE, margins: Margins = Mar
     return table
 
 
-QUALITY_LABELS = {"psnr": ("PSNR", ".2f", " dB"), "ssim": ("SSIM", ".4f", ""),
-                  "lpips": ("LPIPS", ".4f", "")}
+# The columns of `convergence.equal_quality` the summary carries.
+EQUAL_QUALITY_COLUMNS = ["speedup_equal_quality", "speedup_equal_quality_ci_low",
+                         "speedup_equal_quality_ci_high", "samples_to_target_mean",
+                         "seconds_to_target_mean", "reached_n", "target", "convergence_note"]
+
+
+def with_equal_quality(table: pd.DataFrame, convergence: pd.DataFrame) -> pd.DataFrame:
+    keys = GROUP_KEYS + CONFIG_KEYS
+    if convergence.empty:
+        return table.assign(**{c: math.nan for c in EQUAL_QUALITY_COLUMNS[:-1]},
+                            convergence_note="")
+    table = table.merge(convergence[keys + EQUAL_QUALITY_COLUMNS], on=keys, how="left")
+    table["convergence_note"] = table["convergence_note"].fillna("")
+    return table
+
+
+QUALITY_LABELS = {name: (m.label, m.spec, f" {m.unit}" if m.unit else "")
+                  for name, m in METRICS.items()}
 
 
 def worse_than_input(row) -> str:
@@ -187,6 +210,10 @@ class Comparison:
     factorial: FactorialResult = field(default_factory=FactorialResult)
     # where each configuration's window went, and its largest loss against ideal scaling
     breakdown: pd.DataFrame = field(default_factory=pd.DataFrame)
+    # time, samples and steps to a quality target, the speedup at equal quality and the
+    # convergence check (`convergence.equal_quality`), and the curves they were read from
+    convergence: pd.DataFrame = field(default_factory=pd.DataFrame)
+    curves: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 def compare_configs(frame: pd.DataFrame, baseline=BASELINE, margins: Margins = Margins(),
@@ -199,7 +226,10 @@ def compare_configs(frame: pd.DataFrame, baseline=BASELINE, margins: Margins = M
         raise BadInput(f"confidence {confidence} is invalid; it must lie strictly between 0 and 1")
     base = _as_baseline(baseline)
     quality = quality_deltas(frame, base, margins, confidence)
-    summary = summary_table(frame, base, margins, confidence, quality=quality)
+    convergence = equal_quality(frame, base, confidence=confidence,
+                                tolerance=margins.of(DEFAULT_METRIC))
+    summary = summary_table(frame, base, margins, confidence, quality=quality,
+                            convergence=convergence)
     rows = prepare(frame)
     return Comparison(
         summary=summary,
@@ -217,5 +247,7 @@ def compare_configs(frame: pd.DataFrame, baseline=BASELINE, margins: Margins = M
         clocks=sorted({str(c) for c in _column(rows, "timing.clock", None) if isinstance(c, str)}),
         factorial=decompose(frame, confidence),
         breakdown=breakdown_table(frame, base),
+        convergence=convergence,
+        curves=curves(frame),
     )
 

@@ -14,6 +14,7 @@ import pandas as pd
 
 from bench.analysis.stats import _finite
 from bench.errors import BadInput
+from bench.record.curve import METRICS
 
 BASELINE = ("single", 1, "fp32")
 
@@ -30,8 +31,9 @@ GROUP_KEYS = ["cell.model", "noise", "fingerprint", "cell.device_type"]
 CONFIG_KEYS = ["cell.strategy", "cell.devices", "cell.precision", "zero"]
 # What identifies one cell's rows beside its artefacts (steps, telemetry) in a loaded table.
 CELL_KEYS = GROUP_KEYS + CONFIG_KEYS + ["config", "cell.repeat", "cell_id"]
-QUALITY_METRICS = ("psnr", "ssim", "lpips")
-HIGHER_IS_BETTER = {"psnr": True, "ssim": True, "lpips": False}
+# Read from the one table of metric directions (bench.record.curve.METRICS).
+QUALITY_METRICS = tuple(METRICS)
+HIGHER_IS_BETTER = {name: m.higher_is_better for name, m in METRICS.items()}
 AMP_PRECISIONS = ("bf16", "fp16")
 
 _STRATEGY_ORDER = {"single": 0, "dp": 1, "ddp": 2, "deepspeed": 3, "fsdp": 4}
@@ -41,9 +43,9 @@ _PRECISION_ORDER = {"fp32": 0, "tf32": 1, "bf16": 2, "fp16": 3}
 @dataclass(frozen=True)
 class Margins:
     """Parity margins: differences smaller than these are of no practical consequence."""
-    psnr: float = 0.1      # dB
-    ssim: float = 0.002
-    lpips: float = 0.005
+    psnr: float = METRICS["psnr"].tolerance   # dB
+    ssim: float = METRICS["ssim"].tolerance
+    lpips: float = METRICS["lpips"].tolerance
 
     def __post_init__(self):
         for name in ("psnr", "ssim", "lpips"):
@@ -143,7 +145,9 @@ _KEEP = {"cell.model", "fingerprint", "cell.strategy", "cell.devices", "cell.pre
          "telemetry.cpu_pct_mean", "telemetry.mfu", "telemetry.input_bound",
          "telemetry.input_bound_signal", "telemetry.input_bound_frac",
          "telemetry.timed_start_s", "cell.steps", "cell.warmup", "env.gpus", "env.cpu"}
-_KEEP_PREFIXES = ("timing.", "quality[", "breakdown.")
+# validation.* holds the curve (a list column); cell.target_<metric> a spec's quality target.
+_KEEP_PREFIXES = ("timing.", "quality[", "breakdown.", "validation.", "time_to_target.",
+                  "cell.target_")
 
 
 def prepare(frame: pd.DataFrame) -> pd.DataFrame:
@@ -201,18 +205,25 @@ def nominal_train_time(rows: pd.DataFrame) -> pd.Series:
     every other cell keeps its raw time."""
     raw = pd.to_numeric(_column(rows, "timing.train_time_s"), errors="coerce")
     timed = pd.to_numeric(_column(rows, "timing.timed_steps"), errors="coerce")
-    nominal = pd.to_numeric(_column(rows, "cell.steps"), errors="coerce") \
-        - pd.to_numeric(_column(rows, "cell.warmup"), errors="coerce")
+    nominal = _nominal_timed_steps(rows)
     factor = (nominal / timed).where((timed > 0) & (nominal > 0), 1.0)
     return (raw * factor).astype(float)
+
+
+def _nominal_timed_steps(rows: pd.DataFrame) -> pd.Series:
+    """Steps run less warm-up: a cell that stopped at its quality target ran fewer than
+    cell.steps (`timing.steps_run`), and that is no resume to correct for."""
+    steps = pd.to_numeric(_column(rows, "cell.steps"), errors="coerce")
+    run = pd.to_numeric(_column(rows, "timing.steps_run"), errors="coerce")
+    return run.where(run.notna(), steps) - pd.to_numeric(_column(rows, "cell.warmup"),
+                                                         errors="coerce")
 
 
 def short_timed(rows: pd.DataFrame) -> pd.DataFrame:
     """Cells that timed fewer steps than their nominal count (resumed): (cell_id, timed,
     nominal) rows, for the report's note."""
     timed = pd.to_numeric(_column(rows, "timing.timed_steps"), errors="coerce")
-    nominal = pd.to_numeric(_column(rows, "cell.steps"), errors="coerce") \
-        - pd.to_numeric(_column(rows, "cell.warmup"), errors="coerce")
+    nominal = _nominal_timed_steps(rows)
     short = timed < nominal
     return pd.DataFrame({"cell_id": rows["cell_id"][short], "timed": timed[short],
                          "nominal": nominal[short]})

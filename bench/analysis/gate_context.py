@@ -15,7 +15,7 @@ from bench.analysis.frame import is_missing
 # Cell fields that do not enter the workload fingerprint: bench.config.cell.EXECUTION_FIELDS
 # (analysis may not import bench.config; a test keeps the two equal).
 NOT_WORKLOAD = frozenset({"strategy", "devices", "precision", "zero_stage", "repeat",
-                          "timeout_s", "sample_hz", "device_type"})
+                          "timeout_s", "sample_hz", "device_type", "eval_every", "target_psnr"})
 # Beside the cell, the fingerprint hashes the data split's digest and the record schema.
 WORKLOAD_EXTRA = ("data.digest", "data.train_images", "data.test_images", "schema_version")
 # What identifies "the same run, other workload": a cell of the other side with these equal
