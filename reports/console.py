@@ -9,6 +9,7 @@ from pathlib import Path
 
 from rich.table import Table
 
+from reports import convergence
 from reports.export import EXPORT_FORMATS, export_report
 from reports.breakdown import render_console as render_breakdown
 from reports.factorial import render_console as render_factorial
@@ -121,16 +122,22 @@ def render_report(comp, results_dir: Path | None = None, *, brief: bool = False,
     for g in groups(summary, GROUP_KEYS):
         first = g.iloc[0]
         has_gpu = g["gpu_busy_pct"].notna().any() or g["energy_per_img_j"].notna().any()
+        ttq = convergence.for_group(comp, first)  # empty: no curves, no column (older records)
+        # Beside the equal-quality column the table is too wide for Rich to shrink evenly
+        # without cutting an interval: both speedups come as unwrapped short lines instead.
+        narrow = ("speedup", convergence.COLUMN) if not ttq.empty else ()
         table = Table(title=group_title(first, "speedup summary"),
                       caption=f"baseline {comp.baseline.label}; quality on the test split at "
                               f"σ={fmt(first['sigma'], 'g')} (mean, Δ vs baseline, verdict: "
                               "≈ equivalent "
                               f"▲ better ▼ worse ? inconclusive); ± is the {pct} t interval "
                               "over repeats", caption_justify="left")
-        for name in ("config", "dev", "prec", "n", "img/s", "train s", "speedup", "eff.",
+        for name in ("config", "dev", "prec", "n", "img/s", "train s", "speedup",
+                     *((convergence.COLUMN,) if not ttq.empty else ()), "eff.",
                      "saving", *(QUALITY_UNITS[m][0] for m in QUALITY_UNITS),
                      *(("GPU busy %", "J/img") if has_gpu else ("CPU %",)), "MFU"):
-            table.add_column(name, justify="left" if name in ("config", "prec") else "right")
+            table.add_column(name, justify="left" if name in ("config", "prec") else "right",
+                             no_wrap=name in narrow)
         for _, row in g.iterrows():
             quality = []
             for metric, (_, spec, dspec) in QUALITY_UNITS.items():
@@ -141,6 +148,8 @@ def render_report(comp, results_dir: Path | None = None, *, brief: bool = False,
                     quality.append(f"{fmt(mean, spec)} {fmt(row[f'{metric}_delta'], dspec)} "
                                    f"{verdict_markup(row.get(f'{metric}_verdict', ''))}")
             kind = row["efficiency_kind"][:1] if isinstance(row["efficiency_kind"], str) else ""
+            speedup = fmt_ratio(row["speedup_throughput"], row["speedup_ci_low"],
+                                row["speedup_ci_high"])
             table.add_row(
                 row["config"] + (" [dim](base)[/dim]" if row["is_baseline"] else "")
                 + (" [red]†other hardware[/red]" if row.get("hardware_differs") is True else ""),
@@ -149,8 +158,8 @@ def render_report(comp, results_dir: Path | None = None, *, brief: bool = False,
                             row["throughput_ci_high"], ".1f"),
                 fmt_mean_ci(row["train_time_mean"], row["train_time_ci_low"],
                             row["train_time_ci_high"], ".2f"),
-                fmt_ratio(row["speedup_throughput"], row["speedup_ci_low"],
-                          row["speedup_ci_high"]),
+                convergence.lines(speedup) if narrow else speedup,
+                *((convergence.console_cell(ttq, row),) if narrow else ()),
                 f"{fmt(row['efficiency'], '.0%')} {kind}".strip(),
                 saving_text(row),
                 *quality,
@@ -158,6 +167,7 @@ def render_report(comp, results_dir: Path | None = None, *, brief: bool = False,
                   if has_gpu else (fmt(row["cpu_pct"], ".0f"),)),
                 fmt(row["mfu"], ".1%"))
         out.print(table)
+        convergence.render_console(ttq, g, comp.baseline.label)
         noisy = [f"{QUALITY_UNITS[m][0]} {fmt(first.get(f'{m}_noisy_mean'), QUALITY_UNITS[m][1])}"
                  for m in QUALITY_UNITS]
         out.print(f"noisy input (what the model must beat): {', '.join(noisy)}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from reports import breakdown, factorial
+from reports import breakdown, convergence, factorial
 from reports.text import (QUALITY_UNITS, finite, fmt, fmt_mean_ci, fmt_p, fmt_ratio, groups,
                           group_title, saving_text, sections)
 
@@ -50,6 +50,9 @@ def export_report(comp, fmt_name: str) -> str:
                "breakdown": _json_records(_plain(comp.breakdown)),
                "failures": _json_records(comp.failures), "notes": list(comp.notes),
                "unreadable": list(comp.unreadable)}
+        conv = convergence.tables(comp)[0]
+        if not conv.empty:  # records without validation curves: the document as it was
+            doc["convergence"] = _json_records(conv)
         return json.dumps(doc, indent=2, allow_nan=False) + "\n"
     if fmt_name == "md":
         return _markdown(comp)
@@ -113,6 +116,9 @@ def _markdown(comp) -> str:
                      f"{comp.margins.lpips:g}.\n\n" + _md_table(
                          ["model", "workload", "σ", "metric", "config", "devices", "precision",
                           "n", "mean", "Δ", f"Δ {pct} CI", "p", "test", "verdict"], rows) + "\n")
+    text = convergence.markdown(comp, _md_table)
+    if text:
+        parts.append(text)
     for title, pairs in (("AMP gain", comp.amp), ("DDP vs DataParallel", comp.ddp_dp)):
         if pairs is None or pairs.empty:
             continue

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from reports import breakdown, factorial, plots
+from reports import breakdown, convergence, factorial, plots
 from reports.markup import (CSS, QUALITY_FORMATS, esc, figure, fmt, group_title, groups,
                             key_of, mean_ci, p_text, ratio_text, table, verdict_span)
 from reports.text import ROW_NOTES, row_notes, saving_text, sections
@@ -289,6 +289,7 @@ def render_html(frame: pd.DataFrame, comp, results_dir) -> str:
     body.append(pairs_section("DDP vs DataParallel (same devices and precision)", comp.ddp_dp,
                               comp))
     body.append(quality_section(comp))
+    body.append(convergence.html_section(comp))
     body.append(factorial.html_section(comp.factorial, comp.confidence))
     body.append(breakdown.html_section(comp.breakdown))
     body += [section.html(section_table) for section, section_table in sections(comp)]
