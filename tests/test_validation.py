@@ -97,3 +97,28 @@ def test_impossible_validation_settings_are_refused(capsys, tmp_path, args, word
                       "single", "--out", tmp_path / "out", *args)
     assert result.returncode == 2 and words in result.stderr, result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_validation_scores_in_fp32_and_gives_a_tf32_cell_its_tf32_back():
+    """Validation runs between a tf32 cell's steps: its scoring must be fp32, and the steps
+    after it TF32 again (the final evaluation used to turn TF32 off for the process)."""
+    import torch
+
+    from bench.worker.evaluate import denoise
+
+    seen = []
+
+    class Probe(torch.nn.Module):
+        def forward(self, x):
+            seen.append(torch.backends.cuda.matmul.allow_tf32 or torch.backends.cudnn.allow_tf32)
+            return x
+
+    before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    try:
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+        items = [(torch.zeros(1, 8, 8), torch.zeros(1, 8, 8))] * 3
+        denoise(Probe(), items, range(3), "cpu", batch=2)
+        assert seen == [False, False]
+        assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
