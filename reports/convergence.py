@@ -15,7 +15,8 @@ from reports.text import console, finite, fmt, fmt_ratio, group_title, groups
 TITLE = "Time to quality"
 AMP = ("bf16", "fp16")  # the seed's "DDP+AMP" is DDP at either AMP precision
 METHOD = ("speedup at equal quality = the baseline's training seconds to reach the target ÷ "
-          "the configuration's (interval over repeats); seconds are timed training time, "
+          "the configuration's (t interval over repeats, paired by seed); seconds are timed "
+          "training time, "
           "evaluation pauses excluded; the point where a curve reaches the target is "
           "interpolated between its evaluations")
 COLUMN = "speedup at\nequal\nquality"  # the console summary's column, in short lines

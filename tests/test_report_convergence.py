@@ -175,4 +175,4 @@ def test_bench_report_shows_time_to_quality_end_to_end(reported):
     assert "not reached" in text and "(0/3)" in text
     section = page[page.index("<h2>Time to quality</h2>"):]
     assert "<img" in section.split("<h2>", 2)[1] and ratio in section
-    assert f"{bf16['target']:.2f} dB (single ×1 fp32&#x27;s final validation PSNR" in section
+    assert f"{bf16['target']:.2f} dB (single ×1 fp32&#x27;s lowest of 3 repeats&#x27; final" in section

@@ -17,7 +17,7 @@ import pandas as pd
 from bench.analysis.frame import (BASELINE, CONFIG_KEYS, GROUP_KEYS, Baseline, _as_baseline,
                                   _column, _groups, _select, _sorted_configs, config_label,
                                   prepare)
-from bench.analysis.stats import CONFIDENCE, _finite, ratio, welch_test
+from bench.analysis.stats import CONFIDENCE, _finite, difference, ratio
 from bench.errors import BadInput
 from bench.record.curve import Metric, best, time_to_target
 from bench.record.curve import metric as metric_of
@@ -64,7 +64,7 @@ def targets(frame: pd.DataFrame, baseline=BASELINE, metric: str = DEFAULT_METRIC
             target: float | None = None, tolerance: float | None = None) -> dict:
     """The quality target of each workload group (key: its GROUP_KEYS values): `target` where
     given, else the cells' own (`cell.target_<metric>`, from the spec), else the baseline's
-    mean final validation value over its repeats less `tolerance` (the metric's parity margin
+    worst final validation value over its repeats less `tolerance` (the metric's parity margin
     by default), in the metric's direction. {"target" (None where there is none), "source":
     "given" | "spec" | "baseline", "text": where it came from, in words}."""
     m, base = metric_of(metric), _as_baseline(baseline)
@@ -103,12 +103,16 @@ def _target(g: pd.DataFrame, base: Baseline, m: Metric, given, margin: float) ->
         return {"target": None, "source": "baseline",
                 "text": f"no target: no {base.label} cell of this workload group has a "
                         f"validation {m.label} curve"}
-    mean = float(np.mean(finals))
-    value, sign = (mean - margin, "−") if m.higher_is_better else (mean + margin, "+")
+    # The worst repeat's final value, not the mean: seeds spread the finals by more than the
+    # margin, and a target some baseline repeats never reach would measure no baseline time.
+    worst = float(min(finals) if m.higher_is_better else max(finals))
+    value, sign = (worst - margin, "−") if m.higher_is_better else (worst + margin, "+")
     unit = f" {m.unit}" if m.unit else ""
+    which = f"lowest of {len(finals)} repeats' " if m.higher_is_better else \
+        f"highest of {len(finals)} repeats' "
     return {"target": value, "source": "baseline",
-            "text": f"{m.text(value)} ({base.label}'s final validation {m.label} "
-                    f"{m.text(mean)} {sign} {margin:g}{unit})"}
+            "text": f"{m.text(value)} ({base.label}'s {which if len(finals) > 1 else ''}final "
+                    f"validation {m.label} {m.text(worst)} {sign} {margin:g}{unit})"}
 
 
 def _final(points: list[dict], metric: str) -> float:
@@ -135,17 +139,20 @@ def curves(frame: pd.DataFrame, metric: str = DEFAULT_METRIC) -> pd.DataFrame:
     return table
 
 
-def convergence_test(base_samples, samples) -> dict:
-    """One-sided Welch t-test of samples-to-target over repeats, H1: the configuration
-    (`samples`) needs more samples than the baseline. {"p_value" (NaN with fewer than two
-    repeats on a side), "estimate" (difference of means), "test"}."""
-    d = welch_test(base_samples, samples)
+def convergence_test(base_samples, samples, base_repeats=None, repeats=None) -> dict:
+    """One-sided t-test of samples-to-target over repeats, H1: the configuration (`samples`)
+    needs more samples than the baseline. Paired by repeat where the repeats pair up one to
+    one (repeat r of both shares its seed: its init and batch order, which decide most of how
+    fast a run learns), Welch otherwise. {"p_value" (NaN with fewer than two repeats on a
+    side), "estimate" (difference of means), "test"}."""
+    d = difference(base_samples, samples, base_repeats, repeats)
     p = d["p_value"]
     if math.isfinite(p):
         # t is symmetric: the upper tail is half the two-sided p on the estimate's side of 0
         p = p / 2 if d["estimate"] > 0 else 1 - p / 2
     return {"p_value": p, "estimate": d["estimate"],
-            "test": d["test"].replace("Welch t", "one-sided Welch t")}
+            "test": d["test"].replace("Welch t", "one-sided Welch t")
+                             .replace("paired t", "one-sided paired t")}
 
 
 def _reach(c: pd.DataFrame, m: Metric, target: float | None) -> list[dict]:
@@ -156,6 +163,8 @@ def _reach(c: pd.DataFrame, m: Metric, target: float | None) -> list[dict]:
             {"reached": False, "seconds": None, "samples": None, "steps": None}
         out.append({**t, "last_step": float(points[-1].get("step") or 0),
                     "best": best(points, m.name)})
+    for t, repeat in zip(out, c["cell.repeat"]):
+        t["repeat"] = int(repeat)
     return out
 
 
@@ -173,8 +182,8 @@ def equal_quality(frame: pd.DataFrame, baseline=BASELINE, metric: str = DEFAULT_
     """One row per (workload group, configuration) with validation curves: its target
     (`targets`), repeats (`n`) and how many reached it (`reached_n`), mean seconds, samples and
     steps to target (NaN unless every repeat reached it), the speedup at equal quality =
-    baseline's seconds-to-target / this one's (ratio of geometric means over repeats, Welch t
-    interval on the logs, as the fixed-step speedup), samples-to-target against the baseline's
+    baseline's seconds-to-target / this one's (ratio of geometric means over repeats, t
+    interval on the logs, paired by seed where the repeats pair up), samples-to-target against the baseline's
     (%), and the convergence check (`convergence_test` at `alpha`). A configuration that never
     reaches the target keeps its row: `convergence_note` says so."""
     m, base = metric_of(metric), _as_baseline(baseline)
@@ -226,7 +235,8 @@ def _against(key, tt, bkey, bt, m: Metric, goal: dict, base: Baseline, confidenc
         out["convergence_note"] = ("the target is reached by the initial weights: there is no "
                                    "training time to compare")
     else:
-        r = ratio(seconds, base_seconds, confidence)  # baseline's time / this one's
+        # baseline's time / this one's, paired by seed where the repeats pair up
+        r = ratio(seconds, base_seconds, confidence, _repeats(tt), _repeats(bt))
         is_base = key == bkey
         out.update(speedup_equal_quality=r["estimate"],
                    speedup_equal_quality_ci_low=math.nan if is_base else r["ci_low"],
@@ -237,20 +247,25 @@ def _against(key, tt, bkey, bt, m: Metric, goal: dict, base: Baseline, confidenc
             else math.nan
         out["samples_vs_baseline_pct"] = float(more)
         if not is_base:
-            out.update(_check(key, samples, base_samples, more, m, goal["target"], alpha))
+            out.update(_check(key, samples, base_samples, more, m, goal["target"], alpha,
+                              (_repeats(bt), _repeats(tt))))
     return out
 
 
+def _repeats(reach: list[dict]) -> list[int]:
+    return [t["repeat"] for t in reach]
+
+
 def _check(key, samples, base_samples, more: float, m: Metric, target: float,
-           alpha: float) -> dict:
-    test = convergence_test(base_samples, samples)
+           alpha: float, repeats: tuple) -> dict:
+    test = convergence_test(base_samples, samples, *repeats)
     p = test["p_value"]
     who = f"{config_label(key[0], key[3])} ×{int(key[1])} {key[2]}"
     needs = f"{who} needs {more:.1f}% more samples to reach {m.text(target)}"
     worse = bool(math.isfinite(p) and p < alpha)
     if worse:
         shown = "p < 0.001" if p < 0.001 else f"p = {p:.2g}"
-        note = f"{needs} (one-sided Welch t-test, {shown})"
+        note = f"{needs} ({test['test'].split(' (')[0]}-test, {shown})"
     elif not math.isfinite(p) and more > 0:  # said only where it would matter
         note = f"{needs} (untested: fewer than 2 repeats on a side)"
     else:

@@ -142,15 +142,24 @@ def difference(a, b, repeats_a=None, repeats_b=None, confidence: float = CONFIDE
     return welch_test(a, b, confidence)
 
 
-def ratio(a, b, confidence: float = CONFIDENCE) -> dict:
-    """Ratio b / a of geometric means, with a Welch t interval computed on the logarithms
-    (timing noise of independent runs does not pair up by seed). `estimate` is the ratio."""
-    xa, xb = _finite(a), _finite(b)
-    la, lb = np.log(xa[xa > 0]), np.log(xb[xb > 0])
-    d = welch_test(la, lb, confidence)
+def ratio(a, b, confidence: float = CONFIDENCE, repeats_a=None, repeats_b=None) -> dict:
+    """Ratio b / a of geometric means, with a t interval computed on the logarithms: Welch by
+    default (timing noise of independent runs does not pair up by seed), paired by repeat when
+    `repeats_a`/`repeats_b` are given and pair up one-to-one, for a figure the seed moves on
+    both sides alike (a time to target: the seed decides how fast a run learns). `estimate` is
+    the ratio."""
+    xa, xb = np.asarray(list(a), dtype=float), np.asarray(list(b), dtype=float)
+    paired = _pairs(list(xa), repeats_a, list(xb), repeats_b) \
+        if len(xa) and (xa > 0).all() and (xb > 0).all() else None
+    if paired is not None:
+        d = paired_test(np.log(paired[0]), np.log(paired[1]), confidence)
+    else:
+        xa, xb = _finite(xa), _finite(xb)
+        d = welch_test(np.log(xa[xa > 0]), np.log(xb[xb > 0]), confidence)
     for key in ("estimate", "ci_low", "ci_high"):
         d[key] = math.exp(d[key]) if math.isfinite(d[key]) else math.nan
-    d["test"] = d["test"].replace("Welch t", "Welch t on log")  # "none (...)" stays as is
+    # "none (...)" stays as is
+    d["test"] = d["test"].replace("Welch t", "Welch t on log").replace("paired t", "paired t on log")
     return d
 
 
