@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.config.cell import Cell
@@ -51,6 +51,15 @@ class LoopResult:
     warmup_skipped_steps: int = 0  # and in the warm-up before it (finding its scale)
     paused_s: float = 0.0  # validation pauses inside the window: not training time
     reached_target: bool = False  # stopped at the first validation point at the target
+    untimed_steps: list = field(default_factory=list)  # window steps trained inside a pause
+    peak_before_pauses: object = None  # DevicePeaks: the training's CUDA peaks before pauses
+
+
+def refill_steps(loader) -> int:
+    """Batches the loader's workers hold ready after a pause: each prefetches
+    `prefetch_factor` of them (none without workers)."""
+    workers = getattr(loader, "num_workers", 0)
+    return workers * (getattr(loader, "prefetch_factor", None) or 2) if workers else 0
 
 
 def first_timed_step(cell: Cell, start_step: int) -> int:
@@ -78,7 +87,7 @@ def timed_loop(engine, loader, cell: Cell, device: str, *, sampler=None, progres
     end_step, preempted, reached = cell.steps, False, False
     set_phase(sampler, "warmup")
     skipped = SkipCount(engine)
-    pause = Pauses(validator, sampler, device_type)
+    pause = Pauses(validator, sampler, device_type, refill=refill_steps(loader))
     if start_step == 0:
         pause.validate(0, None, timed_from)  # the initial weights: the curve's first point
     batch_iter = iter(loader)
@@ -107,9 +116,12 @@ def timed_loop(engine, loader, cell: Cell, device: str, *, sampler=None, progres
             grad_norms.append(engine.grad_norm())
         if progress:
             progress.update(step + 1, "warmup" if step < timed_from else "timed")
+        pause.step_done(step, window_start)
         if pause.validate(step + 1, window_start, timed_from):
             end_step, reached = step + 1, True
             break
+    if pause.open is not None:  # the run ended inside a pause's refill steps
+        pause.close(pause.open[0], window_start)
     synchronize(device_type)
     set_phase(sampler, "eval")  # before the end is read: no "timed" sample can come after it
     window = (window_start, time.monotonic()) if window_start is not None else None
@@ -120,38 +132,91 @@ def timed_loop(engine, loader, cell: Cell, device: str, *, sampler=None, progres
     return LoopResult(timer.step_times_s(), waits, loss_values, grad_norms, window,
                       start_step, end_step, timed_from, preempted, last,
                       skipped_steps=skipped.timed(), warmup_skipped_steps=skipped.warmup(),
-                      paused_s=pause.in_window_s, reached_target=reached)
+                      paused_s=pause.in_window_s, reached_target=reached,
+                      untimed_steps=pause.untimed, peak_before_pauses=pause.peaks)
 
 
 class Pauses:
     """Validation between steps, timed as a pause: its seconds inside the timed window are
-    taken out of the window's time, and its telemetry samples are labelled `eval_pause`, so no
-    timed figure holds any of it."""
+    taken out of the window's time, its telemetry samples are labelled `eval_pause` (marks
+    at both ends), so no timed figure holds any of it. Loader workers fill their queues while
+    training waits, so with workers the `refill` steps after a pause would find their batches
+    ready: they are trained inside the pause, untimed, as the re-warm-up after a resume is.
+    On CUDA the memory peak of a pause is no part of the training's."""
 
-    def __init__(self, validator, sampler, device_type: str):
+    def __init__(self, validator, sampler, device_type: str, refill: int = 0):
         self.validator, self.sampler, self.device_type = validator, sampler, device_type
+        self.refill = refill
         self.in_window_s = 0.0
+        self.untimed: list[int] = []  # steps in the window trained inside a pause
+        self.open: list | None = None  # [start time, refill steps left] of a pause in the window
+        self.peaks = DevicePeaks(device_type)
 
     def validate(self, steps_done: int, window_start: float | None, timed_from: int) -> bool:
-        """Validate after `steps_done` steps if a point is due; True when training stops."""
+        """Validate after `steps_done` steps if a point is due; True when training stops: the
+        target is reached, the cell stops at it, and at least one step was timed."""
         from bench.measure.timing import synchronize
 
         if self.validator is None or not self.validator.due(steps_done):
             return False
         synchronize(self.device_type)  # queued steps are training time, not the pause's
         start = time.monotonic()
-        set_phase(self.sampler, "eval_pause")
-        mark(self.sampler, "pause_start")
-        timed_s = start - window_start - self.in_window_s if window_start is not None else 0.0
-        stop = self.validator.run(steps_done, timed_s, max(0, steps_done - timed_from))
+        if self.open is None:
+            set_phase(self.sampler, "eval_pause")
+            mark(self.sampler, "pause_start")
+            self.peaks.pause_starts()
+        timed_steps = max(0, steps_done - timed_from) - len(self.untimed)
+        open_s = start - self.open[0] if self.open is not None else 0.0  # a pause in refill
+        timed_s = start - window_start - self.in_window_s - open_s \
+            if window_start is not None else 0.0
+        reached = self.validator.run(steps_done, timed_s, timed_steps)
+        synchronize(self.device_type)
+        self.validator.paused(time.monotonic() - start)
+        stop = reached and self.validator.cell.stop_at_target and timed_steps > 0
+        if window_start is None or stop or not self.refill:
+            self.close(start if self.open is None else self.open[0], window_start)
+        else:  # the next `refill` steps stay inside the pause
+            self.open = [start if self.open is None else self.open[0], self.refill]
+        return stop
+
+    def step_done(self, step: int, window_start: float | None) -> None:
+        """After each step: one of a pause's refill steps, untimed; the last closes it."""
+        if self.open is None:
+            return
+        self.untimed.append(step)
+        self.open[1] -= 1
+        if self.open[1] == 0:
+            self.close(self.open[0], window_start)
+
+    def close(self, start: float, window_start: float | None) -> None:
+        from bench.measure.timing import synchronize
         synchronize(self.device_type)
         mark(self.sampler, "pause_end")
         set_phase(self.sampler, "timed" if window_start is not None else "warmup")
-        took = time.monotonic() - start
-        self.validator.paused(took)
         if window_start is not None:
-            self.in_window_s += took
-        return stop
+            self.in_window_s += time.monotonic() - start
+        self.open = None
+        self.peaks.pause_ends()
+
+
+class DevicePeaks:
+    """The CUDA memory peaks of the training alone: read before each pause, reset after it,
+    so validation's full-model copy and its activations never enter the record's peak."""
+
+    def __init__(self, device_type: str):
+        self.cuda = device_type == "cuda"
+        self.allocated = self.reserved = 0
+
+    def pause_starts(self) -> None:
+        if self.cuda:
+            import torch
+            self.allocated = max(self.allocated, torch.cuda.max_memory_allocated())
+            self.reserved = max(self.reserved, torch.cuda.max_memory_reserved())
+
+    def pause_ends(self) -> None:
+        if self.cuda:
+            import torch
+            torch.cuda.reset_peak_memory_stats()
 
 
 class SkipCount:

@@ -33,6 +33,7 @@ class History:
     train_time_s: float  # sum of the segments' timed windows, validation pauses taken out
     segments: list[dict]
     validation: dict | None = None  # bench.worker.validation's state: the curve, the pauses
+    refill_steps: int = 0  # window steps trained inside validation pauses (Pauses.refill)
 
     @classmethod
     def resume(cls, payload: dict | None) -> "History":
@@ -40,7 +41,7 @@ class History:
             return cls([], [], 0.0, [])
         h = payload["history"]
         return cls(h["per_rank"], h["timed"], h["train_time_s"], h["segments"],
-                   h.get("validation"))
+                   h.get("validation"), h.get("refill_steps", 0))
 
     def extend(self, per_rank: list[dict], loop: LoopResult) -> "History":
         if not self.per_rank:
@@ -52,7 +53,10 @@ class History:
             old["peak_mem_reserved_mb"] = new["peak_mem_reserved_mb"]
             for k in SKIP_KEYS:
                 old[k] = old.get(k, 0) + new[k]
-        self.timed += [loop.timed_from <= s for s in range(loop.start_step, loop.end_step)]
+        untimed = set(loop.untimed_steps)  # trained inside a validation pause
+        self.timed += [loop.timed_from <= s and s not in untimed
+                       for s in range(loop.start_step, loop.end_step)]
+        self.refill_steps += len(untimed)
         if loop.window:
             self.train_time_s += loop.window[1] - loop.window[0] - loop.paused_s
         self.segments.append({"start_step": loop.start_step, "end_step": loop.end_step,
@@ -62,7 +66,7 @@ class History:
     def to_dict(self) -> dict:
         return {"per_rank": self.per_rank, "timed": self.timed,
                 "train_time_s": self.train_time_s, "segments": self.segments,
-                "validation": self.validation}
+                "validation": self.validation, "refill_steps": self.refill_steps}
 
 
 @dataclass
@@ -89,8 +93,8 @@ def local_results(loop: LoopResult, runtime, node: NodeTelemetry | None = None) 
     another node's local rank 0, that node's telemetry (sent once, after the window)."""
     return {"step_times_s": loop.step_times_s, "data_wait_s": loop.data_wait_s,
             "losses": loop.losses, "grad_norms": loop.grad_norms,
-            "peak_mem_mb": peak_memory_mb(runtime),
-            "peak_mem_reserved_mb": peak_reserved_mb(runtime),
+            "peak_mem_mb": peak_memory_mb(runtime, loop),
+            "peak_mem_reserved_mb": peak_reserved_mb(runtime, loop),
             "skipped_steps": loop.skipped_steps,
             "warmup_skipped_steps": loop.warmup_skipped_steps, "local_rank": runtime.local_rank,
             "node_telemetry": node}
@@ -106,20 +110,25 @@ def gather(local: dict, runtime) -> list[dict]:
     return out
 
 
-def peak_memory_mb(runtime) -> float:
+def peak_memory_mb(runtime, loop: LoopResult | None = None) -> float:
+    """The training's peak: on CUDA the larger of the peak since the last validation pause and
+    the peaks before each pause (loop.peak_before_pauses), never a pause's own."""
     import torch
     if runtime.device_type == "cuda":
-        return torch.cuda.max_memory_allocated(runtime.device) / 2**20
+        before = getattr(loop.peak_before_pauses, "allocated", 0) if loop else 0
+        return max(torch.cuda.max_memory_allocated(runtime.device), before) / 2**20
     # ru_maxrss is the peak resident set of this process, in KiB on Linux.
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def peak_reserved_mb(runtime) -> float | None:
-    """What the caching allocator held at its peak: the memory other jobs could not use."""
+def peak_reserved_mb(runtime, loop: LoopResult | None = None) -> float | None:
+    """What the caching allocator held at its peak: the memory other jobs could not use (the
+    training's, as peak_memory_mb)."""
     import torch
     if runtime.device_type != "cuda":
         return None
-    return torch.cuda.max_memory_reserved(runtime.device) / 2**20
+    before = getattr(loop.peak_before_pauses, "reserved", 0) if loop else 0
+    return max(torch.cuda.max_memory_reserved(runtime.device), before) / 2**20
 
 
 def save_preempted(job: Job, engine, runtime, cell_dir: Path, history: History,
@@ -238,9 +247,11 @@ def timing_section(job: Job, runtime, history: History, steps: Steps, eval_s: fl
         # Validation during training (bench.worker.validation): paused between steps, its
         # seconds taken out of train_time_s; in the timed window or before it.
         "eval_pause_s": (history.validation or {}).get("eval_pause_s", 0.0),
+        # steps after a pause whose batches the loader's workers made during it: untimed
+        "pause_refill_steps": history.refill_steps,
         "steps_run": len(steps.times),
         "timed_steps": int(timed.sum()),
-        "warmup_steps": int(steps.warm.sum()),
+        "warmup_steps": int(steps.warm.sum()) - history.refill_steps,
         "throughput_img_s": timed_images / train_time_s if train_time_s > 0 else None,
         "data_wait_frac": float(steps.waits[timed].sum() / max(train_time_s, 1e-12)),
         # The window's share outside the steps' own time. On CUDA the step times are device

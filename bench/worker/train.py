@@ -81,7 +81,10 @@ def run_loop(job: Job, training: Training, runtime, sampler, progress, start_ste
                           validator=validator)
     finally:
         preemption.restore()
-    return loop, validator.state() if validator is not None and runtime.is_main else None
+    if validator is None or not runtime.is_main:
+        return loop, None
+    return loop, {**validator.state(),
+                  "stopped_at_step": loop.end_step if loop.reached_target else None}
 
 
 def attribution_probe(job: Job, training: Training, loop: LoopResult, runtime) -> dict | None:

@@ -29,6 +29,9 @@ class Validator:
         self.timed_s_before = float(previous.get("train_time_s", 0.0))
         self.timed_steps_before = int(previous.get("timed_steps", 0))
         self.curve: list[dict] = list(previous.get("curve", []))
+        # Every rank's own record of the last point's step (only rank 0 holds the curve): a
+        # resume at a step already scored, e.g. stopped during step 0's, scores it once.
+        self.last_step = self.curve[-1]["step"] if self.curve else -1
         self.pause_s = float(previous.get("eval_pause_s", 0.0))
         self.pauses = int(previous.get("pauses", 0))
         self.model = self.datasets = None
@@ -47,13 +50,16 @@ class Validator:
         return cls(cell, prepared, runtime, engine, previous=previous, group=group)
 
     def due(self, steps_done: int) -> bool:
+        if steps_done <= self.last_step:
+            return False
         return steps_done == 0 or steps_done % self.every == 0 or steps_done == self.cell.steps
 
     def run(self, steps_done: int, timed_s: float, timed_steps: int) -> bool:
         """Score the weights after `steps_done` steps (collective). `timed_s`, `timed_steps`:
         this segment's timed seconds (pauses excluded) and timed steps so far. True when the
-        cell's target is reached and the cell stops there (on every rank)."""
+        cell's target is reached (on every rank: the caller decides whether to stop)."""
         state = self.engine.full_state_dict(self.runtime)  # every rank takes part
+        self.last_step = steps_done
         reached = False
         if self.runtime.is_main:
             point = {"step": steps_done, "samples": steps_done * self.cell.effective_global_batch,
@@ -65,9 +71,9 @@ class Validator:
             if target is not None:
                 from bench.record.curve import reaches
                 reached = reaches(point[target[0]], target[1], target[0])
-        if self.cell.stop_at_target:
-            reached = self._agree(reached)
-        return reached and self.cell.stop_at_target
+        # Always a collective at the end: without it the other ranks would run on into the
+        # next step and wait there for rank 0's scoring, inside their timed step.
+        return self._agree(reached)
 
     def paused(self, seconds: float) -> None:
         self.pause_s += seconds
@@ -84,13 +90,16 @@ class Validator:
         from bench.measure import metrics
         from bench.worker.evaluate import denoise
 
-        self.model.load_state_dict(state)
+        # On the training device only while it scores: between pauses the copy would sit in
+        # the training's memory (a full one, beside FSDP's or ZeRO-3's shards).
+        model = self.model.to(self.runtime.device)
+        model.load_state_dict(state)
         sums = dict.fromkeys(METRICS, 0.0)
         for dataset in self.datasets:
-            _, out, clean = denoise(self.model, dataset, range(self.images),
-                                    self.runtime.device)
+            _, out, clean = denoise(model, dataset, range(self.images), self.runtime.device)
             for name in METRICS:
                 sums[name] += float(getattr(metrics, name)(out, clean).mean())
+        self.model = model.to("cpu")
         return {name: total / len(self.datasets) for name, total in sums.items()}
 
     def _agree(self, reached: bool) -> bool:
@@ -104,16 +113,18 @@ class Validator:
 
 
 def _scorer(cell: Cell, prepared, device: str):
-    """Rank 0's fp32 model and the validation subset per noise level, built once. The model is
-    built with the global RNG forked: its seeded init must not move the training's RNG."""
+    """Rank 0's fp32 model (on the CPU between pauses) and the validation split at each noise
+    level, built once; with the RNGs forked: its seeded init must not move the training's."""
     import torch
 
     from bench.data import DenoiseDataset
     from bench.worker.evaluate import as_fp32_eval
     from bench.worker.setup import build_seeded_model
 
-    with torch.random.fork_rng(devices=[]):
-        model = as_fp32_eval(build_seeded_model(cell), device)
+    # manual_seed reseeds the CUDA generators too: fork the device's as well.
+    devices = [torch.device(device).index or 0] if device.startswith("cuda") else []
+    with torch.random.fork_rng(devices=devices):
+        model = as_fp32_eval(build_seeded_model(cell), "cpu")
     datasets = [DenoiseDataset(prepared, SPLIT, sigmas=[sigma], seed=cell.workload_seed,
                                noise_mean=cell.noise_mean, augment=False)
                 for sigma in cell.noise]
