@@ -15,8 +15,8 @@ from reports.text import console, finite, fmt, fmt_ratio, group_title, groups
 TITLE = "Time to quality"
 AMP = ("bf16", "fp16")  # the seed's "DDP+AMP" is DDP at either AMP precision
 METHOD = ("speedup at equal quality = the baseline's training seconds to reach the target ÷ "
-          "the configuration's (t interval over repeats, paired by seed); seconds are timed "
-          "training time, "
+          "the configuration's (t interval over repeats, paired by seed where they pair up); "
+          "seconds are timed training time, "
           "evaluation pauses excluded; the point where a curve reaches the target is "
           "interpolated between its evaluations")
 COLUMN = "speedup at\nequal\nquality"  # the console summary's column, in short lines
@@ -182,7 +182,9 @@ def seed_claims(conv_g, summary_g, baseline: str) -> list[str]:
         saving = 100 * (1 - 1 / speedup)
         ratio = fmt_ratio(speedup, r["speedup_equal_quality_ci_low"],
                           r["speedup_equal_quality_ci_high"])
-        fixed = s.get("time_saving_pct") if s is not None else None
+        # at equal steps, in time: per sample (time_saving_pct) would not be for weak scaling
+        fixed = 100 * (1 - 1 / s["speedup_time"]) \
+            if s is not None and finite(s.get("speedup_time")) and s["speedup_time"] > 0 else None
         out.append(f"{head} takes {_less(saving)} than {baseline}, {ratio}"
                    + (f" (at equal steps: {_less(fixed)})" if finite(fixed) else ""))
     return out
@@ -218,8 +220,7 @@ def row_cells(r, s, ratio=fmt_ratio) -> list[str]:
     """Plain cells of one configuration: `r` its convergence row, `s` its summary row (or
     None); `ratio` formats a ratio with its interval (plain text or HTML)."""
     reached, n = _reached(r)
-    fixed = ratio(s["speedup_throughput"], s["speedup_ci_low"], s["speedup_ci_high"]) \
-        if s is not None else "—"
+    fixed = fixed_step(s, ratio)
     equal = not_reached(r) or ratio(r["speedup_equal_quality"],
                                     r["speedup_equal_quality_ci_low"],
                                     r["speedup_equal_quality_ci_high"])
@@ -229,6 +230,17 @@ def row_cells(r, s, ratio=fmt_ratio) -> list[str]:
             fmt(r["samples_to_target_mean"], ",.0f"),
             f"{pct:+.0f}%" if finite(pct) else "—", f"{reached} of {n}",
             r["convergence_note"] if isinstance(r["convergence_note"], str) else ""]
+
+
+def fixed_step(s, ratio=fmt_ratio) -> str:
+    """The fixed-step speedup in time, the counterpart of a time to target: the throughput
+    ratio (with its interval) where the samples per step are the baseline's; for a weak-scaling
+    cell, which trains more samples a step, the ratio of training times at equal steps."""
+    if s is None:
+        return "—"
+    if s.get("scaling") == "weak":
+        return f"{fmt(s['speedup_time'], '.2f')}× (time at equal steps)"
+    return ratio(s["speedup_throughput"], s["speedup_ci_low"], s["speedup_ci_high"])
 
 
 def _groups(comp):

@@ -387,3 +387,27 @@ def test_the_equal_quality_speedup_pairs_repeats_by_seed():
 def stats_ratio(a, b, ra, rb):
     from bench.analysis.stats import ratio
     return ratio(a, b, repeats_a=ra, repeats_b=rb)
+
+
+def test_a_diverged_repeat_counts_as_one_that_never_reached_the_target():
+    """A record that diverged is left out of every other table (status is not ok), but here
+    leaving it out would keep the lucky seeds: ddp ×2 bf16's repeat 2 diverged after reaching
+    the target, and the configuration has no time to target, not 2 of 2."""
+    recs = []
+    for r, (k, b) in enumerate(zip(RATES, BASE_STEP)):
+        recs += [cell("single", 1, "fp32", r, line(k, b), target=TARGET),
+                 cell("ddp", 2, "bf16", r, line(k, b / 2), target=TARGET)]
+    recs[-1]["status"] = "diverged"
+    bf16 = row(analysis.equal_quality(frame_of(recs)), **{"cell.precision": "bf16"})
+    assert (bf16["n"], bf16["reached_n"]) == (3, 2)
+    assert math.isnan(bf16["speedup_equal_quality"])
+    assert bf16["convergence_note"] == "diverged in 1 of 3 repeats: no time to target"
+    # A diverged baseline repeat sets no default target: the worst of the others does.
+    base = [cell("single", 1, "fp32", r, line(k, b)) for r, (k, b) in
+            enumerate(zip(RATES, BASE_STEP))]
+    finals = [20.0 + k * STEPS for k in RATES]
+    worst = int(np.argmin(finals))
+    base[worst]["status"] = "diverged"
+    t = only(analysis.targets(frame_of(base)))
+    others = [f for i, f in enumerate(finals) if i != worst]
+    assert t["target"] == pytest.approx(min(others) - 0.1)

@@ -174,8 +174,9 @@ def notes(frame: pd.DataFrame, baseline=BASELINE,
                    "verdict")
     out += skipped_notes(frame)
     for _, r in short_timed(rows).iterrows():
-        out.append(f"{r['cell_id']} was resumed and timed {int(r['timed'])} of its "
-                   f"{int(r['nominal'])} steps: its training time is scaled to "
+        out.append(f"{r['cell_id']} timed {int(r['timed'])} of its {int(r['nominal'])} "
+                   "steps (a resume re-warms untimed; steps whose batches the loader workers "
+                   "made during a validation pause are untimed): its training time is scaled to "
                    f"{int(r['nominal'])} steps at its measured rate (throughput is unaffected)")
     if "runtime.batchnorm_per_rank_stats" in rows and \
             (rows["runtime.batchnorm_per_rank_stats"] == True).any():  # noqa: E712

@@ -45,9 +45,18 @@ def _points(value, metric: str) -> list[dict] | None:
         if any(metric in p for p in points) else None
 
 
+DIVERGED = "validation.diverged"  # a column `prepare` keeps: the row's record diverged
+
+
 def _with_curves(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """The comparable rows with their curves, diverged repeats among them: a run that diverged
+    did not converge (MLPerf counts it so), and leaving it out would keep the lucky seeds."""
+    if "status" in frame and (frame["status"] == "diverged").any():
+        frame = frame.assign(**{DIVERGED: frame["status"] == "diverged"})
+        frame["status"] = frame["status"].replace("diverged", "ok")
     rows = prepare(frame)
     rows["_curve"] = [_points(v, metric) for v in _column(rows, CURVE, None)]
+    rows["_diverged"] = _column(rows, DIVERGED, False).fillna(False).astype(bool)
     return rows
 
 
@@ -97,6 +106,7 @@ def _target(g: pd.DataFrame, base: Baseline, m: Metric, given, margin: float) ->
         also = f"; cells name {', '.join(m.text(v) for v in several)}" if len(several) > 1 else ""
         return {"target": value, "source": "spec",
                 "text": f"{m.text(value)} (the spec's target{also})"}
+    b = b[~b["_diverged"].to_numpy()] if len(b) else b
     finals = [_final(p, m.name) for p in b["_curve"] if p is not None] if len(b) else []
     finals = [f for f in finals if math.isfinite(f)]
     if not finals:
@@ -158,11 +168,11 @@ def convergence_test(base_samples, samples, base_repeats=None, repeats=None) -> 
 def _reach(c: pd.DataFrame, m: Metric, target: float | None) -> list[dict]:
     """Each repeat's time to target, with its last step and best value for the note."""
     out = []
-    for points in c["_curve"]:
-        t = time_to_target(points, m.name, target) if target is not None else \
-            {"reached": False, "seconds": None, "samples": None, "steps": None}
+    for points, diverged in zip(c["_curve"], c["_diverged"]):
+        t = time_to_target(points, m.name, target) if target is not None and not diverged \
+            else {"reached": False, "seconds": None, "samples": None, "steps": None}
         out.append({**t, "last_step": float(points[-1].get("step") or 0),
-                    "best": best(points, m.name)})
+                    "best": best(points, m.name), "diverged": bool(diverged)})
     for t, repeat in zip(out, c["cell.repeat"]):
         t["repeat"] = int(repeat)
     return out
@@ -276,6 +286,9 @@ def _check(key, samples, base_samples, more: float, m: Metric, target: float,
 
 def _missed(tt: list[dict], m: Metric) -> str:
     """'not reached within 60 steps in 2 of 3 repeats (best 29.80 dB)'."""
+    diverged = sum(t["diverged"] for t in tt)
+    if diverged:
+        return f"diverged in {diverged} of {len(tt)} repeats: no time to target"
     missed = [t for t in tt if not t["reached"]]
     bests = _finite([t["best"] for t in missed])
     top = (bests.max() if m.higher_is_better else bests.min()) if len(bests) else math.nan
