@@ -67,8 +67,8 @@ def trained_record(cell: Cell, fingerprint: str, *, launched_at: float,
 
 
 SECONDS_BASIS = ("timed seconds of training up to the point, validation pauses excluded; "
-                 "warm-up steps (trained, not timed) counted at the timed window's mean step "
-                 "time")
+                 "steps trained but not timed (warm-up, and those fed during a pause) counted "
+                 "at the timed window's mean step time")
 
 
 def validation_fields(cell: Cell, state: dict | None, timing: dict) -> dict[str, Any]:
@@ -81,7 +81,8 @@ def validation_fields(cell: Cell, state: dict | None, timing: dict) -> dict[str,
     step_s = train_s / timed_steps if timed_steps else 0.0
     points = [{**p, "seconds": p["timed_s"] + (p["step"] - p["timed_steps"]) * step_s}
               for p in state["curve"]]
-    validation = {**{k: v for k, v in state.items() if k != "curve"}, "curve": points,
+    validation = {**{k: v for k, v in state.items() if k not in ("curve", "stopped_at_step")},
+                  "curve": points,
                   "seconds_basis": SECONDS_BASIS}
     target = cell.quality_target
     if target is None:
@@ -91,7 +92,7 @@ def validation_fields(cell: Cell, state: dict | None, timing: dict) -> dict[str,
                              "baseline's final validation quality"}
     else:
         reached = {**time_to_target(points, *target), "source": "spec"}
-    reached["stopped_at_target"] = bool(cell.stop_at_target and reached["reached"])
+    reached["stopped_at_target"] = state.get("stopped_at_step") is not None
     return {"validation": validation, "time_to_target": reached}
 
 
