@@ -208,21 +208,16 @@ def summarize(rows: Sequence[dict[str, Any]], *, timed_start_s: float, timed_end
 
 def _segmented_energy(parts: list[list[dict[str, Any]]], gpu: int) -> tuple[float | None, str]:
     """GPU `gpu`'s energy over the window's segments (one unless validation paused it)."""
-    if len(parts) <= 1:
-        seg = parts[0] if parts else []
-        return energy_joules([float(r["t_s"]) for r in seg],
-                             [r.get(gpu_col("energy_mj", gpu)) for r in seg],
-                             [r.get(gpu_col("power_w", gpu)) for r in seg])
-    total, methods = 0.0, set()
-    for seg in parts:
-        e, how = energy_joules([float(r["t_s"]) for r in seg],
-                               [r.get(gpu_col("energy_mj", gpu)) for r in seg],
-                               [r.get(gpu_col("power_w", gpu)) for r in seg])
-        if e is None:
-            return None, f"{how} (between validation pauses)"
-        total += e
-        methods.add(how)
-    return total, " | ".join(sorted(methods)) + f"; {len(parts)} segments between pauses"
+    found = [energy_joules([float(r["t_s"]) for r in seg],
+                           [r.get(gpu_col("energy_mj", gpu)) for r in seg],
+                           [r.get(gpu_col("power_w", gpu)) for r in seg]) for seg in parts or [[]]]
+    if len(found) == 1:
+        return found[0]
+    missing = [how for e, how in found if e is None]
+    if missing:
+        return None, f"{missing[0]} (between validation pauses)"
+    methods = " | ".join(sorted({how for _, how in found}))
+    return sum(e for e, _ in found), f"{methods}; {len(found)} segments between pauses"
 
 
 def to_table(rows: Sequence[dict[str, Any]]) -> "pandas.DataFrame":  # noqa: F821
