@@ -121,7 +121,7 @@ def timed_loop(engine, loader, cell: Cell, device: str, *, sampler=None, progres
             end_step, reached = step + 1, True
             break
     if pause.open is not None:  # the run ended inside a pause's refill steps
-        pause.close(pause.open[0], window_start)
+        pause.close(window_start)
     synchronize(device_type)
     set_phase(sampler, "eval")  # before the end is read: no "timed" sample can come after it
     window = (window_start, time.monotonic()) if window_start is not None else None
@@ -149,7 +149,7 @@ class Pauses:
         self.refill = refill
         self.in_window_s = 0.0
         self.untimed: list[int] = []  # steps in the window trained inside a pause
-        self.open: list | None = None  # [start time, refill steps left] of a pause in the window
+        self.open: list | None = None  # [start time, refill steps left] of the pause under way
         self.peaks = DevicePeaks(device_type)
 
     def validate(self, steps_done: int, window_start: float | None, timed_from: int) -> bool:
@@ -161,22 +161,23 @@ class Pauses:
             return False
         synchronize(self.device_type)  # queued steps are training time, not the pause's
         start = time.monotonic()
-        if self.open is None:
+        if self.open is None:  # a new pause (else one still in its refill steps goes on)
+            self.open = [start, 0]
             set_phase(self.sampler, "eval_pause")
             mark(self.sampler, "pause_start")
             self.peaks.pause_starts()
         timed_steps = max(0, steps_done - timed_from) - len(self.untimed)
-        open_s = start - self.open[0] if self.open is not None else 0.0  # a pause in refill
-        timed_s = start - window_start - self.in_window_s - open_s \
+        # the window's seconds up to this pause's start
+        timed_s = self.open[0] - window_start - self.in_window_s \
             if window_start is not None else 0.0
         reached = self.validator.run(steps_done, timed_s, timed_steps)
         synchronize(self.device_type)
         self.validator.paused(time.monotonic() - start)
         stop = reached and self.validator.cell.stop_at_target and timed_steps > 0
         if window_start is None or stop or not self.refill:
-            self.close(start if self.open is None else self.open[0], window_start)
+            self.close(window_start)
         else:  # the next `refill` steps stay inside the pause
-            self.open = [start if self.open is None else self.open[0], self.refill]
+            self.open[1] = self.refill
         return stop
 
     def step_done(self, step: int, window_start: float | None) -> None:
@@ -186,15 +187,16 @@ class Pauses:
         self.untimed.append(step)
         self.open[1] -= 1
         if self.open[1] == 0:
-            self.close(self.open[0], window_start)
+            self.close(window_start)
 
-    def close(self, start: float, window_start: float | None) -> None:
+    def close(self, window_start: float | None) -> None:
+        """End the open pause: its seconds leave the window, training's labels come back."""
         from bench.measure.timing import synchronize
         synchronize(self.device_type)
         mark(self.sampler, "pause_end")
         set_phase(self.sampler, "timed" if window_start is not None else "warmup")
         if window_start is not None:
-            self.in_window_s += time.monotonic() - start
+            self.in_window_s += time.monotonic() - self.open[0]
         self.open = None
         self.peaks.pause_ends()
 
