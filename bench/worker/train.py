@@ -35,15 +35,16 @@ def train_cell(job: Job, strategy, runtime, cell_dir: Path) -> bool:
         checkpoint.set_rng_state(resume["rng"])
 
     progress = ProgressWriter(cell_dir, cell.steps) if runtime.is_main else None
+    history = History.resume(resume)  # the earlier segments of a resumed cell
     loop, validation = run_loop(job, training, runtime, sampler, progress, start_step,
-                                prepared, resume)
+                                prepared, history)
     set_phase(sampler, "eval")
     # Another node's sampler ends with the window; its samples travel to rank 0 with the
     # step data. Rank 0 keeps sampling through evaluation.
     node = NodeTelemetry.of(sampler, loop, cell) \
         if sampler is not None and not runtime.is_main else None
     gathered = gather(local_results(loop, runtime, node), runtime)
-    history = History.resume(resume).extend(gathered, loop)
+    history.extend(gathered, loop)
     history.validation = validation
     if loop.preempted:
         save_preempted(job, training.engine, runtime, cell_dir, history, loop, sampler)
@@ -61,14 +62,13 @@ def train_cell(job: Job, strategy, runtime, cell_dir: Path) -> bool:
 
 
 def run_loop(job: Job, training: Training, runtime, sampler, progress, start_step: int,
-             prepared, resume: dict | None) -> tuple[LoopResult, dict | None]:
+             prepared, previous: History) -> tuple[LoopResult, dict | None]:
     """The timed loop, listening for SIGTERM only while it runs, with validation during
     training where the cell has it; returns the loop and the validation state (rank 0's curve,
     a resumed cell's earlier points first)."""
     from bench.worker.validation import Validator
 
     preemption = checkpoint.Preemption(runtime.world_size, runtime.device_type)
-    previous = History.resume(resume)
     validator = Validator.of(job.cell, prepared, runtime, training.engine,
                              previous={**(previous.validation or {}),
                                        "train_time_s": previous.train_time_s,
