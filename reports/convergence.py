@@ -28,12 +28,7 @@ SHORT = ("speedup at equal quality = the baseline's seconds to reach the target 
 def tables(comp):
     """(convergence, curves): each configuration's time to the target and the validation
     curves, both empty where the comparison has none (records without validation)."""
-    import pandas as pd
-
-    def table(name):
-        frame = getattr(comp, name, None)  # a Comparison made before curves existed has none
-        return frame if frame is not None else pd.DataFrame()
-    return table("convergence"), table("curves")
+    return comp.convergence, comp.curves
 
 
 def _norm(value):
