@@ -75,6 +75,9 @@ class Engine:
     # How a sharding strategy split the parameters (its policy, what each step gathers), for
     # the record's runtime.sharding; None where every rank holds every parameter.
     sharding: dict | None = None
+    # bench.measure.arrivals.StepMarks of a multi-rank cell's loop: the engine marks where
+    # backward returned (gradients synchronised); None: nothing is marked
+    marks = None
 
     def __init__(self, model, optimizer, precision: Precision):
         self.model = model
@@ -89,8 +92,15 @@ class Engine:
         calls one by one inside profiler ranges. The timed steps carry no ranges at all."""
         loss = self.forward_loss(noisy, clean)
         self.backward(loss)
+        if self.marks is not None:
+            self.marks.synced()
         self.optimizer_step()
         return loss.detach()
+
+    def mark_arrivals(self, marks) -> None:
+        """Mark each step's synchronisation in `marks` from now on. An engine that can tell
+        when its rank's gradients are ready (DDP) marks that too; the others cannot."""
+        self.marks = marks
 
     def forward_loss(self, noisy, clean):
         self.optimizer.zero_grad(set_to_none=True)

@@ -50,8 +50,14 @@ def test_each_strategy_trains_the_same_workload(sweep, key):
         per_rank = record["timing"]["step_time_median_s_per_rank"]
         assert len(per_rank) == 2 and all(t > 0 for t in per_rank)
         assert record["timing"]["step_time_median_s"] >= max(per_rank) - 1e-12
+        # who made the others wait: DDP marks each rank's arrival at its all-reduce; the
+        # sharded strategies have no such point and compare data waits only
+        stragglers = record["stragglers"]
+        assert stragglers["measured"] == ("arrival" if strategy == "ddp" else "data")
+        assert [r["rank"] for r in stragglers["per_rank"]] == [0, 1]
     else:
         assert record["runtime"]["world_size"] == 1
+        assert record["stragglers"] is None  # one rank waits for nobody
 
 
 def test_every_fp32_strategy_follows_the_single_device_losses(sweep):

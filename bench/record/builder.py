@@ -38,7 +38,8 @@ def trained_record(cell: Cell, fingerprint: str, *, launched_at: float,
                    quality: list[dict], telemetry: dict, data: dict, notes: list[str],
                    env: dict, prepared: Any, cell_dir: Path,
                    breakdown: dict | None = None,
-                   validation: dict | None = None) -> dict[str, Any]:
+                   validation: dict | None = None,
+                   stragglers: dict | None = None) -> dict[str, Any]:
     """A cell that ran all its steps (or stopped at its quality target): `ok`, or `diverged`
     when a loss was not finite. `validation`: the validator's state (bench.worker.validation),
     None without validation during training. `prepared` and `cell_dir` are context for the
@@ -55,6 +56,8 @@ def trained_record(cell: Cell, fingerprint: str, *, launched_at: float,
         "quality": quality,
         "telemetry": telemetry,
         "breakdown": breakdown,
+        # who made the other ranks wait (bench.measure.stragglers); None with one rank
+        "stragglers": stragglers,
         **validation_fields(cell, validation, timing),
         "data": data,
         "notes": notes,

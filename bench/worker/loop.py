@@ -53,6 +53,7 @@ class LoopResult:
     reached_target: bool = False  # stopped at the first validation point at the target
     untimed_steps: list = field(default_factory=list)  # window steps trained inside a pause
     peak_before_pauses: object = None  # DevicePeaks: the training's CUDA peaks before pauses
+    spans: dict | None = None  # per step, StepMarks.spans (multi-rank cells): arrivals
 
 
 def refill_steps(loader) -> int:
@@ -72,9 +73,10 @@ def first_timed_step(cell: Cell, start_step: int) -> int:
 
 def timed_loop(engine, loader, cell: Cell, device: str, *, sampler=None, progress=None,
                start_step: int = 0, preemption=None, track_grad_norm: bool = False,
-               validator=None) -> LoopResult:
+               validator=None, marks=None) -> LoopResult:
     """Steps [start_step, cell.steps) unless a SIGTERM or a reached target stops them early;
-    the steps from `first_timed_step` on form the timed window, less the validation pauses."""
+    the steps from `first_timed_step` on form the timed window, less the validation pauses.
+    `marks` (bench.measure.arrivals.StepMarks): every step's arrival marks."""
     import torch
 
     from bench.measure.timing import StepTimer, synchronize
@@ -91,6 +93,8 @@ def timed_loop(engine, loader, cell: Cell, device: str, *, sampler=None, progres
     if start_step == 0:
         pause.validate(0, None, timed_from)  # the initial weights: the curve's first point
     batch_iter = iter(loader)
+    if marks is not None:
+        engine.mark_arrivals(marks)
     for step in range(start_step, cell.steps):
         if preemption is not None and preemption.should_stop(step):
             end_step, preempted = step, True
@@ -101,6 +105,8 @@ def timed_loop(engine, loader, cell: Cell, device: str, *, sampler=None, progres
             window_start = time.monotonic()
             set_phase(sampler, "timed")
             skipped.window_starts()
+        if marks is not None:
+            marks.start()
         t_wait = time.perf_counter()
         noisy, clean = next(batch_iter)
         noisy = noisy.to(device, non_blocking=True)
@@ -108,9 +114,13 @@ def timed_loop(engine, loader, cell: Cell, device: str, *, sampler=None, progres
         if cell.channels_last:
             noisy = noisy.contiguous(memory_format=torch.channels_last)
         waits.append(time.perf_counter() - t_wait)
+        if marks is not None:
+            marks.fetched()
         timer.start()
         loss = engine.train_step(noisy, clean)
         timer.stop()
+        if marks is not None:
+            marks.end()
         losses.append(loss)
         if track_grad_norm:  # parity checks only: reading the norm synchronises
             grad_norms.append(engine.grad_norm())
@@ -123,6 +133,8 @@ def timed_loop(engine, loader, cell: Cell, device: str, *, sampler=None, progres
     if pause.open is not None:  # the run ended inside a pause's refill steps
         pause.close(window_start)
     synchronize(device_type)
+    if marks is not None:
+        engine.mark_arrivals(None)  # the probe's steps after the loop are no timed steps
     set_phase(sampler, "eval")  # before the end is read: no "timed" sample can come after it
     window = (window_start, time.monotonic()) if window_start is not None else None
     if window is not None:
@@ -133,7 +145,8 @@ def timed_loop(engine, loader, cell: Cell, device: str, *, sampler=None, progres
                       start_step, end_step, timed_from, preempted, last,
                       skipped_steps=skipped.timed(), warmup_skipped_steps=skipped.warmup(),
                       paused_s=pause.in_window_s, reached_target=reached,
-                      untimed_steps=pause.untimed, peak_before_pauses=pause.peaks)
+                      untimed_steps=pause.untimed, peak_before_pauses=pause.peaks,
+                      spans=marks.spans() if marks is not None else None)
 
 
 class Pauses:

@@ -53,6 +53,10 @@ class History:
             old["peak_mem_reserved_mb"] = new["peak_mem_reserved_mb"]
             for k in SKIP_KEYS:
                 old[k] = old.get(k, 0) + new[k]
+            old["host"] = new["host"]
+            if new.get("spans") is not None:  # arrivals (multi-rank cells)
+                old["spans"] = {k: list(old.get("spans", {}).get(k, [])) + list(v)
+                                for k, v in new["spans"].items()}
         untimed = set(loop.untimed_steps)  # trained inside a validation pause
         self.timed += [loop.timed_from <= s and s not in untimed
                        for s in range(loop.start_step, loop.end_step)]
@@ -89,9 +93,12 @@ class NodeTelemetry:
 
 
 def local_results(loop: LoopResult, runtime, node: NodeTelemetry | None = None) -> dict:
-    """This rank's share of the history: its step data and its memory peaks, and, from
-    another node's local rank 0, that node's telemetry (sent once, after the window)."""
-    return {"step_times_s": loop.step_times_s, "data_wait_s": loop.data_wait_s,
+    """This rank's share of the history: its step data, arrival spans and memory peaks, its
+    host, and, from another node's local rank 0, that node's telemetry (sent once, after
+    the window)."""
+    import socket
+    return {"host": socket.gethostname(), "spans": loop.spans,
+            "step_times_s": loop.step_times_s, "data_wait_s": loop.data_wait_s,
             "losses": loop.losses, "grad_norms": loop.grad_norms,
             "peak_mem_mb": peak_memory_mb(runtime, loop),
             "peak_mem_reserved_mb": peak_reserved_mb(runtime, loop),
@@ -181,7 +188,9 @@ def write_results(job: Job, strategy, runtime, cell_dir: Path, history: History,
 
     cell, cell_dir = job.cell, Path(cell_dir)
     steps = Steps.of(history)
-    write_steps(cell_dir, cell, history, steps)
+    from bench.measure.stragglers import of_ranks
+    stragglers, lateness = of_ranks(history.per_rank, ~steps.warm, history.train_time_s)
+    write_steps(cell_dir, cell, history, steps, lateness)
     timing = timing_section(job, runtime, history, steps, eval_s)
     env = envinfo.capture()
     telemetry = telemetry_section(cell, cell_dir, history, nodes)
@@ -200,7 +209,7 @@ def write_results(job: Job, strategy, runtime, cell_dir: Path, history: History,
         timing=timing, quality=quality, telemetry=telemetry, data=data_section(cell, data_info),
         notes=strategy.notes(cell), env=env, prepared=data_info, cell_dir=cell_dir,
         breakdown=breakdown_section(probe, history, steps, runtime.device_type),
-        validation=history.validation)
+        validation=history.validation, stragglers=stragglers)
     store.write_json(cell_dir / store.RECORD, record)
 
 
@@ -220,7 +229,10 @@ def breakdown_section(probe: dict | None, history: History, steps: Steps,
     return out
 
 
-def write_steps(cell_dir: Path, cell: Cell, history: History, steps: Steps) -> None:
+def write_steps(cell_dir: Path, cell: Cell, history: History, steps: Steps,
+                lateness: list | None = None) -> None:
+    """steps.parquet; with several ranks each rank's step time, and with arrivals marked its
+    data wait, arrival wait and lateness (bench.measure.stragglers) per step."""
     import pandas as pd
 
     # Steps run: all of them, or fewer where the cell stopped at its quality target.
@@ -229,6 +241,10 @@ def write_steps(cell_dir: Path, cell: Cell, history: History, steps: Steps) -> N
                           "warmup": steps.warm})
     for r, rank in enumerate(history.per_rank):
         table[f"step_time_rank{r}_s"] = rank["step_times_s"]
+        if lateness is not None:
+            table[f"data_rank{r}_s"] = rank["spans"]["data_s"]
+            table[f"sync_wait_rank{r}_s"] = rank["spans"]["sync_wait_s"]
+            table[f"lateness_rank{r}_s"] = lateness[r]
     if history.per_rank[0]["grad_norms"]:  # parity runs: every rank holds the same gradient
         table["grad_norm"] = history.per_rank[0]["grad_norms"]
     store.write_table(cell_dir / store.STEPS, table)

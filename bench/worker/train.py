@@ -66,6 +66,7 @@ def run_loop(job: Job, training: Training, runtime, sampler, progress, start_ste
     """The timed loop, listening for SIGTERM only while it runs, with validation during
     training where the cell has it; returns the loop and the validation state (rank 0's curve,
     a resumed cell's earlier points first)."""
+    from bench.measure.arrivals import StepMarks
     from bench.worker.validation import Validator
 
     preemption = checkpoint.Preemption(runtime.world_size, runtime.device_type)
@@ -78,7 +79,9 @@ def run_loop(job: Job, training: Training, runtime, sampler, progress, start_ste
         loop = timed_loop(training.engine, training.loader, job.cell, runtime.device,
                           sampler=sampler, progress=progress, start_step=start_step,
                           preemption=preemption, track_grad_norm=is_parity(job),
-                          validator=validator)
+                          validator=validator,
+                          marks=StepMarks(runtime.device_type) if runtime.world_size > 1
+                          else None)
     finally:
         preemption.restore()
     if validator is None or not runtime.is_main:

@@ -89,6 +89,9 @@ def test_preempted_cell_resumes_to_identical_weights(tmp_path, strategy, how, re
     # Throughput counts timed steps only: the resumed segment re-warms its caches untimed.
     assert a["timing"]["timed_steps"] == STEPS - 2 - 2
     assert steps_a["warmup"].sum() == 4
+    if strategy == "ddp":  # both segments' arrivals, over every timed step of the two
+        assert a["stragglers"]["steps"] == a["timing"]["timed_steps"]
+        assert steps_a["lateness_rank1_s"].notna().all()
     assert list(interrupted.glob("*/checkpoint.pt")) == []  # removed once the cell is ok
     # The attribution probe's profiler (kineto) prints a USDT profiler_start / profiler_stop
     # pair per session unless told not to; the cell's log is for what went wrong.
