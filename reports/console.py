@@ -12,6 +12,7 @@ from rich.table import Table
 from reports import convergence
 from reports.export import EXPORT_FORMATS, export_report
 from reports.breakdown import render_console as render_breakdown
+from reports.stragglers import render_console as render_stragglers
 from reports.factorial import render_console as render_factorial
 from reports.gate import OUTCOME_STYLE, render_gate
 from reports.text import (QUALITY_UNITS, VERDICT_STYLE, console, finite, fmt, fmt_mean_ci,
@@ -77,7 +78,7 @@ def render_selfbench(results: list[dict]) -> None:
                           "same batches, data = bare on bench's batches ÷ bare on one fixed "
                           "random batch", caption_justify="left")
     for name in ("loop", "threads", "bare step", "harness, static", "harness, real",
-                 "data", "sampler", "after a probe", "probe cost"):
+                 "data", "sampler", "after a probe", "probe cost", "arrival marks"):
         table.add_column(name, justify="left" if name == "loop" else "right")
     for r in results:
         target = r["harness_target"]
@@ -92,7 +93,8 @@ def render_selfbench(results: list[dict]) -> None:
                       f"{r['image_size']}² batch {r['global_batch']}", str(r["threads"]),
                       f"{bare_ms:.1f} ms", f"[{ok}]{ratio(r['harness_static'])}[/{ok}]",
                       ratio(r["harness_real"]), ratio(r["data"]), sampling,
-                      ratio(r["attribution"]), f"{r['probe_slowdown']['median']:.2f}×")
+                      ratio(r["attribution"]), f"{r['probe_slowdown']['median']:.2f}×",
+                      ratio(r["arrivals"]) if r.get("arrivals") else "—")
     out = console()
     out.print(table)
     out.print("after a probe = harness (bench ÷ bare) without a probe ÷ after one (target ≥ "
@@ -100,6 +102,10 @@ def render_selfbench(results: list[dict]) -> None:
               "wall time per profiled step (4 timed + 2 recording shapes; profiler start, trace "
               "and analysis included) ÷ an "
               "unprobed step; it runs after the timed window, outside every timed figure")
+    out.print("arrival marks = harness with the straggler timestamps ÷ without them (target "
+              f"≤ {results[0].get('arrivals_target', 1.01):g}; DDP: its communication hook "
+              "marking each gradient bucket; one device: the loop's marks alone, which a "
+              "single-device cell does not take)")
     out.print(f"target: harness ≤ {results[0]['harness_target']:g} (static batches, "
               f"{results[0]['repeats']} repeats of {results[0]['steps']} steps, "
               f"{results[0]['warmup']} untimed)")
@@ -186,6 +192,7 @@ def render_report(comp, results_dir: Path | None = None, *, brief: bool = False,
         _render_sections(comp)
         render_factorial(comp.factorial, comp.confidence)
         render_breakdown(comp.breakdown)
+        render_stragglers(comp.stragglers)
     for note in [*comp.notes, *notes]:
         out.print(f"[dim]note: {note}[/dim]")
     for _, f in comp.failures.iterrows():

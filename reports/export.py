@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from reports import breakdown, convergence, factorial
+from reports import breakdown, convergence, factorial, stragglers
 from reports.text import (QUALITY_UNITS, finite, fmt, fmt_mean_ci, fmt_p, fmt_ratio, groups,
                           group_title, saving_text, sections)
 
@@ -53,6 +53,8 @@ def export_report(comp, fmt_name: str) -> str:
         conv = convergence.tables(comp)[0]
         if not conv.empty:  # records without validation curves: the document as it was
             doc["convergence"] = _json_records(conv)
+        if not comp.stragglers.empty:  # multi-rank cells with arrivals marked
+            doc["stragglers"] = _json_records(comp.stragglers.drop(columns=["_dir"]))
         return json.dumps(doc, indent=2, allow_nan=False) + "\n"
     if fmt_name == "md":
         return _markdown(comp)
@@ -134,7 +136,8 @@ def _markdown(comp) -> str:
             ["model", "σ", "A", "B", "devices", "n", "gain B/A", "p", "ΔPSNR", "ΔSSIM",
              "ΔLPIPS"], rows) + "\n")
     for text in (factorial.markdown(comp.factorial, comp.confidence, _md_table),
-                 breakdown.markdown(comp.breakdown, _md_table)):
+                 breakdown.markdown(comp.breakdown, _md_table),
+                 stragglers.markdown(comp.stragglers, _md_table)):
         if text:
             parts.append(text)
     for section, table in sections(comp):

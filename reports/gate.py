@@ -42,6 +42,9 @@ def render_gate(result, baseline_dir: Path, new_dir: Path, show_all: bool = Fals
         ci = (f"[{fmt(r['ci_low'], spec)}, {fmt(r['ci_high'], spec)}]{unit}"
               if finite(r["ci_low"]) else "—")
         style = OUTCOME_STYLE.get(r["outcome"], "")
+        reason = r["reason"]
+        if thr and r.get("slowdown") and r["change"] < 0 and moved:
+            reason = f"{reason}; {r['slowdown']}" if reason else r["slowdown"]
         table.add_row(r["cell.model"], r["config"], str(r["cell.devices"]), r["cell.precision"],
                       measure, f"{r['n_baseline']}/{r['n_new']}",
                       fmt(r["baseline"], ".1f" if thr else QUALITY_UNITS[r["measure"]][1]),
@@ -50,7 +53,7 @@ def render_gate(result, baseline_dir: Path, new_dir: Path, show_all: bool = Fals
                       fmt(r["mde"], ".1f" if thr else QUALITY_UNITS[r["measure"]][1]) + unit,
                       # the n column holds the counts the test's name repeats
                       r["test"].replace("Welch t on log", "Welch log").split(" (n=")[0],
-                      f"[{style}]{r['outcome']}[/{style}]", r["reason"])
+                      f"[{style}]{r['outcome']}[/{style}]", escape(reason))
     if table.row_count:
         out.print(table)
     if quiet:

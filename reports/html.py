@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from reports import breakdown, convergence, factorial, plots
+from reports import breakdown, convergence, factorial, plots, stragglers
 from reports.markup import (CSS, QUALITY_FORMATS, esc, figure, fmt, group_title, groups,
                             key_of, mean_ci, p_text, ratio_text, table, verdict_span)
 from reports.text import ROW_NOTES, row_notes, saving_text, sections
@@ -292,6 +292,7 @@ def render_html(frame: pd.DataFrame, comp, results_dir) -> str:
     body.append(convergence.html_section(comp))
     body.append(factorial.html_section(comp.factorial, comp.confidence))
     body.append(breakdown.html_section(comp.breakdown))
+    body.append(stragglers.html_section(comp.stragglers))
     body += [section.html(section_table) for section, section_table in sections(comp)]
     body.append(samples_section(samples))
     body.append(environment_section(frame))

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from bench.analysis.breakdown import breakdown_table
+from bench.analysis.stragglers import stragglers_table
 from bench.analysis.convergence import DEFAULT_METRIC, curves, equal_quality
 from bench.analysis.factorial import FactorialResult, decompose
 from bench.analysis.frame import (BASELINE, CONFIG_KEYS, GROUP_KEYS, HIGHER_IS_BETTER,
@@ -215,6 +216,8 @@ class Comparison:
     # convergence check (`convergence.equal_quality`), and the curves they were read from
     convergence: pd.DataFrame = field(default_factory=pd.DataFrame)
     curves: pd.DataFrame = field(default_factory=pd.DataFrame)
+    # who made the other ranks wait, per multi-rank cell (bench.analysis.stragglers)
+    stragglers: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 def compare_configs(frame: pd.DataFrame, baseline=BASELINE, margins: Margins = Margins(),
@@ -250,5 +253,6 @@ def compare_configs(frame: pd.DataFrame, baseline=BASELINE, margins: Margins = M
         breakdown=breakdown_table(frame, base),
         convergence=convergence,
         curves=curves(frame),
+        stragglers=stragglers_table(frame),
     )
 

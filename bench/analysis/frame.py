@@ -147,6 +147,7 @@ _KEEP = {"cell.model", "fingerprint", "cell.strategy", "cell.devices", "cell.pre
          "telemetry.timed_start_s", "cell.steps", "cell.warmup", "env.gpus", "env.cpu"}
 # validation.* holds the curve (a list column); cell.target_<metric> a spec's quality target.
 _KEEP_PREFIXES = ("timing.", "quality[", "breakdown.", "validation.", "time_to_target.",
+                  "stragglers.",
                   "cell.target_")
 
 

@@ -33,6 +33,7 @@ import pandas as pd
 from bench.analysis.frame import (CONFIG_KEYS, GROUP_KEYS, HIGHER_IS_BETTER, QUALITY_METRICS,
                                   _sort_key, config_label, prepare)
 from bench.analysis import gate_context
+from bench.analysis.stragglers import slowdown_kind
 from bench.analysis.stats import (CONFIDENCE, POWER, _finite, difference, min_detectable, ratio,
                                   repeats_needed)
 from bench.errors import BadInput
@@ -296,7 +297,9 @@ def _measure_rows(base, new, ok_pairs, tol: Tolerances, confidence: float) -> pd
                     "change": change, "ci_low": ci[0], "ci_high": ci[1],
                     "p_value": r["p_value"], "test": r["test"],
                     "tolerance": -tol.throughput_pct, "mde": mde, "repeats_needed": needed,
-                    "outcome": outcome, "reason": reason})
+                    "outcome": outcome, "reason": reason,
+                    # one rank late (a straggler regression) or every rank slower (uniform)
+                    "slowdown": slowdown_kind(b, n)})
         # quality: mean difference per σ and metric, paired by matched repeat
         pair_ids = list(range(len(pairs)))
         order = {m: i for i, m in enumerate(QUALITY_METRICS)}
