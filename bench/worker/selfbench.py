@@ -39,6 +39,7 @@ WARMUP = 5  # untimed steps before each measured loop
 HARNESS_TARGET = 1.02  # bench ÷ bare on the same batches
 SAMPLING_TARGET = 0.99  # unsampled ÷ sampled throughput
 ATTRIBUTION_TARGET = 0.99  # unprobed ÷ probed step time: the probe costs < 1% afterwards
+ARRIVALS_TARGET = 1.01  # marked ÷ unmarked step time: straggler timestamps cost ≤ 1%
 RATIOS = {"harness_static": ("bench_static", "bare_static"),
           "harness_real": ("bench_real", "bare_real"),
           "data": ("bare_real", "bare_static")}
@@ -60,10 +61,14 @@ def real_batches(cell: Cell, runtime, prepared):
 
 
 def bench_loop_s(cell: Cell, strategy, runtime, prepared, batches, sample_hz: float = 0.0,
-                 sample_cpu_ms: list | None = None, probe_s: list | None = None) -> float:
+                 sample_cpu_ms: list | None = None, probe_s: list | None = None,
+                 marks: bool = True) -> float:
     """Median seconds of bench's own timed steps (its step timer, the data wait outside it, as
     in every record); the CPU time of each telemetry sample taken goes into `sample_cpu_ms`.
-    With `probe_s` a list, the attribution probe runs first and its seconds go there."""
+    With `probe_s` a list, the attribution probe runs first and its seconds go there. With
+    `marks`, every step's arrival is marked (bench.measure.arrivals), as in a multi-rank
+    cell; without, the loop marks nothing and DDP keeps its own all-reduce hook."""
+    from bench.measure.arrivals import StepMarks
     from bench.worker.loop import timed_loop
     from bench.worker.setup import build_training, gpu_indices
 
@@ -78,7 +83,8 @@ def bench_loop_s(cell: Cell, strategy, runtime, prepared, batches, sample_hz: fl
         sampler = Sampler(sample_hz, gpu_indices=gpu_indices(cell), root_pid=os.getpid(), t0=0.0)
         sampler.start()
     try:
-        loop = timed_loop(engine, batches, cell, runtime.device, sampler=sampler)
+        loop = timed_loop(engine, batches, cell, runtime.device, sampler=sampler,
+                          marks=StepMarks(runtime.device_type) if marks else None)
     finally:
         if sampler is not None:
             rows = sampler.stop()
@@ -156,7 +162,10 @@ def interleaved(cell: Cell, strategy, runtime, prepared, repeats: int,
                                          real_batches(cell, runtime, prepared)),
               "probed": lambda: paired_run(cell, strategy, runtime, prepared,
                                            real_batches(cell, runtime, prepared),
-                                           probe_s=probe_s)}
+                                           probe_s=probe_s),
+              "unmarked": lambda: paired_run(cell, strategy, runtime, prepared,
+                                             real_batches(cell, runtime, prepared),
+                                             marks=False)}
     if sample_hz > 0:
         passes["sampled"] = lambda: paired_run(
             cell, strategy, runtime, prepared, real_batches(cell, runtime, prepared),
@@ -173,10 +182,10 @@ def interleaved(cell: Cell, strategy, runtime, prepared, repeats: int,
     return {"step_s": step_s, "sample_cpu_ms": sample_cpu_ms, "probe_step_s": probe_s}
 
 
-def harness_pair(step_s: dict) -> tuple[list[float], list[float]]:
-    """(bench ÷ bare without a probe, bench ÷ bare after one), per repeat."""
+def harness_pair(step_s: dict, other: str = "probed") -> tuple[list[float], list[float]]:
+    """(bench ÷ bare in the real pass, bench ÷ bare in the `other` pass), per repeat."""
     return ([a / b for a, b in zip(step_s["bench_real"], step_s["bare_real"])],
-            [a / b for a, b in zip(step_s["bench_probed"], step_s["bare_probed"])])
+            [a / b for a, b in zip(step_s[f"bench_{other}"], step_s[f"bare_{other}"])])
 
 
 def paired(a: list[float], b: list[float]) -> dict:
@@ -205,6 +214,10 @@ def summarise(cell: Cell, runtime, measured: dict, sample_hz: float) -> dict:
            # steps, alternated with bench's, take the machine's drift between the passes out
            "attribution": paired(*harness_pair(step_s)),
            "attribution_target": ATTRIBUTION_TARGET,
+           # bench's harness ratio with arrival marks (the real pass, as a multi-rank cell
+           # runs) ÷ without them: what the straggler timestamps cost a timed step
+           "arrivals": paired(*harness_pair(step_s, "unmarked")),
+           "arrivals_target": ARRIVALS_TARGET,
            # a profiled probe step (wall, profiler start/stop shared out over every step
            # the probe trains) ÷ an unprobed step
            "probe_slowdown": paired(measured["probe_step_s"], step_s["bench_real"])}
