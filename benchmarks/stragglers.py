@@ -31,7 +31,16 @@ def trials(names: list[str], folder: Path) -> list[dict]:
     start = time.monotonic()
     records = run_cases(names, folder, run_cli)
     seconds = (time.monotonic() - start) / len(names)
-    return [judged(name, records[name]["stragglers"], seconds) for name in names]
+    return [{**judged(name, records[name]["stragglers"], seconds),
+             "lateness_s": timed_lateness(folder / records[name]["cell_id"])} for name in names]
+
+
+def timed_lateness(cell_dir: Path) -> list[list[float]]:
+    """Each rank's lateness over the timed steps (kept in --json, to try other rules on)."""
+    import pandas as pd
+    steps = pd.read_parquet(cell_dir / "steps.parquet")
+    steps = steps[~steps["warmup"].to_numpy(bool)]
+    return [steps[c].tolist() for c in steps if c.startswith("lateness_rank")]
 
 
 def judged(name: str, s: dict, seconds: float) -> dict:

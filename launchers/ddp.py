@@ -14,12 +14,15 @@ class DDPEngine(Engine):
             return
         from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
 
-        def ready_then_allreduce(engine, bucket):
-            if engine.marks is not None:
-                engine.marks.ready()
-            return allreduce_hook(None, bucket)
-
         ddp = getattr(self.model, "_orig_mod", self.model)  # under torch.compile
+
+        def ready_then_allreduce(engine, bucket):
+            # DDP hands its buckets over in index order: the last one, once backward has
+            # produced every gradient
+            if engine.marks is not None and bucket.is_last():
+                engine.marks.ready()
+            return allreduce_hook(ddp.process_group, bucket)
+
         ddp.register_comm_hook(self, ready_then_allreduce)
         self.hooked = True
 

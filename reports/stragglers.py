@@ -14,9 +14,10 @@ from reports.text import console, fmt
 TITLE = "Who made the others wait"
 HEADER = ["cell", "rank", "host", "late median ms", "late p90 ms", "last in", "from",
           "others wait"]
-NOTE = ("lateness: a rank's arrival at the gradient synchronisation after the earliest rank's, "
-        "per timed step, each rank's own clock (record stragglers.method); a rank is named "
-        "only beyond noise: {rule} (threshold {threshold})")
+NOTE = ("lateness: a rank's arrival at the gradient synchronisation after the earliest rank's "
+        "(for FSDP and DeepSpeed: its wait for data over the shortest), per timed step, each "
+        "rank's own clock (record stragglers.method); a rank is named only beyond noise: {rule} "
+        "(threshold {threshold})")
 
 
 def _cell(row) -> str:
@@ -40,7 +41,7 @@ def rank_rows(row) -> list[list[str]]:
 def note(table) -> str:
     first = table.iloc[0]
     thresholds = sorted({fmt(1e3 * t, ".3g") for t in table["threshold_s"]})
-    rule = first.get("rule") or "median lateness and share of steps last above the threshold"
+    rule = first.get("rule") or "arrives after the other ranks' median by the threshold"
     return NOTE.format(rule=rule, threshold=f"{', '.join(thresholds)} ms")
 
 
@@ -110,8 +111,8 @@ def html_section(table) -> str:
     sentences = [s for s in table["sentence"] if s]
     out += [f"<p>{esc(s)}</p>" for s in sentences] or \
         ["<p>No rank arrived late beyond noise in any cell.</p>"]
-    lowest = table.sort_values("repeat").drop_duplicates(["model", "config", "devices",
-                                                          "precision"])
+    lowest = table.sort_values("repeat").drop_duplicates(["model", "noise", "fingerprint",
+                                                          "config", "devices", "precision"])
     for _, row in lowest.iterrows():
         fig = lateness_strip(row, Path(str(row["_dir"])) / store.STEPS) \
             if row.get("_dir") else None

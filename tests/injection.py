@@ -101,18 +101,22 @@ def signal_all(pids: list[int], sig: int) -> None:
             pass
 
 
-# name: (devices, (phase, rank) slowed or None, (stop, period) s); the rank and phase bench
-# must name. A compute rank is stopped half the time in short slices (every step loses about
-# half its speed); a loader worker most of the time (it makes batches far faster than a step
-# uses them, so only a long pause leaves its rank waiting).
-CASES = {"undisturbed": (2, None, (0.0, 0.1)), "compute": (2, ("compute", 1), (0.006, 0.012)),
-         "data": (2, ("data", 0), (0.09, 0.1)), "compute-x4": (4, ("compute", 2), (0.006, 0.012)),
-         "undisturbed-x4": (4, None, (0.0, 0.1))}
-# A small DDP cell whose steps take tens of ms on 2 CPU cores, fed by one loader worker per
-# rank (the data case pauses it), without validation pauses between its steps.
+# name: (devices, (phase, rank) slowed or None, (stop, period) s, loader workers per rank);
+# the rank and phase bench must name. A compute rank is stopped half the time in short slices
+# (every step loses about half its speed); a loader worker most of the time (it makes batches
+# far faster than a step uses them, so only a long pause leaves its rank waiting). Four ranks
+# on two cores load their batches themselves: four more worker processes would only add
+# contention the cases do not need.
+CASES = {"undisturbed": (2, None, (0.0, 0.1), 1),
+         "compute": (2, ("compute", 1), (0.006, 0.012), 1),
+         "data": (2, ("data", 0), (0.09, 0.1), 1),
+         "compute-x4": (4, ("compute", 2), (0.006, 0.012), 0),
+         "undisturbed-x4": (4, None, (0.0, 0.1), 0)}
+# A small DDP cell whose steps take tens of ms on 2 CPU cores, without validation pauses
+# between its steps.
 WORKLOAD = ("--model", "unet", "--device", "cpu", "--steps", "40", "--warmup", "5",
-            "--batch", "8", "--width", "8", "--image-size", "32", "--workers", "1",
-            "--eval-every", "0", "--sample-hz", "0")
+            "--batch", "8", "--width", "8", "--image-size", "32", "--eval-every", "0",
+            "--sample-hz", "0")
 
 
 def run_cases(names: list[str], out, run_cli) -> dict[str, dict]:
@@ -123,15 +127,16 @@ def run_cases(names: list[str], out, run_cli) -> dict[str, dict]:
     import json
     from pathlib import Path
 
-    (devices,) = {CASES[name][0] for name in names}
+    ((devices, workers),) = {(CASES[name][0], CASES[name][3]) for name in names}
     with contextlib.ExitStack() as stack:
         injectors = {}
         for i, name in enumerate(names):
-            _, slowed, (stop_s, period_s) = CASES[name]
+            _, slowed, (stop_s, period_s), _ = CASES[name]
             if slowed:
                 injectors[name] = stack.enter_context(
                     Injector({f"-r{i}-": slowed}, stop_s, period_s))
         done = run_cli("run", "--strategy", "ddp", "--devices", devices, *WORKLOAD,
+                       "--workers", workers,
                        "--repeats", len(names), "--out", out)
     assert done.returncode == 0, done.stderr[-2000:]
     for name, injector in injectors.items():

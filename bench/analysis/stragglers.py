@@ -3,6 +3,7 @@ bench.measure.stragglers): one row per cell, with the sentence a report prints w
 or a node stands out beyond noise, and none where none does."""
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from bench.analysis.frame import _column, is_missing, prepare
@@ -28,14 +29,19 @@ def stragglers_table(frame: pd.DataFrame) -> pd.DataFrame:
         entry = {"config": row["config"], "devices": int(row["cell.devices"]),
                  "precision": row["cell.precision"], "repeat": int(row["cell.repeat"]),
                  "cell_id": row["cell_id"], "_dir": row.get("_dir"),
-                 "model": row["cell.model"], "per_rank": per_rank, "slowest_rank": named,
-                 "phase": row.get("stragglers.phase"), "measured": row.get("stragglers.measured"),
+                 "model": row["cell.model"], "noise": row["noise"],
+                 "fingerprint": row["fingerprint"], "per_rank": per_rank, "slowest_rank": named,
+                 "phase": None if is_missing(row.get("stragglers.phase"))
+                 else row["stragglers.phase"], "measured": row.get("stragglers.measured"),
                  "threshold_s": row.get("stragglers.threshold_s"),
                  "rule": row.get("stragglers.threshold_rule"),
                  "per_host": list(row.get("stragglers.per_host") or [])}
         entry["sentence"] = sentence(entry)
         out.append(entry)
-    return pd.DataFrame(out)
+    table = pd.DataFrame(out)
+    if not table.empty:  # a rank, or None: not a float column with NaN
+        table["slowest_rank"] = pd.Series([e["slowest_rank"] for e in out], dtype=object)
+    return table
 
 
 def late_node(entry: dict) -> dict | None:
@@ -59,40 +65,54 @@ def sentence(entry: dict) -> str:
            if node else f"rank {row['rank']} on {row['host']} arrives")
     text = (f"{entry['config']} ×{entry['devices']} {entry['precision']} (repeat "
             f"{entry['repeat']}): {who} {1e3 * row['lateness_median_s']:.3g} ms late "
-            f"(median) and last in {row['last_share']:.0%} of steps, "
-            f"{PHASE_WORDS.get(entry['phase'], entry['phase'])}")
+            f"(median) and last in {row['last_share']:.0%} of steps")
+    if entry["phase"]:
+        text += f", {PHASE_WORDS.get(entry['phase'], entry['phase'])}"
     if row.get("others_wait_share") is not None:
         text += f"; the other ranks wait {row['others_wait_share']:.0%} of the window for it"
     return text + "."
 
 
 def _side(rows: pd.DataFrame) -> dict | None:
-    """The cells of one side of the gate: how many name a rank, which ranks and phases, and
-    the mean share of the window the other ranks spent waiting for each cell's latest rank."""
+    """The cells of one side of the gate: the ranks they name (with phases), the mean share
+    of the window the other ranks spent waiting for each cell's latest rank, and the
+    geometric-mean throughput."""
     per_rank = [p for p in _column(rows, "stragglers.per_rank", None)
                 if isinstance(p, (list, tuple)) and len(p) > 1]
-    if not per_rank:
+    throughput = pd.to_numeric(_column(rows, "timing.throughput_img_s"), errors="coerce")
+    throughput = throughput[throughput > 0]
+    if not per_rank or throughput.empty:
         return None
     named = [(int(r), p) for r, p in zip(_column(rows, "stragglers.slowest_rank", None),
                                          _column(rows, "stragglers.phase", None))
              if not is_missing(r)]
     waits = [max(float(x.get("others_wait_share") or 0.0) for x in p) for p in per_rank]
-    return {"cells": len(per_rank), "named": named, "wait": sum(waits) / len(waits)}
+    return {"cells": len(per_rank), "named": named, "wait": sum(waits) / len(waits),
+            "throughput": float(np.exp(np.log(throughput.astype(float)).mean()))}
+
+
+EXPLAINED = 0.5  # of a slowdown, the share the extra waiting must account for: a straggler's
 
 
 def slowdown_kind(base: pd.DataFrame, new: pd.DataFrame) -> str:
-    """Whether a throughput change between two sides' matched cells comes from one rank that
-    made the others wait (a straggler regression) or from every rank alike (uniform), read
-    from each cell's `stragglers`; '' where either side has none."""
+    """Whether NEW's loss of throughput against BASELINE comes from one rank that made the
+    others wait (a straggler regression) or from every rank alike (uniform): the share of the
+    slowdown that the others' added waiting accounts for. With w the share of a window the
+    other ranks wait for the latest rank and d = 1 − throughput_new / throughput_base, the
+    added waiting per new window is w_new − w_base·(1 − d); a straggler when that is at least
+    EXPLAINED·d. '' where either side has no `stragglers` or nothing slowed down."""
     b, n = _side(base), _side(new)
     if b is None or n is None:
         return ""
-    wait = f"the others wait {n['wait']:.0%} of the window (baseline {b['wait']:.0%})"
-    if len(n["named"]) * 2 >= n["cells"] and len(b["named"]) * 2 < b["cells"]:
-        ranks = sorted({f"rank {r} ({phase})" for r, phase in n["named"]})
-        return (f"straggler regression: {', '.join(ranks)} named in {len(n['named'])}/"
-                f"{n['cells']} new cells, {len(b['named'])}/{b['cells']} baseline; {wait}")
-    if not n["named"] and not b["named"]:
-        return f"uniform: no rank stands out on either side; {wait}"
-    return (f"rank named in {len(n['named'])}/{n['cells']} new cells, {len(b['named'])}/"
-            f"{b['cells']} baseline; {wait}")
+    slowdown = 1 - n["throughput"] / b["throughput"]
+    if slowdown <= 0:
+        return ""
+    explained = (n["wait"] - b["wait"] * (1 - slowdown)) / slowdown
+    wait = (f"the others wait {n['wait']:.0%} of the window for the latest rank (baseline "
+            f"{b['wait']:.0%}): {max(explained, 0):.0%} of the slowdown")
+    if explained >= EXPLAINED:
+        ranks = sorted({f"rank {r} ({phase or 'phase unclear'})" for r, phase in n["named"]})
+        who = f"{', '.join(ranks)} named in {len(n['named'])}/{n['cells']} new cells; " \
+            if ranks else ""
+        return f"straggler regression: {who}{wait}"
+    return f"uniform: every rank slower; {wait}"

@@ -7,7 +7,7 @@ where the device is: `start` before the batch is fetched, `fetched` once it is o
 the rank's backward has produced every gradient), `synced` when backward returns (the
 all-reduce is done) and `end` after the optimizer step. The marks cost a clock read each;
 nothing synchronises. Strategies without a gradient-ready point (FSDP, DeepSpeed) leave
-`ready` and `synced` unmarked: their spans say only how long the rank waited for its data.
+`ready` unmarked: of their spans only the data wait can be compared between ranks.
 
 Every span is measured on the rank's own clock, within one step: no comparison between two
 processes' clocks is ever made, so clock offsets between nodes do not enter
@@ -46,7 +46,7 @@ class StepMarks:
         self.current[1] = self._now()
 
     def ready(self) -> None:
-        """Called for every gradient bucket; the last one's time stays."""
+        """Called for the last gradient bucket (a second call would overwrite the first)."""
         if self.current is not None:
             self.current[2] = self._now()
 

@@ -16,22 +16,20 @@ left the previous all-reduce later than the others did: `communication`. Strateg
 gradient-ready point (FSDP, DeepSpeed) are compared on their data waits alone, and the record
 says so.
 
-A rank is named only when it is late beyond noise in most steps: its arrival after the median
-rank's (per step; `behind`) has a median of at least NOISE_SHARE of the median step and
-NOISE_FLOOR_S. Against the median rank rather than the earliest, so that with many ranks one
-early rank does not make every other look late, and a median over steps, so that a rank late
-in a few steps only is not named. The share was chosen from undisturbed and slowed DDP cells
-on this project's 2-core machines (benchmarks/stragglers.py; README, "Who made the others
-wait"): undisturbed, the latest rank stayed within 2–3% of a step of the median rank; slowed,
-12–42%.
+A rank is named only when it is late beyond noise in most steps: its arrival after the other
+ranks' median (per step; `behind`) has a median of at least NOISE_SHARE of the median step and
+NOISE_FLOOR_S. Against the others' median rather than the earliest rank, so that with many
+ranks one early rank does not make every other look late (with two ranks it is the other
+rank), and a median over steps, so that a rank late in a few steps only is not named. The
+share was chosen from undisturbed and slowed DDP cells on this project's 2-core machines
+(benchmarks/stragglers.py; the README's "Who made the others wait" has the figures).
 """
 from __future__ import annotations
 
 import numpy as np
 
-NOISE_SHARE = 0.05  # of the median step: a rank closer than this to the median rank is noise
+NOISE_SHARE = 0.10  # of the median step: a rank closer than this to the others is noise
 NOISE_FLOOR_S = 0.5e-3  # the scheduler's jitter on a busy host
-PHASES = ("data", "compute", "host", "communication")
 ARRIVAL_METHOD = ("per rank and step, the wait from the last gradient bucket handed to the "
                   "all-reduce (a DDP communication hook) to backward's return; lateness = "
                   "the longest wait that step − the rank's own (host clock on CPU, CUDA events "
@@ -42,34 +40,43 @@ DATA_METHOD = ("per rank and step, the wait for its batch; this strategy has no 
 
 def lateness(per_rank: list[dict]) -> tuple[np.ndarray, dict[str, np.ndarray], bool]:
     """(lateness [rank, step], each phase's seconds [rank, step], whether arrivals were
-    marked) from each rank's spans (StepMarks.spans)."""
+    marked) from each rank's spans (StepMarks.spans). A step without a gradient-ready mark on
+    some rank has no lateness (NaN); a cell with none at all is compared on data waits."""
     span = {k: np.array([r[k] for r in per_rank], dtype=float)
             for k in ("data_s", "compute_s", "sync_wait_s", "optimizer_s", "gap_s")}
-    if not np.isfinite(span["sync_wait_s"]).all():  # data waits alone
+    if not np.isfinite(span["sync_wait_s"]).any():  # data waits alone
         return span["data_s"] - span["data_s"].min(axis=0), {"data": span["data_s"]}, False
     wait = span["sync_wait_s"]
-    # previous optimizer step (none before a segment's first step)
-    previous_opt = np.nan_to_num(np.roll(span["optimizer_s"], 1, axis=1), nan=0.0)
+    # the previous optimizer step, none before a segment's first step (its gap is unmarked:
+    # a new process) nor before the first
+    previous_opt = np.roll(span["optimizer_s"], 1, axis=1)
     previous_opt[:, 0] = 0.0
+    previous_opt[~np.isfinite(span["gap_s"])] = 0.0
     parts = {"data": span["data_s"], "compute": span["compute_s"] + previous_opt,
              "host": np.nan_to_num(span["gap_s"], nan=0.0)}
     return wait.max(axis=0) - wait, parts, True
 
 
-def phase_of(r: int, late: np.ndarray, parts: dict[str, np.ndarray], steps: np.ndarray,
+def after_others(values: np.ndarray, r: int) -> np.ndarray:
+    """Per step, rank r's value minus the median of the other ranks' (with two ranks: minus
+    the other's), so the scale is the same whatever the number of ranks."""
+    return values[r] - np.median(np.delete(values, r, axis=0), axis=0)
+
+
+def phase_of(r: int, behind: np.ndarray, parts: dict[str, np.ndarray], steps: np.ndarray,
              threshold: float) -> tuple[str | None, dict]:
-    """Where rank r's lateness comes from in `steps` (those it came last in): each phase's
-    median excess over the other ranks' median that step. The largest excess beyond the noise
+    """Where rank r's lateness comes from in `steps` (those it arrived after the other ranks'
+    median beyond the threshold): each phase's median excess over the other ranks' median
+    that step, against `behind` (its arrival after theirs). The largest excess beyond the
     threshold names it; where no phase of its own exceeds the threshold, the rank left the
     previous all-reduce late (its link): communication. On a host with more busy threads than
-    cores, ranks also leave late when they wait for a core, so there only a phase of the rank's
-    own work is named where it stands out."""
+    cores, ranks also leave late when they wait for a core, so a phase of the rank's own work
+    is named wherever one stands out."""
     if not steps.any():
         return None, {}
-    excess = {name: float(np.median(part[r, steps] - np.median(np.delete(part[:, steps], r,
-                                                                          axis=0), axis=0)))
+    excess = {name: float(np.median(after_others(part[:, steps], r)))
               for name, part in parts.items()}
-    own = float(np.median(late[r, steps]))
+    own = float(np.median(behind[steps]))
     if len(parts) > 1:
         excess["communication"] = own - sum(max(v, 0.0) for v in excess.values())
     beyond = {name: v for name, v in excess.items() if v >= threshold}
@@ -95,43 +102,45 @@ def summarize(per_rank: list[dict], hosts: list[str], timed: np.ndarray,
               window_s: float) -> dict | None:
     """The record's `stragglers`: per rank its lateness over the timed steps and the phase
     it comes from; the rank named (or None, within noise), its host and phase."""
-    if len(per_rank) < 2 or not timed.any():
-        return None
     late_all, parts_all, arrived = lateness(per_rank)
-    late = late_all[:, timed]
-    parts = {k: v[:, timed] for k, v in parts_all.items()}
-    steps_s = np.array([r["step_times_s"] for r in per_rank], dtype=float)[:, timed]
+    used = np.asarray(timed, dtype=bool) & np.isfinite(late_all).all(axis=0)
+    if len(per_rank) < 2 or not used.any():
+        return None
+    late = late_all[:, used]
+    parts = {k: v[:, used] for k, v in parts_all.items()}
+    steps_s = np.array([r["step_times_s"] for r in per_rank], dtype=float)[:, used]
     step_s = float(np.median(steps_s.max(axis=0)))
     threshold = max(NOISE_SHARE * step_s, NOISE_FLOOR_S)
     last = late.argmax(axis=0)
-    behind = late - np.median(late, axis=0)  # after the median rank, per step
     others = late.shape[0] - 1
     rows = []
     for r in range(late.shape[0]):
         is_last = last == r
+        behind = after_others(late, r)  # per step: after the other ranks' median
         # what the others waited for r, where it came last: its lateness over theirs
         waited = (late[r][is_last][None, :] - np.delete(late[:, is_last], r, axis=0)).sum() \
             / others if is_last.any() else 0.0
-        phase, excess = phase_of(r, late, parts, is_last, threshold)
-        behind_s = float(np.median(behind[r]))
+        behind_s = float(np.median(behind))
+        # a phase only for a rank late beyond noise, read where it was
+        phase, excess = phase_of(r, behind, parts, behind >= threshold, threshold) \
+            if behind_s >= threshold else (None, {})
         rows.append({"rank": r, "host": hosts[r],
                      "lateness_median_s": float(np.median(late[r])),
-                     "behind_median_s": behind_s,
                      "lateness_p90_s": float(np.percentile(late[r], 90)),
+                     "behind_median_s": behind_s,
                      "last_share": float(is_last.mean()),
                      "others_wait_share": float(waited / window_s) if window_s > 0 else None,
-                     # a phase only for a rank late beyond noise: the others' is noise
-                     "phase": phase if behind_s >= threshold else None,
-                     "phase_excess_median_s": excess})
+                     "phase": phase, "phase_excess_median_s": excess})
     worst = max(rows, key=lambda row: row["behind_median_s"])
     named = worst["behind_median_s"] >= threshold
     return {"method": ARRIVAL_METHOD if arrived else DATA_METHOD,
             "measured": "arrival" if arrived else "data",
             "threshold_s": threshold,
-            "threshold_rule": (f"arrives after the median rank by ≥ max({NOISE_SHARE:.0%} of "
-                               f"the median step, {NOISE_FLOOR_S * 1e3:g} ms) in the median "
-                               "timed step"),
-            "steps": int(timed.sum()), "step_median_s": step_s,
+            "threshold_rule": (f"arrives after the other ranks' median by ≥ max({NOISE_SHARE:.0%}"
+                               f" of the median step, {NOISE_FLOOR_S * 1e3:g} ms) in the "
+                               "median timed step"),
+            "steps": int(used.sum()), "unmarked_steps": int(timed.sum() - used.sum()),
+            "step_median_s": step_s,
             "most_often_last": int(np.bincount(last, minlength=late.shape[0]).argmax()),
             "slowest_rank": worst["rank"] if named else None,
             "phase": worst["phase"] if named else None,
@@ -140,8 +149,9 @@ def summarize(per_rank: list[dict], hosts: list[str], timed: np.ndarray,
 
 
 def per_host(rows: list[dict], threshold: float) -> list[dict]:
-    """Each host's ranks and whether every one of them arrives after the median rank beyond
-    the threshold: a whole node late (its link, its file system) rather than one rank."""
+    """Each host's ranks and whether every one of them arrives after the other ranks' median
+    beyond the threshold: a whole node late (its link, its file system) rather than one
+    rank."""
     hosts: dict[str, list[dict]] = {}
     for row in rows:
         hosts.setdefault(row["host"], []).append(row)

@@ -232,7 +232,8 @@ def breakdown_section(probe: dict | None, history: History, steps: Steps,
 def write_steps(cell_dir: Path, cell: Cell, history: History, steps: Steps,
                 lateness: list | None = None) -> None:
     """steps.parquet; with several ranks each rank's step time, and with arrivals marked its
-    data wait, arrival wait and lateness (bench.measure.stragglers) per step."""
+    data wait, compute to gradients ready, wait at the all-reduce, optimizer step and lateness
+    (bench.measure.stragglers) per step."""
     import pandas as pd
 
     # Steps run: all of them, or fewer where the cell stopped at its quality target.
@@ -242,8 +243,8 @@ def write_steps(cell_dir: Path, cell: Cell, history: History, steps: Steps,
     for r, rank in enumerate(history.per_rank):
         table[f"step_time_rank{r}_s"] = rank["step_times_s"]
         if lateness is not None:
-            table[f"data_rank{r}_s"] = rank["spans"]["data_s"]
-            table[f"sync_wait_rank{r}_s"] = rank["spans"]["sync_wait_s"]
+            for span in ("data", "compute", "sync_wait", "optimizer"):
+                table[f"{span}_rank{r}_s"] = rank["spans"][f"{span}_s"]
             table[f"lateness_rank{r}_s"] = lateness[r]
     if history.per_rank[0]["grad_norms"]:  # parity runs: every rank holds the same gradient
         table["grad_norm"] = history.per_rank[0]["grad_norms"]
