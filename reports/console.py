@@ -67,6 +67,12 @@ def render_parity(report: dict) -> None:
     out.print("parity: " + ("[green]passed[/green]" if report["passed"] else "[red]failed[/red]"))
 
 
+def _against(text: str, met: bool) -> str:
+    """A figure in green where it meets its target, red where not."""
+    colour = "green" if met else "red"
+    return f"[{colour}]{text}[/{colour}]"
+
+
 def render_selfbench(results: list[dict]) -> None:
     """One row per strategy: bench ÷ bare on static and on real batches, the data's own
     cost, each as the median of paired ratios with their range."""
@@ -94,7 +100,8 @@ def render_selfbench(results: list[dict]) -> None:
                       f"{bare_ms:.1f} ms", f"[{ok}]{ratio(r['harness_static'])}[/{ok}]",
                       ratio(r["harness_real"]), ratio(r["data"]), sampling,
                       ratio(r["attribution"]), f"{r['probe_slowdown']['median']:.2f}×",
-                      ratio(r["arrivals"]) if r.get("arrivals") else "—")
+                      _against(ratio(r["arrivals"]), r["arrivals"]["median"]
+                               <= r["arrivals_target"]) if r.get("arrivals") else "—")
     out = console()
     out.print(table)
     out.print("after a probe = harness (bench ÷ bare) without a probe ÷ after one (target ≥ "
@@ -104,7 +111,7 @@ def render_selfbench(results: list[dict]) -> None:
               "unprobed step; it runs after the timed window, outside every timed figure")
     out.print("arrival marks = harness with the straggler timestamps ÷ without them (target "
               f"≤ {results[0].get('arrivals_target', 1.01):g}; DDP: its communication hook "
-              "marking each gradient bucket; one device: the loop's marks alone, which a "
+              "marking the last gradient bucket; one device: the loop's marks alone, which a "
               "single-device cell does not take)")
     out.print(f"target: harness ≤ {results[0]['harness_target']:g} (static batches, "
               f"{results[0]['repeats']} repeats of {results[0]['steps']} steps, "

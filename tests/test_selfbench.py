@@ -13,7 +13,8 @@ def check_ratios(figures: dict, repeats: int) -> None:
     step_s = figures["step_s"]
     assert all(len(step_s[k]) == repeats and all(t > 0 for t in step_s[k])
                for k in ("bare_static", "bare_real", "bench_static", "bench_real"))
-    for name in ("harness_static", "harness_real", "data", "attribution", "probe_slowdown"):
+    for name in ("harness_static", "harness_real", "data", "attribution", "probe_slowdown",
+                 "arrivals"):
         r = figures[name]
         assert len(r["per_repeat"]) == repeats and r["min"] <= r["median"] <= r["max"], name
 
@@ -22,21 +23,25 @@ def test_summarise_divides_the_loops_each_ratio_names():
     """Three repeats of made-up step times whose ratios are known: harness = bench ÷ bare in
     the same pass, data = bare on real ÷ bare on static batches, after a probe = the real
     pass's harness ÷ the probed pass's, sampling = unsampled ÷ sampled bench, probe cost =
-    a probe step ÷ an unprobed bench step; each the median of the repeats' ratios."""
+    a probe step ÷ an unprobed bench step, arrivals = the harness with arrival marks ÷
+    without (one device: the swapped pass marks, the real one does not); each the median
+    of the repeats' ratios."""
     from bench.config.cell import Cell
     from bench.worker.selfbench import summarise
     from launchers.base import Runtime
     step_s = {"bench_static": [2.0, 3.0, 4.0], "bare_static": [1.0, 1.0, 2.0],
               "bench_real": [3.0, 3.0, 3.0], "bare_real": [1.5, 1.0, 2.0],
               "bench_probed": [4.0, 4.0, 4.0], "bare_probed": [2.0, 2.0, 1.0],
-              "bench_sampled": [3.3, 3.0, 3.0]}
+              "bench_sampled": [3.3, 3.0, 3.0],
+              "bench_swapped": [3.3, 3.0, 6.0], "bare_swapped": [1.5, 1.0, 2.0]}
     measured = {"step_s": step_s, "sample_cpu_ms": [1.0, 3.0], "probe_step_s": [6.0, 9.0, 3.0]}
     runtime = Runtime(rank=0, world_size=1, local_rank=0, device="cpu", backend=None,
                       threads=2)
     out = summarise(Cell(steps=20), runtime, measured, sample_hz=10.0)
     expected = {"harness_static": [2.0, 3.0, 2.0], "harness_real": [2.0, 3.0, 1.5],
                 "data": [1.5, 1.0, 1.0], "attribution": [1.0, 1.5, 0.375],
-                "probe_slowdown": [2.0, 3.0, 1.0], "sampling": [1 / 1.1, 1.0, 1.0]}
+                "probe_slowdown": [2.0, 3.0, 1.0], "sampling": [1 / 1.1, 1.0, 1.0],
+                "arrivals": [1.1, 1.0, 2.0]}
     for name, ratios in expected.items():
         assert out[name]["per_repeat"] == pytest.approx(ratios), name
         assert (out[name]["median"], out[name]["min"], out[name]["max"]) == pytest.approx(
@@ -45,6 +50,10 @@ def test_summarise_divides_the_loops_each_ratio_names():
     # 2 ms of CPU a sample, 10 samples a second, 2 threads: 1% of the process's CPU
     assert out["sampler_cpu_ms_per_sample"] == pytest.approx(2.0)
     assert out["sampler_cpu_share"] == pytest.approx(0.01)
+    # with several ranks the real pass is the marked one (as in their cells)
+    ranks = Runtime(rank=0, world_size=2, local_rank=0, device="cpu", backend="gloo", threads=1)
+    ddp = summarise(Cell(steps=20, strategy="ddp", devices=2), ranks, measured, sample_hz=0.0)
+    assert ddp["arrivals"]["per_repeat"] == pytest.approx([1 / 1.1, 1.0, 0.5])
 
 
 def test_probe_cost_is_shared_over_every_step_the_probe_trains():
@@ -105,7 +114,7 @@ def test_selfbench_table_names_every_figure():
     assert "profiler_st" not in result.stdout + result.stderr and "USDT" not in result.stderr
     text = " ".join(result.stdout.split())  # Rich wraps long lines
     for needle in ("harness, static", "harness, real", "data", "single ×1", "target: harness",
-                   "after a probe", "probe cost"):
+                   "after a probe", "probe cost", "arrival marks"):
         assert needle in text
 
 

@@ -24,6 +24,11 @@ real pass ÷ the same in the probed pass: the bare steps alternate with bench's 
 the drift between passes cancels, as in the harness ratio), and what the probe itself takes
 (seconds per step the probe trains, timed and shape-recording ones alike, against an
 unprobed step).
+
+A last pass ("swapped") takes the straggler marks (bench.measure.arrivals) where a cell of
+this many ranks does not: none for DDP, whose cells mark every step's arrival through a
+communication hook, and marks on one device, whose cells take none. arrivals = harness with
+the marks ÷ harness without them, paired in the same way.
 """
 from __future__ import annotations
 
@@ -62,12 +67,12 @@ def real_batches(cell: Cell, runtime, prepared):
 
 def bench_loop_s(cell: Cell, strategy, runtime, prepared, batches, sample_hz: float = 0.0,
                  sample_cpu_ms: list | None = None, probe_s: list | None = None,
-                 marks: bool = True) -> float:
+                 marks: bool | None = None) -> float:
     """Median seconds of bench's own timed steps (its step timer, the data wait outside it, as
     in every record); the CPU time of each telemetry sample taken goes into `sample_cpu_ms`.
-    With `probe_s` a list, the attribution probe runs first and its seconds go there. With
-    `marks`, every step's arrival is marked (bench.measure.arrivals), as in a multi-rank
-    cell; without, the loop marks nothing and DDP keeps its own all-reduce hook."""
+    With `probe_s` a list, the attribution probe runs first and its seconds go there. Every
+    step's arrival is marked (bench.measure.arrivals) where `marks`, by default as in a cell:
+    with several ranks; unmarked, DDP keeps its own all-reduce hook."""
     from bench.measure.arrivals import StepMarks
     from bench.worker.loop import timed_loop
     from bench.worker.setup import build_training, gpu_indices
@@ -84,7 +89,8 @@ def bench_loop_s(cell: Cell, strategy, runtime, prepared, batches, sample_hz: fl
         sampler.start()
     try:
         loop = timed_loop(engine, batches, cell, runtime.device, sampler=sampler,
-                          marks=StepMarks(runtime.device_type) if marks else None)
+                          marks=StepMarks(runtime.device_type)
+                          if (runtime.world_size > 1 if marks is None else marks) else None)
     finally:
         if sampler is not None:
             rows = sampler.stop()
@@ -163,9 +169,11 @@ def interleaved(cell: Cell, strategy, runtime, prepared, repeats: int,
               "probed": lambda: paired_run(cell, strategy, runtime, prepared,
                                            real_batches(cell, runtime, prepared),
                                            probe_s=probe_s),
-              "unmarked": lambda: paired_run(cell, strategy, runtime, prepared,
-                                             real_batches(cell, runtime, prepared),
-                                             marks=False)}
+              # the real pass with the arrival marks a cell of this many ranks does not take
+              # (DDP: none; one device: marked)
+              "swapped": lambda: paired_run(cell, strategy, runtime, prepared,
+                                            real_batches(cell, runtime, prepared),
+                                            marks=runtime.world_size == 1)}
     if sample_hz > 0:
         passes["sampled"] = lambda: paired_run(
             cell, strategy, runtime, prepared, real_batches(cell, runtime, prepared),
@@ -203,6 +211,8 @@ def _cell(strategy: str, devices: int, model: str, steps: int, device_type: str,
 
 def summarise(cell: Cell, runtime, measured: dict, sample_hz: float) -> dict:
     step_s = measured["step_s"]
+    real, swapped = harness_pair(step_s, "swapped")
+    marked, unmarked = (real, swapped) if runtime.world_size > 1 else (swapped, real)
     out = {"strategy": cell.strategy, "devices": cell.devices, "model": cell.model,
            "device": runtime.device, "threads": runtime.threads, "steps": cell.steps,
            "warmup": cell.warmup, "repeats": len(step_s["bare_static"]),
@@ -214,9 +224,9 @@ def summarise(cell: Cell, runtime, measured: dict, sample_hz: float) -> dict:
            # steps, alternated with bench's, take the machine's drift between the passes out
            "attribution": paired(*harness_pair(step_s)),
            "attribution_target": ATTRIBUTION_TARGET,
-           # bench's harness ratio with arrival marks (the real pass, as a multi-rank cell
-           # runs) ÷ without them: what the straggler timestamps cost a timed step
-           "arrivals": paired(*harness_pair(step_s, "unmarked")),
+           # bench's harness ratio with arrival marks ÷ without them (the real pass and the
+           # swapped one): what the straggler timestamps cost a timed step
+           "arrivals": paired(marked, unmarked),
            "arrivals_target": ARRIVALS_TARGET,
            # a profiled probe step (wall, profiler start/stop shared out over every step
            # the probe trains) ÷ an unprobed step
