@@ -4,7 +4,9 @@ resumed with SIGSTOP/SIGCONT on a fixed schedule while the cell runs.
 
 Rank processes are found by their command line (`-m bench.worker CELL_DIR`, torchrun's
 children) and their RANK environment variable; a rank's loader workers are its children with
-the same command line. The plan names cells by a part of their directory's name.
+the same command line. Looking for processes takes CPU from the cells it watches, so an
+injector looks only while its own cell runs: from the moment the runner creates the cell's
+folder until its record is written.
 """
 from __future__ import annotations
 
@@ -12,23 +14,26 @@ import os
 import signal
 import threading
 import time
+from pathlib import Path
 
 import psutil
 
-RESCAN_S = 1.0  # how often rank processes are looked for again (cells start and end);
-# rarely, as the scan itself takes CPU from the cell it watches
+RESCAN_S = 1.0  # how often the processes of a cell being slowed are looked for again
+SEARCH_S = 0.1  # how often they are looked for while none is found yet
+WATCH_S = 0.05  # how often the results folder is looked at for the cell's folder
 
 
 class Injector(threading.Thread):
-    """plan: {part of a cell directory's name: ("compute" | "data", rank)}; each target is
-    stopped for `stop_s` out of every `period_s` while it lives."""
+    """Slows rank `rank`'s process ("compute") or its loader workers ("data") in the cell of
+    `out` whose folder name holds `key`: stopped `stop_s` out of every `period_s`."""
 
-    def __init__(self, plan: dict[str, tuple[str, int]], stop_s: float = 0.006,
+    def __init__(self, out: Path, key: str, kind: str, rank: int, stop_s: float = 0.006,
                  period_s: float = 0.012):
         super().__init__(daemon=True)
-        self.plan, self.stop_s, self.period_s = plan, stop_s, period_s
+        self.out, self.key, self.kind, self.rank = Path(out), key, kind, rank
+        self.stop_s, self.period_s = stop_s, period_s
         self.done = threading.Event()
-        self.hit: dict[str, set[int]] = {key: set() for key in plan}  # pids slowed, per cell
+        self.hit: set[int] = set()  # pids slowed
 
     def __enter__(self) -> "Injector":
         self.start()
@@ -39,10 +44,14 @@ class Injector(threading.Thread):
         self.join()
 
     def run(self) -> None:
+        cell_dir = None
+        while cell_dir is None and not self.done.wait(WATCH_S):
+            cell_dir = next((d for d in self.out.glob(f"*{self.key}*") if d.is_dir()), None)
         targets: list[int] = []
         try:
-            while not self.done.is_set():
-                targets = self.targets()
+            while cell_dir is not None and not (cell_dir / "record.json").exists() \
+                    and not self.done.is_set():
+                targets = self.targets(cell_dir.name)
                 until = time.monotonic() + RESCAN_S
                 while targets and time.monotonic() < until and not self.done.is_set():
                     signal_all(targets, signal.SIGSTOP)
@@ -50,25 +59,23 @@ class Injector(threading.Thread):
                     signal_all(targets, signal.SIGCONT)
                     time.sleep(self.period_s - self.stop_s)
                 if not targets:
-                    time.sleep(0.02)
+                    self.done.wait(SEARCH_S)
         finally:
             signal_all(targets, signal.SIGCONT)  # nothing is left stopped
 
-    def targets(self) -> list[int]:
-        found = []
+    def targets(self, cell_name: str) -> list[int]:
         for proc in rank_processes():
             try:
-                cell_dir = proc.cmdline()[-1]
-                rank = int(proc.environ().get("RANK", -1))
-                for key, (kind, slowed) in self.plan.items():
-                    if key in os.path.basename(cell_dir) and rank == slowed:
-                        pids = [proc.pid] if kind == "compute" else \
-                            [c.pid for c in proc.children() if is_worker(c)]
-                        self.hit[key].update(pids)
-                        found += pids
+                if os.path.basename(proc.cmdline()[-1]) != cell_name or \
+                        int(proc.environ().get("RANK", -1)) != self.rank:
+                    continue
+                pids = [proc.pid] if self.kind == "compute" else \
+                    [c.pid for c in proc.children() if is_worker(c)]
+                self.hit.update(pids)
+                return pids
             except (psutil.Error, ValueError, IndexError):
                 continue
-        return found
+        return []
 
 
 def is_worker(proc: psutil.Process) -> bool:
@@ -134,13 +141,13 @@ def run_cases(names: list[str], out, run_cli) -> dict[str, dict]:
             _, slowed, (stop_s, period_s), _ = CASES[name]
             if slowed:
                 injectors[name] = stack.enter_context(
-                    Injector({f"-r{i}-": slowed}, stop_s, period_s))
+                    Injector(out, f"-r{i}-", *slowed, stop_s, period_s))
         done = run_cli("run", "--strategy", "ddp", "--devices", devices, *WORKLOAD,
                        "--workers", workers,
                        "--repeats", len(names), "--out", out)
     assert done.returncode == 0, done.stderr[-2000:]
     for name, injector in injectors.items():
-        assert all(injector.hit.values()), f"{name}: the injector found no process to slow"
+        assert injector.hit, f"{name}: the injector found no process to slow"
     records = {}
     for path in Path(out).glob("*/record.json"):
         record = json.loads(path.read_text())

@@ -16,13 +16,17 @@ left the previous all-reduce later than the others did: `communication`. Strateg
 gradient-ready point (FSDP, DeepSpeed) are compared on their data waits alone, and the record
 says so.
 
-A rank is named only when it is late beyond noise in most steps: its arrival after the other
-ranks' median (per step; `behind`) has a median of at least NOISE_SHARE of the median step and
-NOISE_FLOOR_S. Against the others' median rather than the earliest rank, so that with many
-ranks one early rank does not make every other look late (with two ranks it is the other
-rank), and a median over steps, so that a rank late in a few steps only is not named. The
-share was chosen from undisturbed and slowed DDP cells on this project's 2-core machines
-(benchmarks/stragglers.py; the README's "Who made the others wait" has the figures).
+A rank is named only when it is late beyond noise, by size and by consistency: its arrival
+after the other ranks' median (per step; `behind`) has a median of at least NOISE_SHARE of the
+median step and NOISE_FLOOR_S — against the others' median rather than the earliest rank, so
+that with many ranks one early rank does not make every other look late (with two ranks it is
+the other rank), and over the median step, so a rank late in a few steps is not named — and
+its mean place in the order of arrivals lies ORDER_Z standard errors above where ranks that
+arrive in random order sit (one-sided p < 0.01): on a host with more ranks than cores, which
+rank the scheduler holds back changes from step to step, and a large median lateness alone
+named a rank in 1 of 10 undisturbed cells of 4 ranks on 2 cores. Both were chosen from
+undisturbed and slowed DDP cells on this project's 2-core machines (benchmarks/stragglers.py;
+the README's "Who made the others wait" has the figures).
 """
 from __future__ import annotations
 
@@ -30,6 +34,7 @@ import numpy as np
 
 NOISE_SHARE = 0.10  # of the median step: a rank closer than this to the others is noise
 NOISE_FLOOR_S = 0.5e-3  # the scheduler's jitter on a busy host
+ORDER_Z = 2.33  # how far later than chance in the order of arrivals (one-sided p < 0.01)
 ARRIVAL_METHOD = ("per rank and step, the wait from the last gradient bucket handed to the "
                   "all-reduce (a DDP communication hook) to backward's return; lateness = "
                   "the longest wait that step − the rank's own (host clock on CPU, CUDA events "
@@ -113,6 +118,7 @@ def summarize(per_rank: list[dict], hosts: list[str], timed: np.ndarray,
     threshold = max(NOISE_SHARE * step_s, NOISE_FLOOR_S)
     last = late.argmax(axis=0)
     others = late.shape[0] - 1
+    position, z = arrival_order(late)
     rows = []
     for r in range(late.shape[0]):
         is_last = last == r
@@ -129,16 +135,18 @@ def summarize(per_rank: list[dict], hosts: list[str], timed: np.ndarray,
                      "lateness_p90_s": float(np.percentile(late[r], 90)),
                      "behind_median_s": behind_s,
                      "last_share": float(is_last.mean()),
+                     "arrival_position": float(position[r]), "arrival_position_z": float(z[r]),
                      "others_wait_share": float(waited / window_s) if window_s > 0 else None,
                      "phase": phase, "phase_excess_median_s": excess})
     worst = max(rows, key=lambda row: row["behind_median_s"])
-    named = worst["behind_median_s"] >= threshold
+    named = worst["behind_median_s"] >= threshold and worst["arrival_position_z"] >= ORDER_Z
     return {"method": ARRIVAL_METHOD if arrived else DATA_METHOD,
             "measured": "arrival" if arrived else "data",
             "threshold_s": threshold,
             "threshold_rule": (f"arrives after the other ranks' median by ≥ max({NOISE_SHARE:.0%}"
                                f" of the median step, {NOISE_FLOOR_S * 1e3:g} ms) in the "
-                               "median timed step"),
+                               "median timed step, and later in the order of arrivals than "
+                               f"chance places a rank (z ≥ {ORDER_Z:g}, one-sided p < 0.01)"),
             "steps": int(used.sum()), "unmarked_steps": int(timed.sum() - used.sum()),
             "step_median_s": step_s,
             "most_often_last": int(np.bincount(last, minlength=late.shape[0]).argmax()),
@@ -146,6 +154,17 @@ def summarize(per_rank: list[dict], hosts: list[str], timed: np.ndarray,
             "phase": worst["phase"] if named else None,
             "host": worst["host"] if named else None,
             "per_rank": rows, "per_host": per_host(rows, threshold)}
+
+
+def arrival_order(late: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per rank, its mean place in each step's order of arrivals (0 first, 1 last), and how
+    far that lies above the 0.5 of ranks that arrive in random order, in standard errors: a
+    place uniform over N has variance (N + 1) / (12 (N − 1)) on this scale."""
+    ranks, steps = late.shape
+    place = late.argsort(axis=0, kind="stable").argsort(axis=0) / (ranks - 1)
+    mean = place.mean(axis=1)
+    se = np.sqrt((ranks + 1) / (12 * (ranks - 1)) / steps)
+    return mean, (mean - 0.5) / se
 
 
 def per_host(rows: list[dict], threshold: float) -> list[dict]:
