@@ -63,3 +63,28 @@ def run_spec(folder: Path, spec: dict) -> list[dict]:
     records, unreadable = store.records(out)
     assert not unreadable
     return records
+
+
+# The tiny workload as a spec: one `bench run` trains every strategy (one process to start),
+# for tests/test_strategies.py and tests/test_fsdp.py alike (ZeRO-3 is test_fsdp's).
+STRATEGIES_SPEC = {
+    "name": "strategies",
+    "workload": {"device": "cpu", "steps": 6, "warmup": 2, "global_batch": 8, "width": 4,
+                 "depth": 2, "image_size": 32, "sample_hz": 5},
+    "matrix": {"models": ["unet"], "configurations": [
+        {"strategy": "single"},
+        {"strategy": "dp", "devices": 2},
+        {"strategy": "ddp", "devices": 2, "precision": "fp32"},
+        {"strategy": "ddp", "devices": 2, "precision": "bf16"},
+        {"strategy": "deepspeed", "devices": 2, "precision": "fp32", "zero": 1},
+        {"strategy": "deepspeed", "devices": 2, "precision": "bf16", "zero": 2},
+        {"strategy": "deepspeed", "devices": 2, "precision": "fp32", "zero": 3},
+        {"strategy": "fsdp", "devices": 2, "precision": "fp32"}]}}
+
+
+@pytest.fixture(scope="session")
+def strategies_sweep(tmp_path_factory):
+    """Every record of STRATEGIES_SPEC by (strategy, precision, ZeRO stage)."""
+    records = run_spec(tmp_path_factory.mktemp("strategies"), STRATEGIES_SPEC)
+    return {(r["cell"]["strategy"], r["cell"]["precision"], r["cell"]["zero_stage"]): r
+            for r in records}

@@ -6,22 +6,18 @@ import sys
 
 import pytest
 
-from conftest import REPO, run_spec
-
-SPEC = {"name": "sharded",
-        "workload": {"device": "cpu", "steps": 4, "warmup": 1, "global_batch": 8, "width": 4,
-                     "depth": 2, "image_size": 32, "sample_hz": 0},
-        "matrix": {"models": ["unet"], "configurations": [
-            {"strategy": "single"},
-            {"strategy": "fsdp", "devices": 2, "precision": "fp32"},
-            {"strategy": "deepspeed", "devices": 2, "precision": "fp32", "zero": 3}]}}
+from conftest import REPO
 
 
 @pytest.fixture(scope="module")
-def sweep(tmp_path_factory):
-    records = run_spec(tmp_path_factory.mktemp("sharded"), SPEC)
-    assert all(r["status"] == "ok" for r in records), [r.get("error") for r in records]
-    return {r["cell"]["strategy"]: r for r in records}
+def sweep(strategies_sweep):
+    """single, FSDP and ZeRO-3 fp32 of the strategies' shared run (conftest.STRATEGIES_SPEC)."""
+    records = {"single": strategies_sweep[("single", "fp32", None)],
+               "fsdp": strategies_sweep[("fsdp", "fp32", None)],
+               "deepspeed": strategies_sweep[("deepspeed", "fp32", 3)]}
+    assert all(r["status"] == "ok" for r in records.values()), \
+        [r.get("error") for r in records.values()]
+    return records
 
 
 def test_predicted_message_bytes_match_the_probe(sweep):

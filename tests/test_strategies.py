@@ -2,27 +2,13 @@
 import pytest
 
 from bench.record import store
-from conftest import run_cli, run_spec
-
-# TINY's workload as a spec: one `bench run` trains every strategy (one process to start).
-SPEC = {"name": "strategies",
-        "workload": {"device": "cpu", "steps": 6, "warmup": 2, "global_batch": 8, "width": 4,
-                     "depth": 2, "image_size": 32, "sample_hz": 5},
-        "matrix": {"models": ["unet"], "configurations": [
-            {"strategy": "single"},
-            {"strategy": "dp", "devices": 2},
-            {"strategy": "ddp", "devices": 2, "precision": "fp32"},
-            {"strategy": "ddp", "devices": 2, "precision": "bf16"},
-            {"strategy": "deepspeed", "devices": 2, "precision": "fp32", "zero": 1},
-            {"strategy": "deepspeed", "devices": 2, "precision": "bf16", "zero": 2},
-            {"strategy": "fsdp", "devices": 2, "precision": "fp32"}]}}
+from conftest import run_cli
 
 
 @pytest.fixture(scope="module")
-def sweep(tmp_path_factory):
-    records = run_spec(tmp_path_factory.mktemp("strategies"), SPEC)
-    return {(r["cell"]["strategy"], r["cell"]["precision"], r["cell"]["zero_stage"]): r
-            for r in records}
+def sweep(strategies_sweep):
+    """conftest.STRATEGIES_SPEC's records (its ZeRO-3 cell is test_fsdp's)."""
+    return strategies_sweep
 
 
 EXPECTED = [("single", "fp32", None), ("dp", "fp32", None), ("ddp", "fp32", None),
