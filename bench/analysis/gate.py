@@ -299,7 +299,7 @@ def _measure_rows(base, new, ok_pairs, tol: Tolerances, confidence: float) -> pd
                     "tolerance": -tol.throughput_pct, "mde": mde, "repeats_needed": needed,
                     "outcome": outcome, "reason": reason,
                     # one rank late (a straggler regression) or every rank slower (uniform)
-                    "slowdown": slowdown_kind(b, n)})
+                    "slowdown": slowdown_kind(b, n, r["estimate"])})
         # quality: mean difference per σ and metric, paired by matched repeat
         pair_ids = list(range(len(pairs)))
         order = {m: i for i, m in enumerate(QUALITY_METRICS)}

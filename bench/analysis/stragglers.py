@@ -3,7 +3,6 @@ bench.measure.stragglers): one row per cell, with the sentence a report prints w
 or a node stands out beyond noise, and none where none does."""
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 
 from bench.analysis.frame import _column, is_missing, prepare
@@ -24,7 +23,7 @@ def stragglers_table(frame: pd.DataFrame) -> pd.DataFrame:
         if not isinstance(per_rank, (list, tuple)) or len(per_rank) < 2:
             continue  # one rank, or a record from before arrivals were marked
         per_rank = [dict(r) for r in per_rank]
-        named = _column(rows, "stragglers.slowest_rank", None)[row.name]
+        named = row.get("stragglers.slowest_rank")
         named = None if is_missing(named) else int(named)
         entry = {"config": row["config"], "devices": int(row["cell.devices"]),
                  "precision": row["cell.precision"], "repeat": int(row["cell.repeat"]),
@@ -74,38 +73,35 @@ def sentence(entry: dict) -> str:
 
 
 def _side(rows: pd.DataFrame) -> dict | None:
-    """The cells of one side of the gate: the ranks they name (with phases), the mean share
-    of the window the other ranks spent waiting for each cell's latest rank, and the
-    geometric-mean throughput."""
+    """The cells of one side of the gate: the ranks they name (with phases) and the mean
+    share of the window the other ranks spent waiting for each cell's latest rank."""
     per_rank = [p for p in _column(rows, "stragglers.per_rank", None)
                 if isinstance(p, (list, tuple)) and len(p) > 1]
-    throughput = pd.to_numeric(_column(rows, "timing.throughput_img_s"), errors="coerce")
-    throughput = throughput[throughput > 0]
-    if not per_rank or throughput.empty:
+    if not per_rank:
         return None
     named = [(int(r), p) for r, p in zip(_column(rows, "stragglers.slowest_rank", None),
                                          _column(rows, "stragglers.phase", None))
              if not is_missing(r)]
     waits = [max(float(x.get("others_wait_share") or 0.0) for x in p) for p in per_rank]
-    return {"cells": len(per_rank), "named": named, "wait": sum(waits) / len(waits),
-            "throughput": float(np.exp(np.log(throughput.astype(float)).mean()))}
+    return {"cells": len(per_rank), "named": named, "wait": sum(waits) / len(waits)}
 
 
 EXPLAINED = 0.5  # of a slowdown, the share the extra waiting must account for: a straggler's
 
 
-def slowdown_kind(base: pd.DataFrame, new: pd.DataFrame) -> str:
+def slowdown_kind(base: pd.DataFrame, new: pd.DataFrame, throughput_ratio: float) -> str:
     """Whether NEW's loss of throughput against BASELINE comes from one rank that made the
     others wait (a straggler regression) or from every rank alike (uniform): the share of the
     slowdown that the others' added waiting accounts for. With w the share of a window the
-    other ranks wait for the latest rank and d = 1 − throughput_new / throughput_base, the
+    other ranks wait for the latest rank and d = 1 − `throughput_ratio` (new ÷ baseline, the
+    gate's geometric-mean ratio), the
     added waiting per new window is w_new − w_base·(1 − d); a straggler when that is at least
     EXPLAINED·d. '' where either side has no `stragglers` or nothing slowed down."""
     b, n = _side(base), _side(new)
     if b is None or n is None:
         return ""
-    slowdown = 1 - n["throughput"] / b["throughput"]
-    if slowdown <= 0:
+    slowdown = 1 - throughput_ratio
+    if not slowdown > 0:  # faster, or no ratio (NaN)
         return ""
     explained = (n["wait"] - b["wait"] * (1 - slowdown)) / slowdown
     wait = (f"the others wait {n['wait']:.0%} of the window for the latest rank (baseline "

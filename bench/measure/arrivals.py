@@ -18,7 +18,8 @@ from __future__ import annotations
 import math
 import time
 
-MARKS = ("start", "fetched", "ready", "synced", "end")
+from bench.measure.timing import recorded_event
+
 # per step: data wait, compute to gradients ready, wait at the all-reduce, optimizer step, and
 # the host's time between the previous step's end and this one's start
 SPANS = ("data_s", "compute_s", "sync_wait_s", "optimizer_s", "gap_s")
@@ -31,12 +32,7 @@ class StepMarks:
         self.current: list | None = None
 
     def _now(self):
-        if not self.cuda:
-            return time.perf_counter()
-        import torch
-        event = torch.cuda.Event(enable_timing=True)
-        event.record()
-        return event
+        return recorded_event() if self.cuda else time.perf_counter()
 
     def start(self) -> None:
         self.current = [self._now(), None, None, None, None]

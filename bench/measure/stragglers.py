@@ -99,15 +99,17 @@ def of_ranks(ranks: list[dict], timed: np.ndarray,
                              for r in ranks):
         return None, None
     per_rank = [{**r["spans"], "step_times_s": r["step_times_s"]} for r in ranks]
-    return (summarize(per_rank, [r["host"] for r in ranks], timed, window_s),
-            list(lateness(per_rank)[0]))
+    computed = lateness(per_rank)
+    return (summarize(per_rank, [r["host"] for r in ranks], timed, window_s, computed),
+            list(computed[0]))
 
 
 def summarize(per_rank: list[dict], hosts: list[str], timed: np.ndarray,
-              window_s: float) -> dict | None:
+              window_s: float, computed: tuple | None = None) -> dict | None:
     """The record's `stragglers`: per rank its lateness over the timed steps and the phase
-    it comes from; the rank named (or None, within noise), its host and phase."""
-    late_all, parts_all, arrived = lateness(per_rank)
+    it comes from; the rank named (or None, within noise), its host and phase. `computed`:
+    lateness(per_rank), where the caller has it already."""
+    late_all, parts_all, arrived = computed or lateness(per_rank)
     used = np.asarray(timed, dtype=bool) & np.isfinite(late_all).all(axis=0)
     if len(per_rank) < 2 or not used.any():
         return None

@@ -21,13 +21,13 @@ class StepTimer:
 
     def start(self) -> None:
         if self.cuda:
-            self._pending.append((_recorded_event(), None))
+            self._pending.append((recorded_event(), None))
         else:
             self._t0 = time.perf_counter()
 
     def stop(self) -> None:
         if self.cuda:
-            self._pending[-1] = (self._pending[-1][0], _recorded_event())
+            self._pending[-1] = (self._pending[-1][0], recorded_event())
         else:
             self._host.append(time.perf_counter() - self._t0)
 
@@ -39,7 +39,7 @@ class StepTimer:
         return [start.elapsed_time(end) / 1000.0 for start, end in self._pending]
 
 
-def _recorded_event() -> "torch.cuda.Event":  # noqa: F821
+def recorded_event() -> "torch.cuda.Event":  # noqa: F821
     """A timing event queued on the current stream now: it marks where the device is in the
     step, which the host clock cannot see without a synchronize."""
     import torch
