@@ -12,7 +12,7 @@ import sys
 from dataclasses import dataclass
 
 from bench.errors import BadInput
-from bench.measure.cores import usable_cores  # affinity, capped by a cgroup quota
+from bench.measure.cores import thread_budget  # allocation, affinity, cgroup quota
 
 
 @dataclass(frozen=True)
@@ -24,6 +24,7 @@ class Runtime:
     device: str  # "cpu" or "cuda:N"
     backend: str | None  # "gloo", "nccl" or None when not distributed
     threads: int
+    threads_source: str = ""  # where the thread count came from (cores.thread_budget)
 
     @property
     def device_type(self) -> str:
@@ -169,11 +170,12 @@ class Strategy:
 
     def init_runtime(self, cell) -> Runtime:
         import torch
-        threads = max(1, usable_cores() // (cell.devices if self.distributed else 1))
+        threads, source = thread_budget(cell.devices if self.distributed else 1)
         if cell.device_type == "cpu":
             torch.set_num_threads(threads)
         device = "cuda:0" if cell.device_type == "cuda" else "cpu"
-        return Runtime(0, 1, 0, device, None, torch.get_num_threads())
+        return Runtime(0, 1, 0, device, None, torch.get_num_threads(),
+                       source if cell.device_type == "cpu" else "torch default")
 
     def wrap(self, model, optimizer, cell, runtime: Runtime) -> Engine:
         return Engine(model, optimizer, Precision(cell.precision, runtime.device_type))
@@ -266,12 +268,13 @@ def init_distributed(cell, timeout_s: float) -> Runtime:
         raise RuntimeError(f"launched with world size {world} but the cell asks for {cell.devices}")
     if cell.device_type == "cuda":
         torch.cuda.set_device(local_rank)
-        device, backend = f"cuda:{local_rank}", "nccl"
+        device, backend, source = f"cuda:{local_rank}", "nccl", "torch default"
     else:
-        # N ranks share the cores; oversubscribing threads would measure contention, not DDP.
-        torch.set_num_threads(max(1, usable_cores() // int(os.environ.get(
-            "LOCAL_WORLD_SIZE", world))))
+        # N ranks share the task's cores (its Slurm allocation where that is smaller than its
+        # affinity set); oversubscribing threads would measure contention, not DDP.
+        threads, source = thread_budget(int(os.environ.get("LOCAL_WORLD_SIZE", world)))
+        torch.set_num_threads(threads)
         device, backend = "cpu", "gloo"
     dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s),
                             **({"device_id": torch.device(device)} if backend == "nccl" else {}))
-    return Runtime(rank, world, local_rank, device, backend, torch.get_num_threads())
+    return Runtime(rank, world, local_rank, device, backend, torch.get_num_threads(), source)

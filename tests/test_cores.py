@@ -93,3 +93,44 @@ def test_prediction_capacity_counts_the_tasks_cores_not_the_nodes():
     del single["env"]["usable_cores"]  # an older record: the node's count, said so
     assert compute_capacity(single, n=2) == pytest.approx(2.0)
     assert "predates" in shared_cores(single, None)
+
+
+def test_ranks_take_their_threads_from_the_slurm_allocation(monkeypatch):
+    from bench.measure import cores
+    monkeypatch.setattr(cores, "affinity_cores", lambda: 8)
+    monkeypatch.setattr(cores, "cgroup_quota_cpus", lambda: None)
+    monkeypatch.delenv("SLURM_CPUS_PER_TASK", raising=False)
+    assert cores.thread_budget(2) == (4, "affinity set: 8 core(s) ÷ 2 rank(s) on the node")
+    # Slurm gave the task 2 CPUs, but without a task plugin its affinity is the whole node.
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "2")
+    assert cores.thread_budget(2) == (1, "SLURM_CPUS_PER_TASK: 2 core(s) ÷ 2 rank(s) on the node")
+    assert cores.thread_budget(1)[0] == 2
+    # An allocation larger than the affinity set does not add cores; nonsense is ignored.
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "16")
+    assert cores.thread_budget(1) == (8, "affinity set: 8 core(s) ÷ 1 rank(s) on the node")
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "two")
+    assert cores.thread_budget(1)[0] == 8
+    monkeypatch.setattr(cores, "cgroup_quota_cpus", lambda: 3.0)
+    assert cores.thread_budget(1) == (3, "cgroup CPU quota: 3 core(s) ÷ 1 rank(s) on the node")
+
+
+def _rank(host: str, boot: str, affinity: list[int], threads: int) -> dict:
+    return {"threads": threads, "node": {"host": host, "boot_id": boot, "machine_id": "m",
+                                         "cpu_count": 2, "affinity": affinity}}
+
+
+def test_nodes_on_one_machine_are_recognised_and_their_oversubscription_named():
+    from bench.measure.placement import summarize
+    # Two namespace nodes pinned to a core each, one rank of one thread each: fits.
+    fits = summarize([_rank("n1", "b", [0], 1), _rank("n2", "b", [1], 1)])
+    assert fits["oversubscribed"] is False and fits["note"] is None
+    assert len(fits["machines"]) == 1 and fits["machines"][0]["nodes"] == ["n1", "n2"]
+    # The layout of the issue: both nodes free on both cores, each rank 2 threads: 4 on 2.
+    crowded = summarize([_rank("n1", "b", [0, 1], 2), _rank("n2", "b", [0, 1], 2)])
+    assert crowded["oversubscribed"] is True
+    assert crowded["machines"][0]["threads"] == 4 and crowded["machines"][0]["usable_cores"] == 2
+    assert "4 thread(s) on 2 core(s) of one machine (node(s) n1, n2)" in crowded["note"]
+    # The same threads on two machines (boot ids differ) are not oversubscribed.
+    apart = summarize([_rank("n1", "b1", [0, 1], 2), _rank("n2", "b2", [0, 1], 2)])
+    assert apart["oversubscribed"] is False and len(apart["machines"]) == 2
+    assert summarize([{"host": "x"}]) is None  # records from before the facts existed

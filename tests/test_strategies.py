@@ -29,8 +29,12 @@ def test_each_strategy_trains_the_same_workload(sweep, key):
         assert record["runtime"]["backend"] == "gloo"
         assert record["runtime"]["per_device_batch"] == 4
         # The cores are shared out between the 2 ranks, never oversubscribed.
-        from launchers.base import usable_cores
-        assert record["runtime"]["threads_per_rank"] == max(1, usable_cores() // 2)
+        from bench.measure.cores import thread_budget
+        assert record["runtime"]["threads_per_rank"] == thread_budget(2)[0]
+        assert record["runtime"]["threads_source"] == thread_budget(2)[1]
+        placement = record["runtime"]["placement"]
+        assert [n["ranks"] for n in placement["nodes"]] == [2]
+        assert placement["oversubscribed"] is False
         assert len(record["timing"]["peak_mem_mb_per_rank"]) == 2
         # The step that counts is the slowest rank's: never below either rank's own median.
         per_rank = record["timing"]["step_time_median_s_per_rank"]

@@ -183,6 +183,9 @@ def notes(frame: pd.DataFrame, baseline=BASELINE,
             (rows["runtime.batchnorm_per_rank_stats"] == True).any():  # noqa: E712
         out.append("BatchNorm with several ranks normalises per-rank batches: those cells are "
                    "not numerically identical to single-device training")
+    for cell_id, note in zip(rows["cell_id"], _column(rows, "runtime.placement.note", None)):
+        if isinstance(note, str):  # measure.placement: ranks that took turns on the cores
+            out.append(f"{cell_id}: {note}")
     if "notes" in rows:
         for n in sorted({n for v in rows["notes"] if isinstance(v, list) for n in v}):
             out.append(n)

@@ -144,7 +144,8 @@ _KEEP = {"cell.model", "fingerprint", "cell.strategy", "cell.devices", "cell.pre
          "telemetry.energy_per_img_j", "telemetry.gpu_busy_pct_mean", "telemetry.power_mean_w",
          "telemetry.cpu_pct_mean", "telemetry.mfu", "telemetry.input_bound",
          "telemetry.input_bound_signal", "telemetry.input_bound_frac",
-         "telemetry.timed_start_s", "cell.steps", "cell.warmup", "env.gpus", "env.cpu"}
+         "telemetry.timed_start_s", "cell.steps", "cell.warmup", "env.gpus", "env.cpu",
+         "runtime.placement.oversubscribed", "runtime.placement.note"}
 # validation.* holds the curve (a list column); cell.target_<metric> a spec's quality target.
 _KEEP_PREFIXES = ("timing.", "quality[", "breakdown.", "validation.", "time_to_target.",
                   "stragglers.",

@@ -77,6 +77,33 @@ def usable_cores() -> int:
     return max(1, min(cores, math.ceil(quota))) if quota else cores
 
 
+def allocated_cpus() -> int | None:
+    """The CPUs Slurm gave this task (`SLURM_CPUS_PER_TASK`), or None outside such a task.
+    Without a task plugin binding them, the affinity set is the whole node: the allocation
+    is then the only thing that says how many cores are this task's."""
+    try:
+        value = int(os.environ.get("SLURM_CPUS_PER_TASK", ""))
+    except ValueError:
+        return None
+    return value if value > 0 else None
+
+
+def thread_budget(ranks_on_node: int = 1) -> tuple[int, str]:
+    """(threads per rank, where the number came from): the task's cores, the smaller of its
+    usable cores and its Slurm allocation, split among the ranks it runs on this node."""
+    usable, allocated = usable_cores(), allocated_cpus()
+    quota = cgroup_quota_cpus()
+    if allocated is not None and allocated < usable:
+        cores, source = allocated, "SLURM_CPUS_PER_TASK"
+    elif quota and math.ceil(quota) < affinity_cores():
+        cores, source = usable, "cgroup CPU quota"
+    else:
+        cores, source = usable, "affinity set"
+    ranks = max(1, ranks_on_node)
+    threads = max(1, cores // ranks)
+    return threads, f"{source}: {cores} core(s) ÷ {ranks} rank(s) on the node"
+
+
 def core_facts() -> dict:
     """What the environment record keeps: the node's cores, the affinity set, the quota and
     the usable count the launcher sized its threads by."""

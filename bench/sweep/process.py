@@ -13,7 +13,7 @@ import socket
 import subprocess
 
 from bench.config.cell import RUNNER_HOST_ENV, RUNNER_PID_ENV
-from bench.measure.cores import usable_cores
+from bench.measure.cores import thread_budget
 from launchers.processes import ProcessTree
 
 try:
@@ -60,9 +60,9 @@ def terminate_with_parent() -> None:
 def child_env() -> dict:
     env = dict(os.environ)
     # torchrun would otherwise set OMP_NUM_THREADS=1 and warn; each rank sets its own
-    # intra-op thread count (cores / ranks) and records it. Usable cores: a cgroup quota
-    # caps what the affinity set allows.
-    env.setdefault("OMP_NUM_THREADS", str(usable_cores()))
+    # intra-op thread count (cores / ranks) and records it. The task's cores: a Slurm
+    # allocation or a cgroup quota caps what the affinity set allows.
+    env.setdefault("OMP_NUM_THREADS", str(thread_budget()[0]))
     env.setdefault("PYTHONUNBUFFERED", "1")
     env[RUNNER_PID_ENV], env[RUNNER_HOST_ENV] = str(os.getpid()), socket.gethostname()
     return env

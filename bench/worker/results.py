@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.config.cell import Cell, Job
+from bench.measure import placement
 from bench.record import builder, store
 from bench.worker.loop import LoopResult
 from bench.worker.setup import gpu_indices
@@ -53,7 +54,7 @@ class History:
             old["peak_mem_reserved_mb"] = new["peak_mem_reserved_mb"]
             for k in SKIP_KEYS:
                 old[k] = old.get(k, 0) + new[k]
-            old["host"] = new["host"]
+            old["host"], old["node"], old["threads"] = new["host"], new["node"], new["threads"]
             if new.get("spans") is not None:  # arrivals (multi-rank cells)
                 old["spans"] = {k: list(old.get("spans", {}).get(k, [])) + list(v)
                                 for k, v in new["spans"].items()}
@@ -97,7 +98,10 @@ def local_results(loop: LoopResult, runtime, node: NodeTelemetry | None = None) 
     host, and, from another node's local rank 0, that node's telemetry (sent once, after
     the window)."""
     import socket
-    return {"host": socket.gethostname(), "spans": loop.spans,
+
+    from bench.measure.placement import node_facts
+    return {"host": socket.gethostname(), "node": node_facts(), "threads": runtime.threads,
+            "spans": loop.spans,
             "step_times_s": loop.step_times_s, "data_wait_s": loop.data_wait_s,
             "losses": loop.losses, "grad_norms": loop.grad_norms,
             "peak_mem_mb": peak_memory_mb(runtime, loop),
@@ -357,14 +361,14 @@ def runtime_section(cell: Cell, strategy, runtime, history: History,
         "global_batch": cell.effective_global_batch, "lr": cell.effective_lr,
         "lr_rule": "linear (lr × devices)" if cell.scaling == "weak" else "none (strong)",
         "backend": runtime.backend, "device": runtime.device,
-        "threads_per_rank": runtime.threads,
+        "threads_per_rank": runtime.threads, "threads_source": runtime.threads_source,
+        # which machine each node was, and whether its ranks had the cores (measure.placement)
+        "placement": placement.summarize(history.per_rank),
         "strategy": strategy.description, "strategy_options": strategy_options(cell),
-        # How a sharding strategy split the parameters and what a step gathers (the engine's
-        # `sharding`: FSDP's per-block units, ZeRO-3's persistence); None: replicated.
+        # How a sharding strategy split the parameters (FSDP's units, ZeRO-3's persistence).
         "sharding": sharding,
-        # Every rank steps on the same all-reduced gradients, so a skipped fp16 step is skipped
-        # on all of them: the count is rank 0's, once, not a sum over ranks. The timed
-        # window's; the warm-up's apart (GradScaler skips while it finds its scale).
+        # Every rank steps on the same all-reduced gradients: a skipped fp16 step is skipped on
+        # all of them, so the count is rank 0's. The warm-up's apart (GradScaler's search).
         "skipped_steps": history.per_rank[0]["skipped_steps"],
         "warmup_skipped_steps": history.per_rank[0].get("warmup_skipped_steps", 0),
         "batchnorm_per_rank_stats": cell.batchnorm_per_device,
