@@ -137,3 +137,51 @@ def test_predict_prints_its_whole_table_into_a_pipe_and_names_the_pooled_repeats
     assert out.returncode == 0, out.stderr
     assert "…" not in out.stdout and "measured MiB" in out.stdout
     assert "predicted from 2 repeats of single1-r0" in " ".join(out.stdout.split())
+
+
+def _link(world: int, ranks: list[int], bw: float, latency: float) -> dict:
+    return {"world_size": world, "ranks": ranks, "results": [
+        {"op": "all_reduce", "bytes": s, "time_s": allreduce_time(s, world, bw, latency)}
+        for s in (1 << 10, 1 << 20, 1 << 24)]}
+
+
+def test_across_nodes_the_ring_runs_at_the_slower_of_the_two_links():
+    single = _record("single", 1, 0.1)
+    # commbench on 2 nodes × 2 ranks: the link between nodes 1 GB/s, within a node 50 GB/s.
+    bench = {"layout": {"world_size": 4, "nodes": 2, "ranks_per_node": 2},
+             "results": _link(4, [0, 1, 2, 3], 1e9, 20e-6)["results"],
+             "links": {"inter-node": _link(2, [0, 2], 1e9, 20e-6),
+                       "intra-node": _link(2, [0, 1], 50e9, 5e-6)}}
+    fam = predict([single], devices=[2, 4], nodes=2, commbench=bench)["families"][0]
+    assert fam["links"]["link"] == "inter-node"
+    assert fam["links"]["bandwidth_gbs"] == pytest.approx(1.0)
+    assert fam["links"]["intra_node"]["bandwidth_gbs"] == pytest.approx(50.0)
+    assert "inter-node link measured by ranks 0, 2" in fam["links"]["source"]
+    two, four = fam["rows"]
+    grad = 4_000_000
+    # One rank per node: the inter-node link alone.
+    assert two["link"] == "inter-node"
+    assert two["comm_s"] == pytest.approx(allreduce_time(grad, 2, 1e9, 20e-6))
+    # Two per node: both links; the slower bandwidth and the larger latency set the pace.
+    assert four["link"].startswith("two-level: 2 ranks per node")
+    assert four["comm_s"] == pytest.approx(allreduce_time(grad, 4, 1e9, 20e-6))
+    assert any(a.startswith("two-level") for a in fam["assumptions"])
+    # A faster link between nodes than within one: the intra-node link bounds the ring.
+    fast = {**bench, "links": {"inter-node": _link(2, [0, 2], 100e9, 2e-6),
+                               "intra-node": _link(2, [0, 1], 50e9, 5e-6)}}
+    row = predict([single], devices=[4], nodes=2, commbench=fast)["families"][0]["rows"][0]
+    assert row["comm_s"] == pytest.approx(allreduce_time(grad, 4, 50e9, 5e-6))
+
+
+def test_an_oversubscribed_measurement_is_not_compared():
+    single = _record("single", 1, 0.1, device_type="cpu")
+    ddp = _record("ddp", 2, 0.08, device_type="cpu")
+    note = "ranks oversubscribed: 2 rank(s) with 4 thread(s) on 2 core(s) of one machine"
+    ddp["runtime"]["placement"] = {"oversubscribed": True, "note": note}
+    row = predict([single, ddp], devices=[2], bandwidth=1.0, latency=10.0)["families"][0]
+    assert row["rows"][0]["measured_efficiency"] > 0 and row["rows"][0]["error"] is None
+    assert any(a.startswith("measured efficiency not compared") and note in a
+               for a in row["assumptions"])
+    single["runtime"]["placement"] = {"oversubscribed": True, "note": note}
+    fam = predict([single], devices=[2], bandwidth=1.0, latency=10.0)["families"][0]
+    assert fam["assumptions"][0].startswith("the single-device baseline is not trusted")

@@ -49,22 +49,11 @@ from bench.analysis.scaling_inputs import (compute_capacity, measured_overlap, p
                                            window_figures)
 from bench.analysis.volume import (message_bytes, passes, recorded_sharding, regathered_share,
                                    volume_assumption, wire_bytes)
+from bench.analysis.links import (DEFAULT_LINKS, links_from_commbench,  # noqa: F401
+                                  measured_links, resolve_links, ring_link)
 from bench.errors import BadInput
 
 GRAD_BYTES_PER_ELEMENT = {"fp32": 4, "tf32": 4, "bf16": 4, "fp16": 4}
-
-# Assumed links when neither overrides nor a commbench result are given (bus bandwidth in
-# GB/s = 1e9 B/s, latency in µs). Stated with every prediction.
-DEFAULT_LINKS = {
-    "cpu": {"bandwidth_gbs": 2.0, "latency_us": 50.0,
-            "source": "assumed: gloo over loopback TCP on one host"},
-    "cuda": {"bandwidth_gbs": 100.0, "latency_us": 10.0,
-             "source": "assumed: NVLink-class intra-node busbw"},
-    "cuda-internode": {"bandwidth_gbs": 12.5, "latency_us": 20.0,
-                       "source": "assumed: 100 Gb/s InfiniBand per GPU between nodes"},
-    "cpu-internode": {"bandwidth_gbs": 1.25, "latency_us": 50.0,
-                      "source": "assumed: gloo over 10 Gb/s Ethernet between nodes"},
-}
 
 def allreduce_time(nbytes: float, n: int, bandwidth: float, latency: float,
                    algo: str = "ring") -> float:
@@ -144,81 +133,6 @@ def predict_step(compute_s: float, grad_bytes: float, n: int, bandwidth: float,
                           speedup / n)
 
 
-# --- links: overrides, a commbench result, or the defaults ------------------------------------
-
-def links_from_commbench(data: dict) -> dict:
-    """Bus bandwidth (GB/s) and latency (µs) from a commbench result. Accepted forms:
-    - simple: {"bandwidth_gbs": B, "latency_us": L};
-    - `bench commbench --json`: {"layout": {"world_size": n, ...}, "results": [{"op":
-      "all_reduce", "bytes": S, "time_s": T, "algbw_gbs": .., "busbw_gbs": ..}, ...]}
-      (keys `algbw`/`busbw` are read too). A least-squares fit of the ring formula
-      t = a + b·S over the all-reduce rows gives bw = 2(n−1)/n / b and latency = a / 2(n−1);
-      where the fit is not positive, the largest busbw and the smallest size's time are
-      used."""
-    if "bandwidth_gbs" in data:
-        return {"bandwidth_gbs": float(data["bandwidth_gbs"]),
-                "latency_us": float(data.get("latency_us", 0.0)),
-                "source": "commbench (simple form)"}
-    rows = [r for r in data.get("results", []) if r.get("op", "all_reduce") == "all_reduce"]
-    if not rows:
-        raise BadInput("the commbench result has no all_reduce rows; give bandwidth_gbs and "
-                       "latency_us, or a `bench commbench --json` result")
-    n = int(data.get("layout", {}).get("world_size") or data.get("world_size") or 2)
-    xs = [float(r["bytes"]) for r in rows]
-    ys = [float(r.get("time_s", r.get("time_us", 0) / 1e6)) for r in rows]
-    busbw = [float(r.get("busbw_gbs", r.get("busbw", 0.0))) for r in rows]
-    a = b = math.nan
-    if len(rows) >= 2:
-        mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
-        sxx = sum((x - mx) ** 2 for x in xs)
-        if sxx > 0:
-            b = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx
-            a = my - b * mx
-    if b > 0 and a > 0 and n > 1:
-        bw, lat, how = 2 * (n - 1) / n / b / 1e9, a / (2 * (n - 1)) * 1e6, "ring fit"
-    else:
-        bw = max(busbw) if max(busbw) > 0 else max(x / y for x, y in zip(xs, ys)) / 1e9
-        lat = ys[xs.index(min(xs))] / max(1, 2 * (n - 1)) * 1e6
-        how = "largest busbw, smallest message's time"
-    return {"bandwidth_gbs": bw, "latency_us": lat,
-            "source": f"commbench ×{n} ({how}, {len(rows)} all-reduce sizes)"}
-
-
-def resolve_links(device_type: str, nodes: int | None, bandwidth_gbs=None, latency_us=None,
-                  commbench: dict | None = None) -> dict:
-    """The link the prediction's collectives cross, and where each figure came from. Ranks on
-    several nodes cross the link between nodes: a commbench measured within one node does
-    not stand for it, and is refused rather than carried over."""
-    link = "inter-node" if nodes and nodes > 1 else "intra-node"
-    if commbench is not None:
-        links = links_from_commbench(commbench)
-        # `bench commbench --json` states its layout; the simple form may say "nodes".
-        measured = (commbench.get("layout") or {}).get("nodes", commbench.get("nodes"))
-        if measured is None:
-            links["source"] += "; the file does not say which link it measured"
-        else:
-            measured_link = "inter-node" if int(measured) > 1 else "intra-node"
-            if measured_link != link and (bandwidth_gbs is None or latency_us is None):
-                raise BadInput(
-                    f"the commbench result measured the {measured_link} link ({int(measured)} "
-                    f"node{'s' if int(measured) > 1 else ''}), but this prediction "
-                    f"(--nodes {nodes or 1}) crosses the {link} link; measure that one, or give "
-                    "its --bandwidth and --latency")
-            links["source"] += f", {measured_link} link"
-    else:
-        key = ("cuda" if device_type == "cuda" else "cpu") + \
-            ("-internode" if link == "inter-node" else "")
-        links = dict(DEFAULT_LINKS[key])
-    links["link"] = link
-    if bandwidth_gbs is not None:
-        links["bandwidth_gbs"], links["source"] = float(bandwidth_gbs), "given"
-    if latency_us is not None:
-        links["latency_us"] = float(latency_us)
-        links["source"] = "given" if bandwidth_gbs is not None else links["source"] + \
-            ", latency given"
-    return links
-
-
 # --- records -----------------------------------------------------------------------------
 
 def parameter_count(record: dict) -> int:
@@ -286,7 +200,6 @@ def predict(records: list[dict], devices=(2, 4, 8, 64), nodes: int | None = None
         grad_bytes = params * GRAD_BYTES_PER_ELEMENT.get(cell.get("precision", "fp32"), 4)
         links = resolve_links(cell.get("device_type", "cpu"), nodes, bandwidth, latency,
                               commbench)
-        bw, lat = links["bandwidth_gbs"] * 1e9, links["latency_us"] * 1e-6
         scaling_ = scaling or cell.get("scaling", "strong")
         # Measured cells of the same workload and precision (an AMP cell is not what an fp32
         # single-device record predicts).
@@ -302,11 +215,12 @@ def predict(records: list[dict], devices=(2, 4, 8, 64), nodes: int | None = None
             share = shares[strategy][0]
             for n in devices:
                 capacity = compute_capacity(base, nodes, int(n)) if shared_host else None
+                bw, lat, link = ring_link(links, int(n), nodes)
                 p = predict_step(compute_s, grad_bytes, int(n), bw, lat, overlaps[strategy][0],
                                  strategy, scaling_, overhead_s, algo, capacity, data_s,
                                  share)
                 row = asdict(p)
-                row.update(overlap=overlaps[strategy][0], compute_capacity=capacity)
+                row.update(overlap=overlaps[strategy][0], compute_capacity=capacity, link=link)
                 row["throughput_img_s"] = rate * p.speedup
                 row.update(regathered_share=share, regathered_source=shares[strategy][1],
                            comm_wire_bytes_per_step=wire_bytes(grad_bytes, int(n), strategy,
@@ -317,10 +231,13 @@ def predict(records: list[dict], devices=(2, 4, 8, 64), nodes: int | None = None
                         and int(r["cell"]["devices"]) == int(n)]
                 if hits:
                     m = sum(_efficiency(rate, r) for r in hits) / len(hits)
+                    crowded = oversubscribed(hits)
                     row.update(measured_efficiency=m,
                                measured_step_s=sum(window_figures(r)[0]
                                                    for r in hits) / len(hits),
-                               error=(p.efficiency - m) / m, measured_cells=[
+                               # ranks that took turns on cores measured the contention
+                               error=None if crowded else (p.efficiency - m) / m,
+                               oversubscribed=crowded, measured_cells=[
                                    r.get("cell_id") for r in hits])
                     measured_bytes = [(r.get("breakdown") or {}).get(
                         "comm_message_bytes_per_step") for r in hits]
@@ -335,11 +252,26 @@ def predict(records: list[dict], devices=(2, 4, 8, 64), nodes: int | None = None
                     "parameters": params, "grad_bytes": grad_bytes, "scaling": scaling_,
                     "links": links, "overlap": {k: v[0] for k, v in overlaps.items()},
                     "algo": algo, "overhead_s": overhead_s, "volume": volume_assumption(shares),
-                    "rows": rows, "assumptions": assumptions(
+                    "rows": rows, "assumptions": crowding([base]) + sorted(
+                        {r["link"] for r in rows if r["link"].startswith("two-level")}) + [
+                        f"measured efficiency not compared with the prediction: {line}"
+                        for r in rows for line in r.get("oversubscribed") or []] + assumptions(
                         links, overlaps, algo, scaling_,
                         shared_cores(base, nodes) if shared_host else None, overhead_s,
                         family[3], data_s, volume_assumption(shares))})
     return {"families": out}
+
+
+def oversubscribed(records: list[dict]) -> list[str]:
+    """The oversubscription sentence of each record whose ranks took turns on cores
+    (bench.measure.placement)."""
+    return [f"{r.get('cell_id')}: {note}" for r in records
+            if (note := (((r.get("runtime") or {}).get("placement") or {}).get("note")))]
+
+
+def crowding(baseline: list[dict]) -> list[str]:
+    return [f"the single-device baseline is not trusted: {line}"
+            for line in oversubscribed(baseline)]
 
 
 def assumptions(links: dict, overlaps: dict, algo: str, scaling: str,
