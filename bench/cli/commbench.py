@@ -45,10 +45,42 @@ def validate(args) -> tuple[list[int], str]:
         raise BadInput(f"--out {args.out}: its folder does not exist")
     from bench.sweep.hardware import default_device_type, visible_gpus
     device_type = default_device_type(args.device)
-    if device_type == "cuda" and args.devices > visible_gpus():
+    if device_type == "cuda" and args.devices > visible_gpus() * max(1, len(allocation_nodes())):
         raise BadInput(f"--devices {args.devices} asks for more GPUs than the {visible_gpus()} "
                        "visible; --device cpu runs gloo ranks on the CPU")
     return message_sizes(lo, hi, args.step), device_type
+
+
+def allocation_nodes(env=None) -> list[str]:
+    """The hosts of the multi-node Slurm allocation this command runs in (sbatch, salloc),
+    first node first; [] on one node or outside Slurm."""
+    import os
+
+    from bench.sweep.nodes import allocation_hosts
+    env = os.environ if env is None else env
+    if int(env.get("SLURM_JOB_NUM_NODES") or env.get("SLURM_NNODES") or 1) < 2:
+        return []
+    return allocation_hosts(env.get("SLURM_JOB_NODELIST"))
+
+
+def across_nodes(hosts: list[str], devices: int):
+    """(srun prefix wrapper, scratch folder) launching the ranks on every node of the
+    allocation, one torchrun per node meeting at a c10d rendezvous on the first, as an array
+    task's cell does (slurm/templates/array.sbatch); the rendezvous goes in BENCH_RDZV."""
+    import os
+    import socket
+    if devices % len(hosts):
+        raise BadInput(f"--devices {devices} does not split evenly over the allocation's "
+                       f"{len(hosts)} nodes; give a multiple of {len(hosts)}")
+    with socket.socket() as s:
+        s.bind(("", 0))
+        port = s.getsockname()[1]
+    os.environ["BENCH_RDZV"] = f"{hosts[0]}:{port},{len(hosts)},{os.environ.get('SLURM_JOB_ID', 'commbench')}"
+    srun = ["srun", f"--nodes={len(hosts)}", f"--ntasks={len(hosts)}", "--ntasks-per-node=1",
+            "--kill-on-bad-exit=1"]
+    if os.environ.get("SLURM_CPUS_PER_TASK"):
+        srun.append(f"--cpus-per-task={os.environ['SLURM_CPUS_PER_TASK']}")
+    return (lambda argv: [*srun, *argv]), Path.cwd()  # the working folder: every node sees it
 
 
 def cmd_commbench(args) -> int:
@@ -56,8 +88,11 @@ def cmd_commbench(args) -> int:
     from bench.sweep.runner import free_port
     from bench.worker.commbench import commbench
     ops = list(dict.fromkeys(args.ops))
+    hosts = allocation_nodes()
+    wrap, scratch = across_nodes(hosts, args.devices) if hosts else (None, None)
     figures = commbench(sizes, ops, devices=args.devices, device_type=device_type,
-                        iters=args.iters, warmup=args.warmup, port=free_port())
+                        iters=args.iters, warmup=args.warmup, port=free_port(), wrap=wrap,
+                        scratch=scratch)
     figures["settings"] = {"ops": ops, "sizes": sizes, "iters": args.iters,
                            "warmup": args.warmup, "devices": args.devices,
                            "device": device_type}
@@ -106,4 +141,21 @@ def render(figures: dict) -> None:
         out.print(f"[yellow]! unsteady: the p10–p90 range exceeds the median at "
                   f"{', '.join(unsteady)}; those medians are noise as much as link (more "
                   "--iters, or a quieter host, would settle them)[/yellow]")
+    for line in link_lines(figures):
+        out.print(line)
     out.print(f"{len(figures['results'])} measurements in {figures['wall_s']:.1f} s")
+
+
+def link_lines(figures: dict) -> list[str]:
+    """One line per link measured apart: what `bench predict --commbench` takes from it."""
+    from bench.analysis.predict import links_from_commbench
+    lines = []
+    for name, link in (figures.get("links") or {}).items():
+        if not any(r["op"] == "all_reduce" for r in link["results"]):
+            continue
+        fit = links_from_commbench({"layout": {"world_size": link["world_size"]},
+                                    "results": link["results"]})
+        lines.append(f"{name} link (ranks {', '.join(map(str, link['ranks']))}): bus "
+                     f"bandwidth {fit['bandwidth_gbs']:.4g} GB/s, latency "
+                     f"{fit['latency_us']:.3g} µs ({fit['source']})")
+    return lines

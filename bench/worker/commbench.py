@@ -73,29 +73,31 @@ def element_count(op: str, size: int, n: int) -> int:
     return count
 
 
-def _collective(op: str, count: int, n: int, device: str):
+def _collective(op: str, count: int, n: int, device: str, group=None):
     """A callable running the collective once on pre-allocated buffers."""
     import torch
     import torch.distributed as dist
 
     if op == "all_reduce":
         buf = torch.ones(count, dtype=torch.float32, device=device)
-        return lambda: dist.all_reduce(buf)
+        return lambda: dist.all_reduce(buf, group=group)
     whole = torch.ones(count, dtype=torch.float32, device=device)
     chunk = torch.ones(count // n, dtype=torch.float32, device=device)
     if op == "all_gather":
-        return lambda: dist.all_gather_into_tensor(whole, chunk)
-    return lambda: dist.reduce_scatter_tensor(chunk, whole)
+        return lambda: dist.all_gather_into_tensor(whole, chunk, group=group)
+    return lambda: dist.reduce_scatter_tensor(chunk, whole, group=group)
 
 
-def time_op(op: str, size: int, iters: int, warmup: int, runtime) -> dict:
-    """One op at one size on every rank; the figures (identical on every rank)."""
+def time_op(op: str, size: int, iters: int, warmup: int, runtime, group=None,
+            n: int | None = None) -> dict:
+    """One op at one size on every rank of `group` (n ranks; default: all); the figures
+    (identical on every member)."""
     import torch
     import torch.distributed as dist
 
-    n = runtime.world_size
+    n = n or runtime.world_size
     count = element_count(op, size, n)
-    run = _collective(op, count, n, runtime.device)
+    run = _collective(op, count, n, runtime.device, group)
     cuda = runtime.device_type == "cuda"
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     timed, warm = iterations(count * DTYPE_BYTES, iters, warmup)
@@ -104,14 +106,14 @@ def time_op(op: str, size: int, iters: int, warmup: int, runtime) -> dict:
     sync()
     times = []
     for _ in range(timed):
-        dist.barrier()
+        dist.barrier(group=group)
         t0 = time.perf_counter()
         run()
         sync()
         times.append(time.perf_counter() - t0)
     # An iteration lasts as long as its slowest rank.
     slowest = torch.tensor(times, dtype=torch.float64, device=runtime.device)
-    dist.all_reduce(slowest, op=dist.ReduceOp.MAX)
+    dist.all_reduce(slowest, op=dist.ReduceOp.MAX, group=group)
     slowest = slowest.cpu().tolist()
     t = statistics.median(slowest)
     nbytes = count * DTYPE_BYTES
@@ -139,8 +141,35 @@ def layout(runtime) -> dict:
             "threads": runtime.threads}
 
 
+def link_groups(world: int, per_node: int) -> dict[str, list[int]]:
+    """The ranks that measure each link apart, where the layout has both (torchrun numbers a
+    node's ranks consecutively): one rank per node crosses only the inter-node link; the
+    first node's ranks share only the intra-node one."""
+    nodes = world // per_node
+    if nodes < 2 or per_node < 2:
+        return {}
+    return {"inter-node": [node * per_node for node in range(nodes)],
+            "intra-node": list(range(per_node))}
+
+
+def measure_links(spec: dict, runtime, per_node: int) -> dict:
+    """Every op and size on each link's group alone; the others wait at a barrier. Every rank
+    creates every group (torch.distributed requires it) in the same order."""
+    import torch.distributed as dist
+    out = {}
+    for link, ranks in link_groups(runtime.world_size, per_node).items():
+        group = dist.new_group(ranks)
+        if runtime.rank in ranks:
+            out[link] = {"ranks": ranks, "world_size": len(ranks), "results": [
+                time_op(op, size, spec["iters"], spec["warmup"], runtime, group, len(ranks))
+                for op in spec["ops"] for size in spec["sizes"]]}
+        dist.barrier()
+    return out
+
+
 def rank_main(spec: dict) -> None:
-    """One torchrun rank: every op at every size, in lockstep; rank 0 writes the figures."""
+    """One torchrun rank: every op at every size, in lockstep, over all ranks and then over
+    each link alone (several nodes with several ranks each); rank 0 writes the figures."""
     from launchers import get_strategy
 
     warnings.filterwarnings("ignore", category=FutureWarning)  # reduce_scatter_tensor's name
@@ -150,18 +179,26 @@ def rank_main(spec: dict) -> None:
     try:
         results = [time_op(op, size, spec["iters"], spec["warmup"], runtime)
                    for op in spec["ops"] for size in spec["sizes"]]
+        lay = layout(runtime)
+        links = measure_links(spec, runtime, lay["ranks_per_node"])
         if runtime.is_main:
-            Path(spec["out"]).write_text(json.dumps({"layout": layout(runtime),
-                                                     "results": results}))
+            # The whole world's figures name the slowest link its ring crosses.
+            links.setdefault("inter-node" if lay["nodes"] > 1 else "intra-node",
+                             {"ranks": list(range(runtime.world_size)),
+                              "world_size": runtime.world_size, "results": results})
+            Path(spec["out"]).write_text(json.dumps({"layout": lay, "results": results,
+                                                     "links": links}))
     finally:
         strategy.shutdown()
 
 
 def commbench(sizes: list[int], ops: list[str], devices: int = 2, device_type: str = "cpu",
               iters: int = 20, warmup: int = 5, port: int = 0,
-              timeout_s: float = 1800.0) -> dict:
-    """torchrun `devices` ranks of this module (the ddp strategy's argv); rank 0's figures:
-    {"layout": {...}, "results": [one dict per op and size]}."""
+              timeout_s: float = 1800.0, wrap=None, scratch: Path | None = None) -> dict:
+    """torchrun `devices` ranks of this module (the ddp strategy's argv, through `wrap` — an
+    srun prefix — across nodes); rank 0's figures: {"layout": {...}, "results": [one dict per
+    op and size], "links": {link name: its own group's figures}}. `scratch`: a folder every
+    node sees (rank 0 may run on any node), default the system's temporary folder."""
     import tempfile
 
     from launchers import get_strategy
@@ -169,12 +206,13 @@ def commbench(sizes: list[int], ops: list[str], devices: int = 2, device_type: s
 
     cell = Cell(strategy="ddp", devices=devices, device_type=device_type, timeout_s=timeout_s,
                 sample_hz=0.0)
-    with tempfile.TemporaryDirectory(prefix="bench-commbench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="bench-commbench-", dir=scratch) as tmp:
         out = Path(tmp) / "figures.json"
         spec = {"cell": cell.to_dict(), "sizes": sizes, "ops": list(ops), "iters": iters,
                 "warmup": warmup, "out": str(out)}
         argv = get_strategy("ddp").argv(cell, ["-m", "bench.worker.commbench",
                                                json.dumps(spec)], port)
+        argv = wrap(argv) if wrap else argv
         t0 = time.perf_counter()
         # Ranks in a session of their own, ended with this call however it ends (Ctrl-C)
         done = run_to_end(argv, timeout_s=timeout_s)
