@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rich.markup import escape
 from rich.table import Table
 
 from reports import convergence
@@ -200,12 +201,14 @@ def render_report(comp, results_dir: Path | None = None, *, brief: bool = False,
         render_factorial(comp.factorial, comp.confidence)
         render_breakdown(comp.breakdown)
         render_stragglers(comp.stragglers)
+    # Messages and paths are text, not markup: a gloo error names "[/path/pair.cc:545]".
     for note in [*comp.notes, *notes]:
-        out.print(f"[dim]note: {note}[/dim]")
+        out.print(f"[dim]note: {escape(note)}[/dim]")
     for _, f in comp.failures.iterrows():
-        out.print(f"[red]{f['cell_id']}: {f['status']}[/red] — {f['message'] or f['status']}")
+        out.print(f"[red]{escape(f['cell_id'])}: {f['status']}[/red] — "
+                  f"{escape(f['message'] or f['status'])}")
     for path in comp.unreadable:
-        out.print(f"[red]unreadable record:[/red] {path}")
+        out.print(f"[red]unreadable record:[/red] {escape(str(path))}")
     if results_dir is not None:
         out.print(f"results: {results_dir}")
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rich.markup import escape
 from rich.table import Table
 
 from reports.console import console
@@ -29,8 +30,8 @@ def render_status(status: dict, folder: Path) -> None:
         table.add_row("" if row["index"] is None else str(row["index"]), row["cell_id"],
                       f"[{colour}]{row['status']}[/{colour}]",
                       "" if seconds is None else f"{seconds:.1f}", _slurm_job(row),
-                      (row.get("message") or "")[:80] + (" (not in the spec)"
-                                                         if row["index"] is None else ""))
+                      escape((row.get("message") or "")[:80]) + (" (not in the spec)"
+                                                                 if row["index"] is None else ""))
     out = console()
     out.print(table)
     counts = status["counts"]

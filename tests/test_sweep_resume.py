@@ -98,7 +98,9 @@ def test_status_and_summary_of_a_partly_failed_sweep(tmp_path):
         "env": {"slurm": {"slurm_job_id": "7"}}})
     store.write_json(tmp_path / failed.cell_id / "record.json", {
         "cell_id": failed.cell_id, "cell": failed.to_dict(), "fingerprint": "f",
-        "status": "failed", "error": {"message": "rank 1 was killed by signal SIGKILL"}})
+        # gloo's messages hold "[/path:line]", which Rich would read as a closing tag
+        "status": "failed", "error": {"message": "rank 1 was killed by signal SIGKILL; "
+                                                 "[/gloo/tcp/pair.cc:545] Read error"}})
     (tmp_path / missing.cell_id).mkdir()  # started, never finished: no record
 
     status = sweep_status(tmp_path)
@@ -113,6 +115,9 @@ def test_status_and_summary_of_a_partly_failed_sweep(tmp_path):
     assert saved["configurations"][0]["throughput_median"] == 10.0
     human = run_cli("status", tmp_path)
     assert human.returncode == 0 and "3 cells: 1 ok, 1 failed, 1 missing" in human.stdout
+    assert "[/gloo/tcp/pair.cc:545]" in human.stdout.replace("\n", "")
+    from bench.cli.summary import render_summary
+    render_summary(tmp_path, status, [])  # the failures' lines: text, not markup
 
 
 def test_concurrent_array_tasks_write_only_their_own_cells(tmp_path):

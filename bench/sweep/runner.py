@@ -2,6 +2,7 @@
 how the cell ends. One cell failing never touches another cell's folder."""
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -15,6 +16,7 @@ from bench.config.cell import Cell, Job
 from bench.errors import stop_name
 from bench.measure import envinfo
 from bench.record import builder, store
+from bench.sweep.nodes import allocation_hosts, lost_nodes, lost_sentence
 # termination_requested and termination_signal are also the CLI's way to ask whether the
 # sweep was stopped (SIGTERM or Ctrl-C) and by what.
 from bench.sweep.process import (ProcessTree, child_env, stop_signals, stopped_at_once,
@@ -117,14 +119,15 @@ def run_cell(cell: Cell, fingerprint: str, prepared_json: dict, results_dir: Pat
                                            deadline=launch + cell.timeout_s)
         finally:  # whatever ended the wait: the ranks are in sessions of their own
             tree.kill_all()
-        record = final_record(cell, fingerprint, cell_dir, proc.returncode, timed_out, launch)
+        record = final_record(cell, fingerprint, cell_dir, proc.returncode, timed_out, launch,
+                              across_nodes=wrap_argv is not None)
     (cell_dir / store.PROGRESS).unlink(missing_ok=True)
     on_event(CellEvent("end", cell, record=record))
     return record
 
 
 def final_record(cell: Cell, fingerprint: str, cell_dir: Path, returncode: int | None,
-                 timed_out: bool, launch: float) -> dict:
+                 timed_out: bool, launch: float, across_nodes: bool = False) -> dict:
     """The record the cell's folder keeps: rank 0's own, told why it stopped, or the runner's
     when the ranks wrote none."""
     record = store.read_record(cell_dir)
@@ -136,7 +139,8 @@ def final_record(cell: Cell, fingerprint: str, cell_dir: Path, returncode: int |
             # this cell's.
             record = stopped_record(cell, fingerprint, cell_dir, launch)
         else:
-            record = failure_record(cell, fingerprint, cell_dir, returncode, timed_out, launch)
+            record = failure_record(cell, fingerprint, cell_dir, returncode, timed_out, launch,
+                                    across_nodes)
     elif timed_out:
         # The SIGTERM of the timeout let the ranks checkpoint; the status says why it stopped.
         record = builder.mark_timed_out(record, cell.timeout_s)
@@ -185,9 +189,10 @@ def wait_with_progress(proc, tree: ProcessTree, cell: Cell, cell_dir: Path, on_e
 
 
 def failure_record(cell: Cell, fingerprint: str, cell_dir: Path, returncode: int | None,
-                   timed_out: bool, launch: float) -> dict:
+                   timed_out: bool, launch: float, across_nodes: bool = False) -> dict:
     """The record of a cell that wrote none: its status and message read from the exit, the
-    ranks' error files and torchrun's report in the log."""
+    ranks' error files and torchrun's report in the log; across nodes, the node it lost
+    first (bench.sweep.nodes)."""
     errors = sorted(cell_dir.glob("error-rank*.txt"))
     first_error = errors[0].read_text() if errors else ""
     message = first_error.splitlines()[0] if first_error else ""
@@ -212,12 +217,18 @@ def failure_record(cell: Cell, fingerprint: str, cell_dir: Path, returncode: int
         message = message or f"rank processes exited with status {returncode}"
     ranks_failed = [p.stem.removeprefix("error-rank") for p in errors] or (
         [dead[0]] if dead else [])
-    return builder.failed_record(
+    lost = lost_nodes(log, allocation_hosts(os.environ.get("SLURM_JOB_NODELIST"))) \
+        if across_nodes else {}
+    if lost:  # the lost node is the cause; its peers' errors are the consequence
+        message = lost_sentence(lost) + (f"; {message}" if message else "")
+    record = builder.failed_record(
         cell, fingerprint, status, launched_at=launch, time_to_train_s=time.time() - launch,
         message=message,
         exit_code=returncode, ranks_failed=ranks_failed, signal=dead[1] if dead else None,
         traceback=first_error[-LOG_TAIL_CHARS:], log_tail=log_tail,
         env=envinfo.placement())  # which node and Slurm task failed, for a retry
+    record["error"]["nodes_lost"] = sorted(lost)
+    return record
 
 
 def dead_rank(log: str) -> tuple[int, str] | None:

@@ -1,0 +1,80 @@
+"""The nodes of a Slurm allocation, and which of them a failed multi-node cell lost.
+
+A rank on a lost node cannot say so itself: its peers see only a connection reset, or wait in
+a collective until their timeout. Two pieces of evidence name the node: srun's own report of a
+task that died (`srun: error: n2: task 1: Killed`, `Node failure on n2`), and, for a node that
+vanished without a word (its link down, its daemons killed), a TCP connection to its slurmd
+port that is refused or never answered. Only the allocation's own nodes are contacted.
+"""
+from __future__ import annotations
+
+import re
+import socket
+import subprocess
+
+SRUN_TASK = re.compile(r"srun: error: ([\w.\-]+): tasks? [\d,\-]+: (.+)")
+NODE_FAILURE = re.compile(r"[Nn]ode failure on ([\w.\-]+)")
+DEFAULT_SLURMD_PORT = 6818
+PROBE_S = 3.0
+
+
+def _slurm(*argv: str) -> str:
+    try:
+        out = subprocess.run(list(argv), capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return out.stdout if out.returncode == 0 else ""
+
+
+def allocation_hosts(nodelist: str | None) -> list[str]:
+    """The hosts of a Slurm node list (`n[1-2]` → n1, n2), first node first."""
+    return _slurm("scontrol", "show", "hostnames", nodelist).split() if nodelist else []
+
+
+def slurmd_port() -> int:
+    match = re.search(r"^\s*SlurmdPort\s*=\s*(\d+)", _slurm("scontrol", "show", "config"),
+                      re.MULTILINE)
+    return int(match.group(1)) if match else DEFAULT_SLURMD_PORT
+
+
+def from_srun(log: str) -> dict[str, str]:
+    """{node: what srun said}, in the order srun said it: the first is the cause (with
+    --kill-on-bad-exit, srun then ends the other nodes' tasks and reports those too)."""
+    found = sorted([(m.start(), m.group(1), "srun reported a node failure")
+                    for m in NODE_FAILURE.finditer(log)] +
+                   [(m.start(), m.group(1), f"srun: its task {m.group(2).strip().rstrip('.')}")
+                    for m in SRUN_TASK.finditer(log)])
+    out: dict[str, str] = {}
+    for _, node, what in found:
+        out.setdefault(node, what)
+    return out
+
+
+def unreachable(hosts: list[str], port: int, timeout_s: float = PROBE_S) -> dict[str, str]:
+    """{node: why} for each host whose slurmd does not accept a connection."""
+    out = {}
+    for host in hosts:
+        try:
+            with socket.create_connection((host, port), timeout=timeout_s):
+                pass
+        except socket.timeout:
+            out[host] = f"its slurmd (port {port}) did not answer within {timeout_s:g} s"
+        except OSError as exc:
+            out[host] = f"its slurmd (port {port}) refused or failed: {exc.strerror or exc}"
+    return out
+
+
+def lost_nodes(log: str, hosts: list[str]) -> dict[str, str]:
+    """{node: evidence} for the nodes of `hosts` a multi-node cell lost: every node whose
+    slurmd no longer answers (with what srun said of it); where all answer, the first node
+    srun reported a task lost on (a rank killed on a node that lives on)."""
+    said = from_srun(log)
+    gone = unreachable(hosts, slurmd_port())
+    if gone:
+        return {node: why + (f"; {said[node]}" if node in said else "")
+                for node, why in gone.items()}
+    return dict(list(said.items())[:1])
+
+
+def lost_sentence(lost: dict[str, str]) -> str:
+    return "; ".join(f"node {node} lost ({why})" for node, why in lost.items())
