@@ -17,15 +17,17 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+from local_cluster import FINAL_STATES, SlurmClient, free_port  # noqa: E402,F401 (tests)
+
 DAEMONS = ("munged", "slurmctld", "slurmd")
 CRED_EXPIRE_S = 10  # the requeue hold: short for tests (Slurm's default is 120 s)
 CLIENTS = ("sbatch", "squeue", "scontrol", "scancel", "srun")
-FINAL_STATES = frozenset({"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL",
-                          "PREEMPTED", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE"})
 
 
 def missing_requirements() -> str | None:
@@ -39,13 +41,7 @@ def missing_requirements() -> str | None:
     return None
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class LocalSlurm:
+class LocalSlurm(SlurmClient):
     def __init__(self, *, max_array_size: int | None = None, cpus: int | None = None,
                  partition: str = "debug"):
         self.max_array_size = max_array_size
@@ -63,8 +59,8 @@ class LocalSlurm:
         lines = [
             "ClusterName=benchtest",
             f"SlurmctldHost={self.node}(127.0.0.1)",
-            f"SlurmctldPort={_free_port()}",
-            f"SlurmdPort={_free_port()}",
+            f"SlurmctldPort={free_port()}",
+            f"SlurmdPort={free_port()}",
             "SlurmUser=root",
             "SlurmdUser=root",
             "AuthType=auth/munge",
@@ -102,13 +98,6 @@ class LocalSlurm:
         conf = root / "slurm.conf"
         conf.write_text("\n".join(lines) + "\n")
         return conf
-
-    @property
-    def conf(self) -> Path:
-        return self.root / "slurm.conf"
-
-    def env(self) -> dict:
-        return {**os.environ, "SLURM_CONF": str(self.conf)}
 
     def start(self, timeout_s: float = 60.0) -> "LocalSlurm":
         why = missing_requirements()
@@ -161,37 +150,6 @@ class LocalSlurm:
         return out.returncode == 0 and out.stdout.strip().startswith("idle")
 
     # ----------------------------------------------------------------- use
-    def client(self, *argv: str, timeout_s: float = 30.0) -> subprocess.CompletedProcess:
-        return subprocess.run(list(argv), capture_output=True, text=True, env=self.env(),
-                              timeout=timeout_s)
-
-    def active_jobs(self, job_ids: list[str] | None = None) -> list[str]:
-        """Jobs (array tasks included) not yet in a final state. Every state is asked for:
-        squeue's default list leaves out transient ones such as REQUEUED, which a job passes
-        through on its way back to PENDING."""
-        argv = ["squeue", "-h", "--states=all", "-o", "%i %T"]
-        if job_ids:
-            argv += ["-j", ",".join(job_ids)]
-        out = self.client(*argv)
-        if out.returncode != 0:
-            # squeue -j answers "Invalid job id" once every job has left slurmctld's memory;
-            # any other failure (a busy slurmctld timing out) says nothing: ask again.
-            if "invalid job id" in (out.stderr + out.stdout).lower():
-                return []
-            return [f"unknown (squeue failed: {out.stderr.strip()[:200]})"]
-        return [line for line in out.stdout.splitlines()
-                if line.strip() and line.split()[-1] not in FINAL_STATES]
-
-    def wait_for(self, job_ids: list[str], timeout_s: float, poll_s: float = 1.0) -> None:
-        """Poll squeue (never `sbatch --wait`, whose back-off reaches 32 s) until done."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if not self.active_jobs(job_ids):
-                return
-            time.sleep(poll_s)
-        raise TimeoutError(f"jobs {job_ids} still queued after {timeout_s:.0f} s: "
-                           f"{self.active_jobs(job_ids)}\n{self.logs()}")
-
     def job_state(self, job_id: str) -> dict:
         """`scontrol show job -o` as a dict (there is no sacct without slurmdbd)."""
         out = self.client("scontrol", "show", "job", "-o", job_id)
@@ -201,27 +159,6 @@ class LocalSlurm:
                 key, _, value = word.partition("=")
                 fields[key] = value
         return fields
-
-    def completed(self) -> list[dict]:
-        """Every finished job from the jobcomp file: JobId, JobName, JobState, ExitCode..."""
-        path = self.root / "log" / "jobcomp.txt"
-        rows = []
-        if path.exists():
-            for line in path.read_text().splitlines():
-                rows.append(dict(w.split("=", 1) for w in line.split() if "=" in w))
-        return rows
-
-    def logs(self, tail_chars: int = 3000) -> str:
-        if self.root is None:
-            return ""
-        parts = []
-        for path in sorted((self.root / "log").glob("*")):
-            try:
-                text = path.read_text(errors="replace")
-            except OSError:
-                continue
-            parts.append(f"--- {path.name}\n{text[-tail_chars:]}")
-        return "\n".join(parts)
 
     # ----------------------------------------------------------------- tear-down
     def stop(self) -> None:

@@ -97,6 +97,25 @@ BUILTIN: dict[str, dict] = {
             "scaling": ["strong", "weak"],
         },
     },
+    "multinode": {
+        "description": "Data parallelism across nodes: DDP, FSDP (sharded per block) and "
+                       "DeepSpeed ZeRO-2 on 2 devices beside one device, on a small U-Net whose "
+                       "all-reduce dominates a step on a slow link. Submit it with `bench slurm "
+                       "multinode --gpus-per-node 1` (add --cpu on CPU nodes): each ×2 cell then "
+                       "spans two nodes, and `bench predict --nodes 2` prices the link between "
+                       "them.",
+        "workload": {"width": 16, "depth": 3, "norm": "group", "image_size": 64,
+                     "global_batch": 16, "steps": 30, "warmup": 5, "repeats": 2},
+        "matrix": {
+            "models": ["unet"],
+            "configurations": [
+                {"strategy": "single", "devices": 1, "precision": "fp32"},
+                {"strategy": "ddp", "devices": 2, "precision": "fp32"},
+                {"strategy": "fsdp", "devices": 2, "precision": "fp32"},
+                {"strategy": "deepspeed", "zero": 2, "devices": 2, "precision": "fp32"},
+            ],
+        },
+    },
     "seed-confounded": {
         "description": "The seed study's three runs as it ran them, confounds and all: one GPU "
                        "fp32 at batch 16 with no loader workers; DataParallel on 2 GPUs at "
