@@ -24,13 +24,18 @@ def test_interval_union_and_subtract():
 
 def cpu_step(offset=0.0, comm=(50, 85), numel=1000):
     """One probe step on a CPU rank, µs: forward 0–30, backward 30–90 whose operators run
-    30–70, gloo's all-reduce on another thread, optimizer 90–98, step 0–100."""
+    31–70 (its node executions span 30–85), gloo's all-reduce on another thread, optimizer
+    90–98, step 0–100."""
     o = offset
     return [Span("bench.step", o, o + 100, thread=1),
             Span("bench.forward", o, o + 30, thread=1),
             Span("aten::conv2d", o + 1, o + 29, thread=1),
             Span("bench.backward", o + 30, o + 90, thread=1),
             Span("autograd::engine::evaluate_function: ConvBackward0", o + 30, o + 70, thread=1),
+            Span("aten::convolution_backward", o + 31, o + 70, thread=1),
+            # a hook's wait for its collective inside a node execution (FSDP's post-backward):
+            # the node's span runs on, but no operator of the rank's own runs in it
+            Span("autograd::engine::evaluate_function: PostBackward", o + 70, o + 85, thread=1),
             Span("c10d::allreduce_", o + 49, o + 50, thread=1),  # enqueues: not compute
             Span("gloo:all_reduce", o + comm[0], o + comm[1], thread=2, numel=numel),
             Span("bench.optimizer", o + 90, o + 98, thread=1),
