@@ -185,3 +185,34 @@ def test_an_oversubscribed_measurement_is_not_compared():
     single["runtime"]["placement"] = {"oversubscribed": True, "note": note}
     fam = predict([single], devices=[2], bandwidth=1.0, latency=10.0)["families"][0]
     assert fam["assumptions"][0].startswith("the single-device baseline is not trusted")
+
+
+def test_a_rate_limiters_burst_does_not_lift_the_fitted_bandwidth():
+    from bench.analysis.links import links_from_commbench
+    # tbf at 1 Gbit/s with a 256 KB burst: messages up to the burst pass at line speed, larger
+    # ones at the limit; the fit's intercept goes negative, its slope is still the limit.
+    sizes = [64 << 10 << k for k in range(9)]
+    rows = [{"op": "all_reduce", "bytes": s, "busbw_gbs": 0.0,
+             "time_s": s / 2e9 if s <= 256 << 10 else 256e3 / 2e9 + (s - 256e3) / 0.125e9}
+            for s in sizes]
+    links = links_from_commbench({"layout": {"world_size": 2}, "results": rows})
+    assert links["bandwidth_gbs"] == pytest.approx(0.125, rel=0.05)
+    assert links["latency_us"] == pytest.approx(rows[0]["time_s"] / 2 * 1e6)
+    assert "slope" in links["source"]
+
+
+def test_a_sharding_ranks_own_extra_work_comes_from_its_probe():
+    single = _record("single", 1, 0.1)
+    fsdp = _record("fsdp", 2, 0.12)
+    # The FSDP rank computed 0.07 s of its 0.12 s window step: 0.02 s beyond half the single's.
+    fsdp["breakdown"] = {"forward": 0.2, "backward": 0.3, "optimizer": 0.0,
+                         "comm_overlap": 0.0}
+    fsdp["breakdown"]["optimizer"] = 0.07 / 0.12 - 0.5
+    fam = predict([single, fsdp], devices=[2], strategies=("ddp", "fsdp"), bandwidth=1.0,
+                  latency=10.0)["families"][0]
+    ddp_row, fsdp_row = fam["rows"]
+    assert ddp_row["sharding_work_s"] == 0.0
+    assert fsdp_row["sharding_work_s"] == pytest.approx(0.02)
+    assert fsdp_row["step_s"] == pytest.approx(ddp_row["step_s"] - ddp_row["exposed_comm_s"]
+                                               + fsdp_row["exposed_comm_s"] + 0.02)
+    assert any(a.startswith("fsdp sharding work 20 ms") for a in fam["assumptions"])

@@ -28,9 +28,9 @@ def links_from_commbench(data: dict) -> dict:
     - `bench commbench --json`: {"layout": {"world_size": n, ...}, "results": [{"op":
       "all_reduce", "bytes": S, "time_s": T, "algbw_gbs": .., "busbw_gbs": ..}, ...]}
       (keys `algbw`/`busbw` are read too). A least-squares fit of the ring formula
-      t = a + b·S over the all-reduce rows gives bw = 2(n−1)/n / b and latency = a / 2(n−1);
-      where the fit is not positive, the largest busbw and the smallest size's time are
-      used."""
+      t = a + b·S over the all-reduce rows gives bw = 2(n−1)/n / b and latency = a / 2(n−1)
+      (the smallest message's time where a ≤ 0); where the slope is not positive, the
+      largest message's busbw (the sustained rate, nccl-tests' headline) is used."""
     if "bandwidth_gbs" in data:
         return {"bandwidth_gbs": float(data["bandwidth_gbs"]),
                 "latency_us": float(data.get("latency_us", 0.0)),
@@ -50,12 +50,17 @@ def links_from_commbench(data: dict) -> dict:
         if sxx > 0:
             b = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx
             a = my - b * mx
-    if b > 0 and a > 0 and n > 1:
-        bw, lat, how = 2 * (n - 1) / n / b / 1e9, a / (2 * (n - 1)) * 1e6, "ring fit"
+    smallest_lat = ys[xs.index(min(xs))] / max(1, 2 * (n - 1)) * 1e6
+    if b > 0 and n > 1:  # the slope is the sustained rate, whatever the intercept
+        bw = 2 * (n - 1) / n / b / 1e9
+        # Small messages faster than the line (a rate limiter's burst, a cache) pull the
+        # intercept below zero: the smallest message then prices the latency.
+        lat, how = (a / (2 * (n - 1)) * 1e6, "ring fit") if a > 0 else \
+            (smallest_lat, "ring fit's slope, smallest message's time")
     else:
-        bw = max(busbw) if max(busbw) > 0 else max(x / y for x, y in zip(xs, ys)) / 1e9
-        lat = ys[xs.index(min(xs))] / max(1, 2 * (n - 1)) * 1e6
-        how = "largest busbw, smallest message's time"
+        largest = xs.index(max(xs))
+        bw = busbw[largest] if busbw[largest] > 0 else xs[largest] / ys[largest] / 1e9
+        lat, how = smallest_lat, "largest message's busbw, smallest message's time"
     return {"bandwidth_gbs": bw, "latency_us": lat,
             "source": f"commbench ×{n} ({how}, {len(rows)} all-reduce sizes)"}
 

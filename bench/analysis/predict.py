@@ -45,8 +45,8 @@ import math
 from dataclasses import asdict, dataclass
 
 from bench.analysis.scaling_inputs import (compute_capacity, measured_overlap, pooled,
-                                           processor_of, shared_cores, strategy_of,
-                                           window_figures)
+                                           processor_of, shared_cores, sharding_work,
+                                           strategy_of, window_figures)
 from bench.analysis.volume import (message_bytes, passes, recorded_sharding, regathered_share,
                                    volume_assumption, wire_bytes)
 from bench.analysis.links import (DEFAULT_LINKS, links_from_commbench,  # noqa: F401
@@ -206,9 +206,16 @@ def predict(records: list[dict], devices=(2, 4, 8, 64), nodes: int | None = None
         measured = [r for r in ok if _family(r) == family and strategy_of(r["cell"])
                     and r["cell"].get("precision") == cell.get("precision")]
         rows, overlaps, shares = [], {}, {}  # shares: strategy → (r, its source), volume.py
+        works = {}  # strategy → (a sharding rank's own extra work per step, its source)
+
+        def share_of_single(n: int) -> float:  # a rank's part of the single device's compute
+            capacity = compute_capacity(base, nodes, n) if shared_host else None
+            return predict_step(compute_s, 0.0, n, 1.0, 0.0, scaling=scaling_,
+                                capacity=capacity).compute_s
         for strategy in strategies:
             overlaps[strategy] = (overlap, "given") if overlap is not None \
                 else measured_overlap(measured, strategy)
+            works[strategy] = sharding_work(measured, strategy, share_of_single)
             shares[strategy] = regathered_share(strategy, params,
                                                 recorded_sharding(measured, strategy),
                                                 sharding(base) if sharding else None)
@@ -217,10 +224,11 @@ def predict(records: list[dict], devices=(2, 4, 8, 64), nodes: int | None = None
                 capacity = compute_capacity(base, nodes, int(n)) if shared_host else None
                 bw, lat, link = ring_link(links, int(n), nodes)
                 p = predict_step(compute_s, grad_bytes, int(n), bw, lat, overlaps[strategy][0],
-                                 strategy, scaling_, overhead_s, algo, capacity, data_s,
-                                 share)
+                                 strategy, scaling_, overhead_s + works[strategy][0], algo,
+                                 capacity, data_s, share)
                 row = asdict(p)
-                row.update(overlap=overlaps[strategy][0], compute_capacity=capacity, link=link)
+                row.update(overlap=overlaps[strategy][0], compute_capacity=capacity, link=link,
+                           sharding_work_s=works[strategy][0])
                 row["throughput_img_s"] = rate * p.speedup
                 row.update(regathered_share=share, regathered_source=shares[strategy][1],
                            comm_wire_bytes_per_step=wire_bytes(grad_bytes, int(n), strategy,
@@ -255,7 +263,10 @@ def predict(records: list[dict], devices=(2, 4, 8, 64), nodes: int | None = None
                     "rows": rows, "assumptions": crowding([base]) + sorted(
                         {r["link"] for r in rows if r["link"].startswith("two-level")}) + [
                         f"measured efficiency not compared with the prediction: {line}"
-                        for r in rows for line in r.get("oversubscribed") or []] + assumptions(
+                        for r in rows for line in r.get("oversubscribed") or []] + [
+                        f"{s} sharding work {w * 1e3:.3g} ms per step beyond a rank's share "
+                        f"of the single device's compute ({src})"
+                        for s, (w, src) in works.items() if s in ("fsdp", "zero3")] + assumptions(
                         links, overlaps, algo, scaling_,
                         shared_cores(base, nodes) if shared_host else None, overhead_s,
                         family[3], data_s, volume_assumption(shares))})

@@ -148,3 +148,29 @@ def shared_cores(record: dict, nodes: int | None) -> str | None:
     return (f"CPU ranks share the host's cores: {cores}; at most cores × nodes ÷ the single run's "
             f"threads = {compute_capacity(record, nodes):g} single-device equivalents "
             "(threads assumed to scale perfectly: the record has no thread_scaling)")
+
+
+SHARDED = ("fsdp", "zero3")
+
+
+def sharding_work(measured: list[dict], strategy: str, share_of_single) -> tuple[float, str]:
+    """(seconds per step, where it came from): the work a sharding strategy's rank does that a
+    single device never does — gathering shards into whole parameters and back, an optimizer
+    over sharded tensors — which no single-device record holds. Its cells' probes measured the
+    rank's own compute (forward + backward + optimizer shares of the window); less the share
+    of the single device's compute the prediction gives a rank at the cell's n
+    (`share_of_single(n)`), the mean excess is added to every step on more than one device.
+    Replicating strategies (DDP, ZeRO-0/1/2) get none."""
+    if strategy not in SHARDED:
+        return 0.0, "none (a replicating strategy computes what one device does)"
+    excess = []
+    for record in measured:
+        b = record.get("breakdown") or {}
+        if strategy_of(record["cell"]) != strategy or b.get("forward") is None:
+            continue
+        own = (b["forward"] + b["backward"] + b["optimizer"]) * window_figures(record)[0]
+        excess.append(own - share_of_single(int(record["cell"]["devices"])))
+    if not excess:
+        return 0.0, f"not measured (no {strategy} cell with a probe): none assumed"
+    return (max(0.0, statistics.fmean(excess)),
+            f"measured by the probes of this workload's {len(excess)} {strategy} cell(s)")
