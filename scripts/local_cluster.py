@@ -142,11 +142,12 @@ class SlurmClient:
 
 
 class NamespaceCluster(SlurmClient):
-    def __init__(self, nodes: int, rate: str | None = None, root: Path = DEFAULT_DIR):
+    def __init__(self, nodes: int, rate: str | None = None, root: Path = DEFAULT_DIR,
+                 pin: bool = True):
         check_rate(rate)
         if not 1 <= nodes <= 200:
             raise UsageError(f"N must be 1 to 200 (node I is 10.231.7.(10+I)), not {nodes}.")
-        self.nodes, self.rate, self.root = nodes, rate, Path(root)
+        self.nodes, self.rate, self.root, self.pin = nodes, rate, Path(root), pin
         self.state: dict = {}
         self.procs: dict[int, subprocess.Popen] = {}  # daemons started here: reaped by down
 
@@ -178,7 +179,8 @@ class NamespaceCluster(SlurmClient):
             raise UsageError(f"{self.root} exists and is not empty: pick another --dir.")
         self._check_host()
         cores = sorted(os.sched_getaffinity(0))
-        pinned, size, extra = len(cores) >= self.nodes, *divmod(len(cores), self.nodes)
+        pinned, size, extra = self.pin and len(cores) >= self.nodes, *divmod(len(cores),
+                                                                              self.nodes)
         starts = [i * size + min(i, extra) for i in range(self.nodes + 1)]  # even, in order
         self.root.mkdir(parents=True, exist_ok=True)
         self.root.chmod(0o755)  # munged wants its socket's folder and every parent traversable
@@ -209,7 +211,13 @@ class NamespaceCluster(SlurmClient):
         return self
 
     def _check_host(self) -> None:
-        """Refuse a subnet or names already on the host (another cluster, or anything else)."""
+        """Refuse a folder munged cannot serve its socket from, and a subnet or names already
+        on the host (another cluster, or anything else)."""
+        closed = [str(d) for d in self.root.absolute().parents
+                  if d.exists() and not d.stat().st_mode & 0o001]
+        if closed:
+            raise UsageError(f"munged needs every folder above {self.root} to be executable "
+                             f"by all, and {closed[0]} is not: choose another --dir.")
         text = _run("ip", "-o", "-4", "addr").stdout + _run("ip", "-4", "route").stdout
         used = [net for net in re.findall(r"\b\d+\.\d+\.\d+\.\d+(?:/\d+)?", text)
                 if ipaddress.ip_network(net, strict=False).overlaps(SUBNET)]
@@ -340,8 +348,8 @@ class NamespaceCluster(SlurmClient):
 
     def oversubscribed(self) -> str:
         return (f"The {self.nodes} nodes share the host's {self.state['host_cores']} cores "
-                "(oversubscribed), so no timing figure from this cluster stands for separate "
-                "machines.")
+                f"({'oversubscribed' if self.nodes > self.state['host_cores'] else 'not pinned'}"
+                "), so no timing figure from this cluster stands for separate machines.")
 
     # ----------------------------------------------------------------- down
     def _pid_of(self, entry: dict) -> int | None:
@@ -424,11 +432,14 @@ def main(argv: list[str] | None = None) -> int:
         if name == "up":
             cmd.add_argument("nodes", type=int)
             cmd.add_argument("--rate", help="limit every link, both ways: e.g. 100mbit, 1gbit")
+            cmd.add_argument("--no-pin", action="store_true", help="leave every node free on "
+                             "every core (as a shared node without CPU binding)")
     args = parser.parse_args(argv)
     started = time.monotonic()
     try:
         if args.command == "up":
-            cluster = NamespaceCluster(args.nodes, args.rate, args.dir).up()
+            cluster = NamespaceCluster(args.nodes, args.rate, args.dir,
+                                       pin=not args.no_pin).up()
             print("\n".join(f"{n['name']}: {n['addr']} in namespace {n['netns']}, cores "
                             f"{','.join(map(str, n['cores'])) or 'shared'}"
                             for n in cluster.state["node_info"]))
