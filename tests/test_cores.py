@@ -134,3 +134,11 @@ def test_nodes_on_one_machine_are_recognised_and_their_oversubscription_named():
     apart = summarize([_rank("n1", "b1", [0, 1], 2), _rank("n2", "b2", [0, 1], 2)])
     assert apart["oversubscribed"] is False and len(apart["machines"]) == 2
     assert summarize([{"host": "x"}]) is None  # records from before the facts existed
+
+
+def test_the_prediction_counts_a_tasks_allocation_not_its_affinity():
+    from bench.analysis.scaling_inputs import usable_cores
+    # 3 one-CPU Slurm tasks on a 2-core host, each free on both cores (no CPU binding)
+    assert usable_cores({"cpu_count": 2, "usable_cores": 2, "allocated_cpus": 1}) == 1
+    assert usable_cores({"cpu_count": 2, "usable_cores": 2, "allocated_cpus": None}) == 2
+    assert usable_cores({"cpu_count": 64}) == 64  # a record from before either was kept

@@ -99,10 +99,13 @@ def compute_capacity(record: dict, nodes: int | None = None,
 
 
 def usable_cores(env: dict) -> int | None:
-    """The cores a rank of this record could use: the task's (affinity set, cgroup quota),
-    which a Slurm or container limit makes far fewer than the node's `cpu_count`. Records made
-    before bench kept it have only the node's count."""
-    return env.get("usable_cores") or env.get("cpu_count")
+    """The cores a rank of this record could use: the task's (affinity set, cgroup quota, and
+    its Slurm allocation where smaller: `cores.thread_budget`), which a Slurm or container
+    limit makes far fewer than the node's `cpu_count`. Records made before bench kept it have
+    only the node's count."""
+    cores = env.get("usable_cores") or env.get("cpu_count")
+    allocated = env.get("allocated_cpus")
+    return min(cores, allocated) if cores and allocated else cores
 
 
 def amdahl(speedup: float, threads: int, t: int) -> float:
@@ -136,8 +139,8 @@ def shared_cores(record: dict, nodes: int | None) -> str | None:
     if compute_capacity(record, nodes) is None:
         return None
     env = record.get("env") or {}
-    cores = (f"{env['usable_cores']} usable cores per node (affinity and cgroup quota; the node "
-             f"has {env.get('cpu_count')})" if env.get("usable_cores") else
+    cores = (f"{usable_cores(env)} usable cores per node (affinity, cgroup quota and Slurm "
+             f"allocation; the node has {env.get('cpu_count')})" if env.get("usable_cores") else
              f"{env.get('cpu_count')} cores per node (the node's count: this record predates "
              "the task's usable cores, so a Slurm or cgroup limit is not seen)")
     scaling = (record.get("breakdown") or {}).get("thread_scaling") or {}

@@ -108,4 +108,5 @@ def core_facts() -> dict:
     """What the environment record keeps: the node's cores, the affinity set, the quota and
     the usable count the launcher sized its threads by."""
     return {"cpu_count": os.cpu_count(), "affinity_cores": affinity_cores(),
-            "cgroup_quota_cpus": cgroup_quota_cpus(), "usable_cores": usable_cores()}
+            "cgroup_quota_cpus": cgroup_quota_cpus(), "usable_cores": usable_cores(),
+            "allocated_cpus": allocated_cpus()}
