@@ -15,6 +15,10 @@ from bench.errors import BadInput
 from bench.measure.cores import thread_budget  # allocation, affinity, cgroup quota
 
 
+# A GPU rank computes on its device; its host threads are OMP_NUM_THREADS' (or torch's).
+GPU_THREADS = "not set: a GPU rank computes on its device (OMP_NUM_THREADS or torch's default)"
+
+
 @dataclass(frozen=True)
 class Runtime:
     """Where this rank runs. Built once per rank process by `Strategy.init_runtime`."""
@@ -175,7 +179,7 @@ class Strategy:
             torch.set_num_threads(threads)
         device = "cuda:0" if cell.device_type == "cuda" else "cpu"
         return Runtime(0, 1, 0, device, None, torch.get_num_threads(),
-                       source if cell.device_type == "cpu" else "torch default")
+                       source if cell.device_type == "cpu" else GPU_THREADS)
 
     def wrap(self, model, optimizer, cell, runtime: Runtime) -> Engine:
         return Engine(model, optimizer, Precision(cell.precision, runtime.device_type))
@@ -268,7 +272,7 @@ def init_distributed(cell, timeout_s: float) -> Runtime:
         raise RuntimeError(f"launched with world size {world} but the cell asks for {cell.devices}")
     if cell.device_type == "cuda":
         torch.cuda.set_device(local_rank)
-        device, backend, source = f"cuda:{local_rank}", "nccl", "torch default"
+        device, backend, source = f"cuda:{local_rank}", "nccl", GPU_THREADS
     else:
         # N ranks share the task's cores (its Slurm allocation where that is smaller than its
         # affinity set); oversubscribing threads would measure contention, not DDP.

@@ -205,8 +205,9 @@ def render_report(comp, results_dir: Path | None = None, *, brief: bool = False,
     for note in [*comp.notes, *notes]:
         out.print(f"[dim]note: {escape(note)}[/dim]")
     for _, f in comp.failures.iterrows():
-        out.print(f"[red]{escape(f['cell_id'])}: {f['status']}[/red] — "
-                  f"{escape(f['message'] or f['status'])}")
+        message = f["message"] if isinstance(f["message"], str) and f["message"] else None
+        out.print(f"[red]{escape(str(f['cell_id']))}: {f['status']}[/red] — "
+                  f"{escape(message or str(f['status']))}")
     for path in comp.unreadable:
         out.print(f"[red]unreadable record:[/red] {escape(str(path))}")
     if results_dir is not None:

@@ -137,8 +137,13 @@ class SlurmClient:
     def logs(self, tail_chars: int = 3000) -> str:
         if self.root is None:
             return ""
-        return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-tail_chars:]}"
-                         for p in sorted((self.root / "log").glob("*")) if p.is_file())
+        parts = []
+        for path in sorted((self.root / "log").glob("*")):
+            try:  # a daemon may remove or rotate its file while it stops
+                parts.append(f"--- {path.name}\n{path.read_text(errors='replace')[-tail_chars:]}")
+            except OSError:
+                continue
+        return "\n".join(parts)
 
 
 class NamespaceCluster(SlurmClient):

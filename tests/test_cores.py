@@ -133,6 +133,9 @@ def test_nodes_on_one_machine_are_recognised_and_their_oversubscription_named():
     # The same threads on two machines (boot ids differ) are not oversubscribed.
     apart = summarize([_rank("n1", "b1", [0, 1], 2), _rank("n2", "b2", [0, 1], 2)])
     assert apart["oversubscribed"] is False and len(apart["machines"]) == 2
+    # Two machines that share a hostname (a container's default) stay two nodes.
+    twins = summarize([_rank("x", "b1", [0, 1], 2), _rank("x", "b2", [0, 1], 2)])
+    assert len(twins["nodes"]) == 2 and twins["oversubscribed"] is False
     assert summarize([{"host": "x"}]) is None  # records from before the facts existed
 
 

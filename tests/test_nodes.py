@@ -26,13 +26,21 @@ def test_a_node_whose_slurmd_does_not_answer_is_lost_and_one_that_answers_is_not
         alive.listen()
         port = alive.getsockname()[1]
         # 127.0.0.2 answers nothing on that port: the connection is refused.
-        gone = nodes.unreachable(["127.0.0.1", "127.0.0.2"], port, timeout_s=1.0)
+        gone = nodes.unreachable(["127.0.0.1", "127.0.0.2"], port, timeout_s=1.0,
+                                 address=lambda host: host)
         assert list(gone) == ["127.0.0.2"] and "refused" in gone["127.0.0.2"]
+        # A name that does not resolve says nothing about the node.
+        assert nodes.unreachable(["no-such-node.invalid"], port, address=lambda h: h) == {}
         monkeypatch.setattr(nodes, "slurmd_port", lambda: port)
-        # Every slurmd answers: the first node srun reported is named (a killed rank).
-        assert nodes.lost_nodes(SRUN_LOG, ["127.0.0.1"]) == {"n2": "srun: its task Killed"}
-        lost = nodes.lost_nodes(SRUN_LOG, ["127.0.0.1", "127.0.0.2"])
-        assert list(lost) == ["127.0.0.2"]
+        monkeypatch.setattr(nodes, "node_address", lambda host: host)
+        # Every slurmd answers and srun names only tasks that exited: no node is lost (a rank
+        # killed on a node that lives on is the rank's failure, named by the runner).
+        assert nodes.lost_nodes(SRUN_LOG, ["127.0.0.1", "127.0.0.1"]) == {}
+        assert nodes.lost_nodes("srun: error: Node failure on n2\n", ["127.0.0.1", "n2"]) == {
+            "n2": "srun reported a node failure"}
+        lost = nodes.lost_nodes(SRUN_LOG.replace("n2", "127.0.0.2"), ["127.0.0.1", "127.0.0.2"])
+        assert list(lost) == ["127.0.0.2"] and lost["127.0.0.2"].endswith("srun: its task Killed")
+        assert nodes.lost_nodes(SRUN_LOG, ["127.0.0.2"]) == {}  # one node: nothing to tell
     assert nodes.lost_sentence({"n2": "why"}) == "node n2 lost (why)"
 
 

@@ -118,7 +118,9 @@ def resolve_links(device_type: str, nodes: int | None, bandwidth_gbs=None, laten
         links["latency_us"] = float(latency_us)
         links["source"] = "given" if bandwidth_gbs is not None else links["source"] + \
             ", latency given"
-    if link == "inter-node":
+    # Across nodes the intra-node link enters too: measured, or the default where the
+    # inter-node figures are not the user's (a given --bandwidth is never undercut by it).
+    if link == "inter-node" and ("intra-node" in measured or bandwidth_gbs is None):
         links["intra_node"] = dict(measured.get("intra-node") or DEFAULT_LINKS[device])
     return links
 

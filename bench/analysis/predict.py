@@ -208,8 +208,9 @@ def predict(records: list[dict], devices=(2, 4, 8, 64), nodes: int | None = None
         rows, overlaps, shares = [], {}, {}  # shares: strategy → (r, its source), volume.py
         works = {}  # strategy → (a sharding rank's own extra work per step, its source)
 
-        def share_of_single(n: int) -> float:  # a rank's part of the single device's compute
-            capacity = compute_capacity(base, nodes, n) if shared_host else None
+        def share_of_single(n: int, on_nodes: int) -> float:  # a rank's part of the single
+            # device's compute, on the nodes the measured cell ran on
+            capacity = compute_capacity(base, on_nodes, n) if shared_host else None
             return predict_step(compute_s, 0.0, n, 1.0, 0.0, scaling=scaling_,
                                 capacity=capacity).compute_s
         for strategy in strategies:
@@ -260,7 +261,8 @@ def predict(records: list[dict], devices=(2, 4, 8, 64), nodes: int | None = None
                     "parameters": params, "grad_bytes": grad_bytes, "scaling": scaling_,
                     "links": links, "overlap": {k: v[0] for k, v in overlaps.items()},
                     "algo": algo, "overhead_s": overhead_s, "volume": volume_assumption(shares),
-                    "rows": rows, "assumptions": crowding([base]) + sorted(
+                    "rows": rows, "assumptions": crowding(
+                        [r for r in singles if _family(r) == family]) + sorted(
                         {r["link"] for r in rows if r["link"].startswith("two-level")}) + [
                         f"measured efficiency not compared with the prediction: {line}"
                         for r in rows for line in r.get("oversubscribed") or []] + [

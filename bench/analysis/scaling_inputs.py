@@ -122,7 +122,7 @@ def measured_overlap(measured: list[dict], strategy: str) -> tuple[float, str]:
     of this strategy, else of any data-parallel cell of the workload, else 0 (assumed)."""
     def mean_of(records):
         values = [float(r["breakdown"]["comm_overlap"]) for r in records
-                  if isinstance(r.get("breakdown"), dict)
+                  if isinstance(r.get("breakdown"), dict) and not crowded(r)
                   and r["breakdown"].get("comm_overlap") is not None]
         return sum(values) / len(values) if values else None
     own = mean_of([r for r in measured if strategy_of(r["cell"]) == strategy])
@@ -156,23 +156,37 @@ def shared_cores(record: dict, nodes: int | None) -> str | None:
 SHARDED = ("fsdp", "zero3")
 
 
+def nodes_of(record: dict) -> int:
+    """The nodes a cell's ranks ran on (its placement; 1 for records without one)."""
+    placement = (record.get("runtime") or {}).get("placement") or {}
+    return max(1, len(placement.get("nodes") or []))
+
+
+def crowded(record: dict) -> bool:
+    """Its ranks took turns on their cores (bench.measure.placement): its times measure the
+    contention, so nothing is taken from them."""
+    return bool(((record.get("runtime") or {}).get("placement") or {}).get("oversubscribed"))
+
+
 def sharding_work(measured: list[dict], strategy: str, share_of_single) -> tuple[float, str]:
     """(seconds per step, where it came from): the work a sharding strategy's rank does that a
     single device never does — gathering shards into whole parameters and back, an optimizer
     over sharded tensors — which no single-device record holds. Its cells' probes measured the
     rank's own compute (forward + backward + optimizer shares of the window); less the share
     of the single device's compute the prediction gives a rank at the cell's n
-    (`share_of_single(n)`), the mean excess is added to every step on more than one device.
+    and nodes (`share_of_single(n, nodes)`), the mean excess is added to every step on more
+    than one device. Oversubscribed cells are left out.
     Replicating strategies (DDP, ZeRO-0/1/2) get none."""
     if strategy not in SHARDED:
         return 0.0, "none (a replicating strategy computes what one device does)"
     excess = []
     for record in measured:
         b = record.get("breakdown") or {}
-        if strategy_of(record["cell"]) != strategy or b.get("forward") is None:
+        if strategy_of(record["cell"]) != strategy or b.get("forward") is None \
+                or crowded(record):
             continue
         own = (b["forward"] + b["backward"] + b["optimizer"]) * window_figures(record)[0]
-        excess.append(own - share_of_single(int(record["cell"]["devices"])))
+        excess.append(own - share_of_single(int(record["cell"]["devices"]), nodes_of(record)))
     if not excess:
         return 0.0, f"not measured (no {strategy} cell with a probe): none assumed"
     return (max(0.0, statistics.fmean(excess)),

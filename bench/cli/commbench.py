@@ -45,9 +45,10 @@ def validate(args) -> tuple[list[int], str]:
         raise BadInput(f"--out {args.out}: its folder does not exist")
     from bench.sweep.hardware import default_device_type, visible_gpus
     device_type = default_device_type(args.device)
-    if device_type == "cuda" and args.devices > visible_gpus() * max(1, len(allocation_nodes())):
-        raise BadInput(f"--devices {args.devices} asks for more GPUs than the {visible_gpus()} "
-                       "visible; --device cpu runs gloo ranks on the CPU")
+    gpus = visible_gpus() * max(1, len(allocation_nodes()))  # each node of an allocation
+    if device_type == "cuda" and args.devices > gpus:
+        raise BadInput(f"--devices {args.devices} asks for more GPUs than the {gpus} visible; "
+                       "--device cpu runs gloo ranks on the CPU")
     return message_sizes(lo, hi, args.step), device_type
 
 

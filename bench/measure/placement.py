@@ -1,9 +1,9 @@
 """Where a cell's ranks ran, and whether they had the cores they were given.
 
-Several Slurm "nodes" can be one machine (network namespaces, containers, VMs sharing a
-host's cores): every rank reports its node's identity (hostname, kernel boot id, machine id),
-its threads and its affinity set; ranks whose nodes share a boot id and machine id share
-one machine's cores. When the threads of all ranks on one machine exceed its cores, the
+Several Slurm "nodes" can be one machine (network namespaces or containers on one kernel):
+every rank reports its node's identity (hostname, kernel boot id, machine id), its threads and
+its affinity set; nodes that share a kernel boot id share one machine's cores. (Virtual
+machines on one host each boot their own kernel: they cannot be told apart from here.) When the threads of all ranks on one machine exceed its cores, the
 ranks were oversubscribed: they took turns on the cores, and their step times measure the
 contention, not the configuration.
 """
@@ -36,11 +36,13 @@ def node_facts() -> dict:
 
 
 def _machine_key(facts: dict) -> tuple:
-    """Nodes on one machine share its kernel (boot id) and install (machine id); a node that
-    could not read either stands for a machine of its own."""
-    if facts.get("boot_id") or facts.get("machine_id"):
-        return facts.get("boot_id"), facts.get("machine_id")
-    return ("host", facts.get("host"))
+    """Nodes on one machine share its kernel (boot id; containers of other images on it differ
+    in machine id); without a boot id the machine id, else the node stands alone."""
+    if facts.get("boot_id"):
+        return "boot", facts["boot_id"]
+    if facts.get("machine_id"):
+        return "machine", facts["machine_id"]
+    return "host", facts.get("host")
 
 
 def summarize(ranks: list[dict]) -> dict | None:
@@ -53,7 +55,9 @@ def summarize(ranks: list[dict]) -> dict | None:
     nodes: dict[str, dict] = {}
     for r in reported:
         facts = r["node"]
-        node = nodes.setdefault(facts["host"], {**facts, "ranks": 0, "threads": 0})
+        # two machines may share a hostname (a container's default): the kernel tells them apart
+        node = nodes.setdefault((facts["host"], facts.get("boot_id")),
+                                {**facts, "ranks": 0, "threads": 0})
         node["ranks"] += 1
         node["threads"] += int(r.get("threads") or 1)
     machines: dict[tuple, dict] = {}
@@ -74,9 +78,9 @@ def summarize(ranks: list[dict]) -> dict | None:
     section = {"nodes": [{k: v for k, v in n.items() if k != "affinity"}
                          | {"cores": len(n.get("affinity") or [])} for n in nodes.values()],
                "machines": out, "oversubscribed": any(m["oversubscribed"] for m in out),
-               "rule": "a machine = nodes with one boot id and machine id; oversubscribed when "
-                       "the threads of its ranks exceed the cores its nodes may use (the union "
-                       "of their affinity sets)"}
+               "rule": "a machine = nodes with one kernel boot id; oversubscribed when the "
+                       "threads of its ranks exceed the cores its nodes may use (the union of "
+                       "their affinity sets)"}
     section["note"] = oversubscription(section)
     return section
 

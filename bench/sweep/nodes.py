@@ -50,13 +50,23 @@ def from_srun(log: str) -> dict[str, str]:
     return out
 
 
-def unreachable(hosts: list[str], port: int, timeout_s: float = PROBE_S) -> dict[str, str]:
-    """{node: why} for each host whose slurmd does not accept a connection."""
+def node_address(node: str) -> str:
+    """Where slurmctld reaches a node (its NodeAddr), else its name."""
+    match = re.search(r"\bNodeAddr=(\S+)", _slurm("scontrol", "show", "node", "-o", node))
+    return match.group(1) if match else node
+
+
+def unreachable(hosts: list[str], port: int, timeout_s: float = PROBE_S,
+                address=node_address) -> dict[str, str]:
+    """{node: why} for each host whose slurmd does not accept a connection. A name that does
+    not resolve says nothing about the node, and names none."""
     out = {}
     for host in hosts:
         try:
-            with socket.create_connection((host, port), timeout=timeout_s):
+            with socket.create_connection((address(host), port), timeout=timeout_s):
                 pass
+        except socket.gaierror:
+            continue
         except socket.timeout:
             out[host] = f"its slurmd (port {port}) did not answer within {timeout_s:g} s"
         except OSError as exc:
@@ -65,15 +75,20 @@ def unreachable(hosts: list[str], port: int, timeout_s: float = PROBE_S) -> dict
 
 
 def lost_nodes(log: str, hosts: list[str]) -> dict[str, str]:
-    """{node: evidence} for the nodes of `hosts` a multi-node cell lost: every node whose
-    slurmd no longer answers (with what srun said of it); where all answer, the first node
-    srun reported a task lost on (a rank killed on a node that lives on)."""
+    """{node: evidence} for the nodes of a multi-node allocation (`hosts`) that a failed cell
+    lost: each node whose slurmd no longer answers, with what srun said of it, and each node
+    srun reported a node failure on. A task that merely exited (an exception, a rank killed
+    on a node that lives on, the survivors srun ended) names no node: the rank's own error
+    says what happened."""
+    if len(hosts) < 2:
+        return {}
     said = from_srun(log)
-    gone = unreachable(hosts, slurmd_port())
-    if gone:
-        return {node: why + (f"; {said[node]}" if node in said else "")
-                for node, why in gone.items()}
-    return dict(list(said.items())[:1])
+    lost = {node: why + (f"; {said[node]}" if node in said else "")
+            for node, why in unreachable(hosts, slurmd_port()).items()}
+    for node, what in said.items():
+        if what == "srun reported a node failure":
+            lost.setdefault(node, what)
+    return lost
 
 
 def lost_sentence(lost: dict[str, str]) -> str:

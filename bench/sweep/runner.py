@@ -103,6 +103,7 @@ def run_cell(cell: Cell, fingerprint: str, prepared_json: dict, results_dir: Pat
         argv = wrap_argv(argv)
     on_event(CellEvent("start", cell, steps=cell.steps))
     with open(cell_dir / store.LOG, "ab") as log:
+        log_from = log.tell()  # an earlier attempt's lines (a resumed cell) are not this one's
         log.write(f"$ {' '.join(argv)}\n".encode())
         log.flush()
         proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
@@ -120,14 +121,15 @@ def run_cell(cell: Cell, fingerprint: str, prepared_json: dict, results_dir: Pat
         finally:  # whatever ended the wait: the ranks are in sessions of their own
             tree.kill_all()
         record = final_record(cell, fingerprint, cell_dir, proc.returncode, timed_out, launch,
-                              across_nodes=wrap_argv is not None)
+                              across_nodes=wrap_argv is not None, log_from=log_from)
     (cell_dir / store.PROGRESS).unlink(missing_ok=True)
     on_event(CellEvent("end", cell, record=record))
     return record
 
 
 def final_record(cell: Cell, fingerprint: str, cell_dir: Path, returncode: int | None,
-                 timed_out: bool, launch: float, across_nodes: bool = False) -> dict:
+                 timed_out: bool, launch: float, across_nodes: bool = False,
+                 log_from: int = 0) -> dict:
     """The record the cell's folder keeps: rank 0's own, told why it stopped, or the runner's
     when the ranks wrote none."""
     record = store.read_record(cell_dir)
@@ -140,7 +142,7 @@ def final_record(cell: Cell, fingerprint: str, cell_dir: Path, returncode: int |
             record = stopped_record(cell, fingerprint, cell_dir, launch)
         else:
             record = failure_record(cell, fingerprint, cell_dir, returncode, timed_out, launch,
-                                    across_nodes)
+                                    across_nodes, log_from)
     elif timed_out:
         # The SIGTERM of the timeout let the ranks checkpoint; the status says why it stopped.
         record = builder.mark_timed_out(record, cell.timeout_s)
@@ -189,7 +191,8 @@ def wait_with_progress(proc, tree: ProcessTree, cell: Cell, cell_dir: Path, on_e
 
 
 def failure_record(cell: Cell, fingerprint: str, cell_dir: Path, returncode: int | None,
-                   timed_out: bool, launch: float, across_nodes: bool = False) -> dict:
+                   timed_out: bool, launch: float, across_nodes: bool = False,
+                   log_from: int = 0) -> dict:
     """The record of a cell that wrote none: its status and message read from the exit, the
     ranks' error files and torchrun's report in the log; across nodes, the node it lost
     first (bench.sweep.nodes)."""
@@ -197,9 +200,10 @@ def failure_record(cell: Cell, fingerprint: str, cell_dir: Path, returncode: int
     first_error = errors[0].read_text() if errors else ""
     message = first_error.splitlines()[0] if first_error else ""
     try:
-        log = (cell_dir / store.LOG).read_text(errors="replace")
+        raw = (cell_dir / store.LOG).read_bytes()
     except OSError:
-        log = ""
+        raw = b""
+    log, this_launch = raw.decode(errors="replace"), raw[log_from:].decode(errors="replace")
     log_tail = log[-LOG_TAIL_CHARS:]
     dead = dead_rank(log)
     if timed_out:
@@ -217,7 +221,7 @@ def failure_record(cell: Cell, fingerprint: str, cell_dir: Path, returncode: int
         message = message or f"rank processes exited with status {returncode}"
     ranks_failed = [p.stem.removeprefix("error-rank") for p in errors] or (
         [dead[0]] if dead else [])
-    lost = lost_nodes(log, allocation_hosts(os.environ.get("SLURM_JOB_NODELIST"))) \
+    lost = lost_nodes(this_launch, allocation_hosts(os.environ.get("SLURM_JOB_NODELIST"))) \
         if across_nodes else {}
     if lost:  # the lost node is the cause; its peers' errors are the consequence
         message = lost_sentence(lost) + (f"; {message}" if message else "")

@@ -98,10 +98,9 @@ def local_results(loop: LoopResult, runtime, node: NodeTelemetry | None = None) 
     host, and, from another node's local rank 0, that node's telemetry (sent once, after
     the window)."""
     import socket
-
-    from bench.measure.placement import node_facts
-    return {"host": socket.gethostname(), "node": node_facts(), "threads": runtime.threads,
-            "spans": loop.spans,
+    return {"host": socket.gethostname(), "node": placement.node_facts(), "spans": loop.spans,
+            # a GPU rank keeps one host thread busy driving its device; a CPU rank, all its own
+            "threads": runtime.threads if runtime.device_type == "cpu" else 1,
             "step_times_s": loop.step_times_s, "data_wait_s": loop.data_wait_s,
             "losses": loop.losses, "grad_norms": loop.grad_norms,
             "peak_mem_mb": peak_memory_mb(runtime, loop),
