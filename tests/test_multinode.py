@@ -129,6 +129,12 @@ def test_a_ddp_cell_spans_two_nodes_with_each_nodes_telemetry_and_single_device_
     assert samples.groupby("node").size().to_dict().keys() == {"n1", "n2"}
     assert samples.groupby("node").size().min() >= 2
     assert ddp["env"]["slurm"]["slurm_job_nodelist"] in ("n[1-2]", "n1,n2")
+    # Launched through srun, one torchrun per node, meeting at a c10d rendezvous on n1.
+    launch = (out / ddp["cell_id"] / "cell.log").read_text().splitlines()[0]
+    assert launch.startswith("$ srun --nodes=2 --ntasks=2 --ntasks-per-node=1 --cpus-per-task=1")
+    assert "--rdzv-backend=c10d" in launch and "--rdzv-endpoint=n1:" in launch
+    assert "--nnodes=2" in launch and "--nproc-per-node=1" in launch
+    assert ddp["runtime"]["world_size"] == 2 and ddp["runtime"]["backend"] == "gloo"
     # fp32 group-norm DDP across the nodes trains the single device's steps.
     losses = [pd.read_parquet(out / r["cell_id"] / "steps.parquet")["loss"].to_numpy()
               for r in (ddp, single)]

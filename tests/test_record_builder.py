@@ -34,7 +34,8 @@ def test_every_status_carries_started_and_finished_at():
 
 def _runtime(cell: Cell, world_size: int, skipped: list[int]) -> dict:
     strategy = SimpleNamespace(description="test")
-    runtime = SimpleNamespace(world_size=world_size, backend=None, device="cuda:0", threads=1)
+    runtime = SimpleNamespace(world_size=world_size, backend=None, device="cuda:0", threads=1,
+                              threads_source="test")
     history = SimpleNamespace(per_rank=[{"skipped_steps": n} for n in skipped])
     return runtime_section(cell, strategy, runtime, history)
 

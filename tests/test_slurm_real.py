@@ -1,7 +1,7 @@
 """Against a real Slurm (slurmctld + slurmd + munge on localhost, see slurm_cluster.py):
-`bench slurm --submit` job arrays, a 2-rank gloo cell through srun + torchrun, Slurm ids in
-every record, the afterany summary job, and a preempted array task that requeues itself and
-resumes from its checkpoint."""
+`bench slurm --submit` job arrays split at MaxArraySize, Slurm ids in every record, the
+afterany summary job, and a preempted array task that requeues itself and resumes from its
+checkpoint. (Multi-rank cells through srun + torchrun, across nodes: test_multinode.py.)"""
 import json
 import subprocess
 import sys
@@ -44,15 +44,16 @@ def submit(cluster, spec: dict, tmp_path, *extra):
     return out, jobs, cells, result.stdout
 
 
-def test_sweep_of_job_arrays_with_an_srun_cell(cluster, tmp_path):
+def test_sweep_of_job_arrays_split_at_the_clusters_max_array_size(cluster, tmp_path):
     spec = {"name": "arrays", "workload": TINY,
             "matrix": {"models": ["unet"],
                        "configurations": [{"strategy": "single"}, {"strategy": "dp", "devices": 2},
-                                          {"strategy": "ddp", "devices": 2}]}}
+                                          {"strategy": "dp", "devices": 2, "global_batch": 16}]}}
     out, jobs, cells, stdout = submit(cluster, spec, tmp_path)
     array_ids = [a["job_id"] for a in jobs["arrays"]]
-    # single (1 CPU) is one shape; DP and DDP on 2 devices share the other, which the
-    # cluster's MaxArraySize of 1 (read from scontrol) splits into two arrays.
+    # single (1 CPU) is one shape; the two DP cells on 2 devices share the other, which the
+    # cluster's MaxArraySize of 1 (read from scontrol) splits into two arrays. (A multi-rank
+    # cell through srun and torchrun's c10d rendezvous: tests/test_multinode.py, across nodes.)
     assert len(array_ids) == 3, stdout
     assert f"submitted summary job {jobs['aggregate']}" in stdout
     try:
@@ -80,15 +81,6 @@ def test_sweep_of_job_arrays_with_an_srun_cell(cluster, tmp_path):
         assert slurm["slurm_job_nodelist"] == cluster.node
         assert "cuda_visible_devices" in record["env"]
         assert finished[(array_job, task_id)]["ExitCode"] == "0:0"
-
-    # The 2-rank gloo cell ran through srun (one task on the one node) and torchrun's c10d
-    # rendezvous on the allocation's first node.
-    ddp = next(c for c in cells if c.strategy == "ddp")
-    launch = (out / ddp.cell_id / "cell.log").read_text().splitlines()[0]
-    assert launch.startswith("$ srun --nodes=1 --ntasks=1 --ntasks-per-node=1 --cpus-per-task=2")
-    assert "--rdzv-backend=c10d" in launch and f"--rdzv-endpoint={cluster.node}:" in launch
-    ddp_record = json.loads((out / ddp.cell_id / "record.json").read_text())
-    assert ddp_record["runtime"]["world_size"] == 2 and ddp_record["runtime"]["backend"] == "gloo"
 
     # The afterany job wrote the summary.
     summary = json.loads((out / "summary.json").read_text())
