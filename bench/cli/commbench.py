@@ -76,7 +76,8 @@ def across_nodes(hosts: list[str], devices: int):
     with socket.socket() as s:
         s.bind(("", 0))
         port = s.getsockname()[1]
-    os.environ["BENCH_RDZV"] = f"{hosts[0]}:{port},{len(hosts)},{os.environ.get('SLURM_JOB_ID', 'commbench')}"
+    job = os.environ.get("SLURM_JOB_ID", "commbench")
+    os.environ["BENCH_RDZV"] = f"{hosts[0]}:{port},{len(hosts)},{job}"  # the launcher reads it
     srun = ["srun", f"--nodes={len(hosts)}", f"--ntasks={len(hosts)}", "--ntasks-per-node=1",
             "--kill-on-bad-exit=1"]
     if os.environ.get("SLURM_CPUS_PER_TASK"):

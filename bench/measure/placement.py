@@ -3,9 +3,9 @@
 Several Slurm "nodes" can be one machine (network namespaces or containers on one kernel):
 every rank reports its node's identity (hostname, kernel boot id, machine id), its threads and
 its affinity set; nodes that share a kernel boot id share one machine's cores. (Virtual
-machines on one host each boot their own kernel: they cannot be told apart from here.) When the threads of all ranks on one machine exceed its cores, the
-ranks were oversubscribed: they took turns on the cores, and their step times measure the
-contention, not the configuration.
+machines on one host each boot their own kernel: they cannot be told apart from here.) When
+the threads of all ranks on one machine exceed its cores, the ranks were oversubscribed: they
+took turns on the cores, and their step times measure the contention, not the configuration.
 """
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ def summarize(ranks: list[dict]) -> dict | None:
     reported = [r for r in ranks if r.get("node")]
     if not reported:
         return None
-    nodes: dict[str, dict] = {}
+    nodes: dict[tuple, dict] = {}  # (hostname, boot id) → the node
     for r in reported:
         facts = r["node"]
         # two machines may share a hostname (a container's default): the kernel tells them apart

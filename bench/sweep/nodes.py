@@ -1,10 +1,10 @@
 """The nodes of a Slurm allocation, and which of them a failed multi-node cell lost.
 
 A rank on a lost node cannot say so itself: its peers see only a connection reset, or wait in
-a collective until their timeout. Two pieces of evidence name the node: srun's own report of a
-task that died (`srun: error: n2: task 1: Killed`, `Node failure on n2`), and, for a node that
-vanished without a word (its link down, its daemons killed), a TCP connection to its slurmd
-port that is refused or never answered. Only the allocation's own nodes are contacted.
+a collective until their timeout. Two pieces of evidence name the node: a TCP connection to its
+slurmd port that is refused or never answered (its daemons killed, its link down), and srun's
+own `Node failure on n2`; what srun said of the node's task (`srun: error: n2: task 1:
+Killed`) is added to the first. Only the allocation's own nodes are contacted.
 """
 from __future__ import annotations
 

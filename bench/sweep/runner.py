@@ -194,8 +194,8 @@ def failure_record(cell: Cell, fingerprint: str, cell_dir: Path, returncode: int
                    timed_out: bool, launch: float, across_nodes: bool = False,
                    log_from: int = 0) -> dict:
     """The record of a cell that wrote none: its status and message read from the exit, the
-    ranks' error files and torchrun's report in the log; across nodes, the node it lost
-    first (bench.sweep.nodes)."""
+    ranks' error files and torchrun's report in the log; across nodes, the nodes it lost
+    (bench.sweep.nodes)."""
     errors = sorted(cell_dir.glob("error-rank*.txt"))
     first_error = errors[0].read_text() if errors else ""
     message = first_error.splitlines()[0] if first_error else ""
