@@ -44,8 +44,8 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-from bench.analysis.scaling_inputs import (compute_capacity, measured_overlap, pooled,
-                                           processor_of, shared_cores, sharding_work,
+from bench.analysis.scaling_inputs import (compute_capacity, measured_overlap, placement_of,
+                                           pooled, processor_of, shared_cores, sharding_work,
                                            strategy_of, window_figures)
 from bench.analysis.volume import (message_bytes, passes, recorded_sharding, regathered_share,
                                    volume_assumption, wire_bytes)
@@ -279,7 +279,7 @@ def oversubscribed(records: list[dict]) -> list[str]:
     """The oversubscription sentence of each record whose ranks took turns on cores
     (bench.measure.placement)."""
     return [f"{r.get('cell_id')}: {note}" for r in records
-            if (note := (((r.get("runtime") or {}).get("placement") or {}).get("note")))]
+            if (note := placement_of(r).get("note"))]
 
 
 def crowding(baseline: list[dict]) -> list[str]:

@@ -156,16 +156,20 @@ def shared_cores(record: dict, nodes: int | None) -> str | None:
 SHARDED = ("fsdp", "zero3")
 
 
+def placement_of(record: dict) -> dict:
+    """Where a cell's ranks ran (bench.measure.placement); {} for records without it."""
+    return (record.get("runtime") or {}).get("placement") or {}
+
+
 def nodes_of(record: dict) -> int:
-    """The nodes a cell's ranks ran on (its placement; 1 for records without one)."""
-    placement = (record.get("runtime") or {}).get("placement") or {}
-    return max(1, len(placement.get("nodes") or []))
+    """The nodes a cell's ranks ran on (1 for records without a placement)."""
+    return max(1, len(placement_of(record).get("nodes") or []))
 
 
 def crowded(record: dict) -> bool:
-    """Its ranks took turns on their cores (bench.measure.placement): its times measure the
-    contention, so nothing is taken from them."""
-    return bool(((record.get("runtime") or {}).get("placement") or {}).get("oversubscribed"))
+    """Its ranks took turns on their cores: its times measure the contention, so nothing is
+    taken from them."""
+    return bool(placement_of(record).get("oversubscribed"))
 
 
 def sharding_work(measured: list[dict], strategy: str, share_of_single) -> tuple[float, str]:

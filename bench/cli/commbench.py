@@ -31,8 +31,9 @@ def _human(n: int) -> str:
     return f"{n} B"
 
 
-def validate(args) -> tuple[list[int], str]:
-    """(sizes, device type), or BadInput before any work."""
+def validate(args, hosts: list[str]) -> tuple[list[int], str]:
+    """(sizes, device type), or BadInput before any work. `hosts`: the multi-node allocation
+    the ranks will span ([] on one node)."""
     from bench.worker.commbench import OPS, message_sizes
     lo = parse_bytes(args.min_bytes, "--min-bytes")
     hi = parse_bytes(args.max_bytes, "--max-bytes")
@@ -45,7 +46,7 @@ def validate(args) -> tuple[list[int], str]:
         raise BadInput(f"--out {args.out}: its folder does not exist")
     from bench.sweep.hardware import default_device_type, visible_gpus
     device_type = default_device_type(args.device)
-    gpus = visible_gpus() * max(1, len(allocation_nodes()))  # each node of an allocation
+    gpus = visible_gpus() * max(1, len(hosts))  # each node of an allocation
     if device_type == "cuda" and args.devices > gpus:
         raise BadInput(f"--devices {args.devices} asks for more GPUs than the {gpus} visible; "
                        "--device cpu runs gloo ranks on the CPU")
@@ -86,11 +87,11 @@ def across_nodes(hosts: list[str], devices: int):
 
 
 def cmd_commbench(args) -> int:
-    sizes, device_type = validate(args)
+    hosts = allocation_nodes()
+    sizes, device_type = validate(args, hosts)
     from bench.sweep.runner import free_port
     from bench.worker.commbench import commbench
     ops = list(dict.fromkeys(args.ops))
-    hosts = allocation_nodes()
     wrap, scratch = across_nodes(hosts, args.devices) if hosts else (None, None)
     figures = commbench(sizes, ops, devices=args.devices, device_type=device_type,
                         iters=args.iters, warmup=args.warmup, port=free_port(), wrap=wrap,
