@@ -218,7 +218,8 @@ def validate_common(cell, visible_gpus: int, strategy: Strategy) -> None:
     if cell.devices < 1:
         raise BadInput(f"--devices {cell.devices} is invalid; it must be at least 1")
     if cell.device_type == "cuda" and cell.devices > visible_gpus:
-        raise BadInput(f"--devices {cell.devices} asks for more GPUs than the {visible_gpus} visible")
+        raise BadInput(f"--devices {cell.devices} asks for more GPUs than the {visible_gpus} "
+                       "visible; give at most that many, or --device cpu for gloo ranks")
     if cell.device_type == "cpu" and cell.precision == "fp16":
         raise BadInput("precision fp16 needs a CUDA GPU; on CPU use bf16 for mixed precision")
     if cell.device_type == "cpu" and cell.precision == "tf32":

@@ -61,7 +61,7 @@ def render_parity(report: dict) -> None:
                           fmt(s["ref_grad_norm"], ".6g"), fmt(s["grad_rel"], ".1e"))
         out.print(table)
         verdict = "[green]within tolerance[/green]" if check["passed"] else \
-            f"[red]diverges[/red] — {check['reason']}"
+            f"[red]beyond tolerance[/red] — {check['reason']}"
         out.print(f"{check['cell_id']}: {verdict}")
         for note in check.get("notes", []):
             out.print(f"[dim]note: {note}[/dim]")

@@ -146,9 +146,11 @@ def target_lines(conv_g) -> list[str]:
 def note_lines(conv_g) -> list[str]:
     """Each configuration's convergence note, but none that repeats the target line (a group
     without a target says why once)."""
-    return [f"{label(r)}: {r['convergence_note']}" for _, r in conv_g.iterrows()
-            if isinstance(r["convergence_note"], str) and r["convergence_note"]
-            and r["convergence_note"] != r["target_text"]]
+    notes = [(label(r), r["convergence_note"]) for _, r in conv_g.iterrows()
+             if isinstance(r["convergence_note"], str) and r["convergence_note"]
+             and r["convergence_note"] != r["target_text"]]
+    # the convergence check's own note already begins with the configuration's name
+    return [note if note.startswith(who) else f"{who}: {note}" for who, note in notes]
 
 
 def seed_claims(conv_g, summary_g, baseline: str) -> list[str]:

@@ -105,6 +105,10 @@ def _power_note(result) -> str:
     what = (f"{worst['measure']}" + ("" if thr else f" σ={worst['sigma']:g}")
             + f" of {worst['cell.model']} {worst['config']} ×{worst['cell.devices']} "
               f"{worst['cell.precision']}")
+    if not finite(worst["mde"]):  # one repeat on a side: no noise estimate, so no MDE
+        return (f": {len(rows)} measure(s) cannot be judged — {what} has one repeat on a "
+                "side, so neither its noise nor the smallest worsening it could detect is "
+                f"known; run at least 2 repeats per side (exit {result.exit_code})")
     need = (f"{int(worst['repeats_needed'])} repeats per side would be needed"
             if finite(worst["repeats_needed"]) else "no practical number of repeats would do")
     return (f": too few repeats to detect the tolerance in {len(rows)} measure(s) — {what} "

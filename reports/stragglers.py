@@ -21,7 +21,7 @@ NOTE = ("lateness: a rank's arrival at the gradient synchronisation after the ea
 
 
 def _cell(row) -> str:
-    return f"{row['config']} ×{row['devices']} {row['precision']} r{row['repeat']}"
+    return f"{row['model']} {row['config']} ×{row['devices']} {row['precision']} r{row['repeat']}"
 
 
 def rank_rows(row) -> list[list[str]]:

@@ -257,6 +257,17 @@ def test_variation_larger_than_effect_is_noted():
     assert any("run-to-run" in n for n in analysis.compare_configs(frame_of(recs)).notes)
 
 
+def test_cells_scored_without_lpips_weights_are_named_in_a_note():
+    # A cell evaluated where no AlexNet weights were found records LPIPS as null.
+    recs = [record("unet", "single", 1, "fp32", r) for r in range(2)]
+    recs += [record("unet", "ddp", 2, "fp32", r) for r in range(2)]
+    for r in recs[2:]:
+        r["quality"][0].update(lpips=None, noisy_lpips=None)
+    notes = analysis.compare_configs(frame_of(recs)).notes
+    assert [n for n in notes if n.startswith("LPIPS is missing for 2 cell(s)")], notes
+    assert not [n for n in analysis.compare_configs(frame_of(recs[:2])).notes if "LPIPS" in n]
+
+
 def test_configurable_baseline_and_sigmas():
     recs = sweep(sigmas=(0.1, 0.2))
     table = analysis.summary_table(frame_of(recs), baseline="ddp:2:fp32")

@@ -163,7 +163,7 @@ def test_parity_detects_batchnorm_per_rank_statistics():
     """The check can fail: BatchNorm on 2 ranks normalises each half-batch separately."""
     result = run_cli("parity", *PARITY, "--norm", "batch")
     assert result.returncode == 1, result.stdout + result.stderr
-    assert "diverges" in result.stdout and "per rank" in result.stdout
+    assert "beyond tolerance" in result.stdout and "per rank" in result.stdout
 
 
 @pytest.mark.parametrize("strategy", ["dp", "ddp", "deepspeed", "fsdp"])

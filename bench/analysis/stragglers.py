@@ -62,7 +62,7 @@ def sentence(entry: dict) -> str:
     node = late_node(entry)
     who = (f"ranks {', '.join(map(str, node['ranks']))} on {node['host']} arrive"
            if node else f"rank {row['rank']} on {row['host']} arrives")
-    text = (f"{entry['config']} ×{entry['devices']} {entry['precision']} (repeat "
+    text = (f"{entry['model']} {entry['config']} ×{entry['devices']} {entry['precision']} (repeat "
             f"{entry['repeat']}): {who} {1e3 * row['lateness_median_s']:.3g} ms late "
             f"(median) and last in {row['last_share']:.0%} of steps")
     if entry["phase"]:

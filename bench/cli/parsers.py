@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from bench import plugins
+from bench.config.builtin_specs import BUILTIN
 from bench.config.cell import DEFAULT_VALIDATION_POINTS, Cell
 from bench.config.numbers import (CONFIDENCE, COUNT, FINITE, NON_NEGATIVE, PART, POSITIVE,
                                   POSITIVE_INT, SEED, SHARE, ZERO_STAGE, Number, OutOfRange,
@@ -105,15 +106,16 @@ def build_parser(plugin_parsers=()) -> argparse.ArgumentParser:
     """Every command's parser; `plugin_parsers` add the plug-ins' commands."""
     parser = Parser(
         prog="python -m bench",
-        description="Benchmark distributed training of U-Net denoisers on chest X-rays, honestly.")
+        description="Benchmark distributed training of U-Net denoisers on chest X-rays, honestly.",
+        epilog="Guides by task (running, sweeps, Slurm, reading a report, troubleshooting): "
+               "docs/README.md in bench's source tree; `COMMAND --help` for each command.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     run = sub.add_parser("run", help="train and measure every configuration asked for")
     run.set_defaults(handler="bench.cli.run:cmd_run")
     run.add_argument("spec", nargs="?", default=None, metavar="SPEC",
-                     help="a sweep spec: a YAML file or a built-in name (quick, paper, "
-                          "scaling, seed-confounded, seed-factorial, gpu); resumable in "
-                          "runs/<name>. Without it, the flags below")
+                     help=f"a sweep spec: a YAML file or a built-in name ({', '.join(BUILTIN)});"
+                          " resumable in runs/<name>. Without it, the flags below")
     add_workload_options(run)
     r = run.add_argument_group("running")
     r.add_argument("--out", type=Path, default=None, help="results folder (default runs/<time>)")
@@ -159,8 +161,7 @@ def build_parser(plugin_parsers=()) -> argparse.ArgumentParser:
     spec = sub.add_parser("spec", help="show the cells a spec expands to on this machine, or "
                                         "print the JSON Schema of specs for editors")
     spec.set_defaults(handler="bench.cli.spec:cmd_spec")
-    spec.add_argument("spec", nargs="?", default=None, metavar="SPEC",
-                      help="a spec YAML or a built-in name")
+    spec.add_argument("spec", nargs="?", default=None, metavar="SPEC", help="a spec YAML or a built-in name")
     spec.add_argument("--schema", action="store_true",
                       help="print the JSON Schema of a spec file (for YAML editors)")
     spec.add_argument("--device", default="auto", help="auto, cpu or cuda")
@@ -280,9 +281,8 @@ def add_sweep_commands(sub) -> None:
     cell.add_argument("spec", metavar="SPEC",
                       help="a spec YAML, a built-in name, or a sweep's resolved spec.json")
     cell.add_argument("--index", type=COUNT, required=True, help="the cell's index in the spec")
-    cell.add_argument("--out", type=Path, default=None,
-                      help="the sweep's folder (default: the folder of a spec.json, else "
-                           "runs/<name>)")
+    cell.add_argument("--out", type=Path, default=None, help="the sweep's folder (default: "
+                      "the folder of a spec.json, else runs/<name>)")
     cell.add_argument("--expect-id", default=None, metavar="CELL_ID",
                       help="refuse to run unless the index still names this cell")
     cell.add_argument("--device", default="auto", help="auto, cpu or cuda (specs by name)")

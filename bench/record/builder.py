@@ -62,7 +62,9 @@ def trained_record(cell: Cell, fingerprint: str, *, launched_at: float,
         "data": data,
         "notes": notes,
         "env": env,
-        "error": None,
+        "error": None if diverged_at is None else {"message": (
+            f"the loss was not finite at step {diverged_at}: lower --lr, or train in fp32 or "
+            "bf16, whose range fp16 lacks")},
     }
     record.update(plugins.record_extras(record, cell=cell, prepared=prepared,
                                         cell_dir=Path(cell_dir)))

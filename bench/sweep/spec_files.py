@@ -42,6 +42,7 @@ def resolved_cells(data: dict) -> list[Cell]:
         if cell.cell_id != entry["cell_id"]:
             raise BadInput(f"cell {entry['index']} of the resolved spec has id "
                            f"{entry['cell_id']}, but its fields hash to {cell.cell_id} (written "
-                           "by another version of bench); resolve the spec again")
+                           "by another version of bench); give the spec's YAML file or built-in "
+                           "name instead of spec.json, or run `bench slurm` on it again")
         cells.append(cell)
     return cells

@@ -50,6 +50,7 @@ def test_non_finite_loss_is_recorded_as_diverged(tmp_path):
     (record,) = store.records(out)[0]
     assert record["status"] == "diverged"
     assert isinstance(record["diverged_at_step"], int) and record["diverged_at_step"] < 12
+    assert f"not finite at step {record['diverged_at_step']}" in record["error"]["message"]
 
 
 def test_out_of_memory_message_names_the_batch():
