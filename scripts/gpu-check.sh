@@ -2,7 +2,7 @@
 # The GPU check: install the GPU kit (`make gpu-kit`) beside the machine's own torch, train a
 # few small cells and check the values their records hold (scripts/gpu_check.py says which).
 #
-#   scripts/gpu-check.sh [OUT_DIR]         on a CUDA machine (the lent H200: ~4 min)
+#   scripts/gpu-check.sh [OUT_DIR]         on a CUDA machine (sized for ~4 min)
 #   scripts/gpu-check.sh --cpu [OUT_DIR]   the CPU rehearsal (or BENCH_CHECK_DEVICE=cpu): the
 #                                          same install, imports, one tiny cell and parity;
 #                                          the GPU-only checks say "skipped: no CUDA"
@@ -14,7 +14,7 @@
 #   pip install --no-index --find-links KIT/wheels --no-deps --target TARGET <its wheels>
 # (never torch, triton, numpy or NVIDIA's libraries), and every process of the check sees
 # PYTHONPATH=TARGET:REPO and BENCH_ASSETS=KIT/assets. PY names the interpreter (default: the
-# project's .venv where there is one, else python3: on the lent machine, the one with torch).
+# project's .venv where there is one, else python3: on a GPU machine, the one with its torch).
 # Exit status 1 when any check fails.
 set -uo pipefail
 cd "$(dirname "$0")/.."

@@ -7,8 +7,8 @@ multi-node training.
 10.231.7.(10+I), own hostname and /etc/hosts), joined to the bridge by a veth pair and pinned to
 its own cores when the host has enough; `--rate` limits every link both ways (tbf). Everything
 is written to DIR/state.json before it is made, so `down` removes exactly what `up` made, even
-after a failed or interrupted `up`. Background: shared/reference/environment.md, "Slurm on
-localhost" and "Several nodes on one host".
+after a failed or interrupted `up`. What it does and why: docs/slurm.md, "Several Slurm nodes on
+one machine".
 
     python scripts/local_cluster.py up 2 [--rate 100mbit] [--dir /tmp/bench-cluster]
     eval "$(python scripts/local_cluster.py env)"; srun -N2 hostname

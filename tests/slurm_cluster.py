@@ -2,8 +2,9 @@
 
 Starts a private munged, slurmctld and slurmd (Debian's slurm-wlm 22.05 packages, run as root,
 no systemd) from a fresh folder under /tmp, and stops exactly those daemons by the PIDs it
-started, after cancelling every job. Settings and pitfalls: shared/reference/environment.md,
-"Slurm on localhost".
+started, after cancelling every job. Its slurm.conf is written below, with a comment on each
+setting a test relies on; the client side (sbatch, squeue, waiting for jobs) is scripts/
+local_cluster.py's SlurmClient, shared with the multi-node cluster.
 
 As a module: `with LocalSlurm() as cluster: ...` (see tests/test_slurm_real.py).
 As a script: `python tests/slurm_cluster.py` starts one, prints the SLURM_CONF to export, and

@@ -146,7 +146,7 @@ def test_spread_flags_a_size_wider_than_its_median(capsys):
     steady = cb.spread([1.0, 1.1, 0.9, 1.0, 1.05, 0.95, 1.0, 1.0, 1.02, 0.98])
     assert steady["p10_s"] == pytest.approx(0.9 + 0.1 * 0.9 * 0.5, abs=0.05)
     assert not steady["unsteady"]
-    # a 3,065 µs median beside a 533 µs one (issue 23) is what 1-in-3 stalls of 6 ms give
+    # a 3,065 µs median beside a 533 µs one (seen on the VM) is what 1-in-3 stalls of 6 ms give
     jumpy = cb.spread([0.5e-3, 6e-3, 0.5e-3, 6e-3, 0.5e-3, 6e-3, 0.6e-3, 0.5e-3, 6e-3, 0.5e-3])
     assert jumpy["unsteady"] and jumpy["p90_s"] == pytest.approx(6e-3)
     assert cb.spread([1.0]) == {"p10_s": None, "p90_s": None, "unsteady": False}

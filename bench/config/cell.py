@@ -16,7 +16,7 @@ PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
 SCALING_MODES = ("strong", "weak")
 
 # Fields that describe *how* the workload is executed, not *what* is computed. Two cells that
-# differ only here did the same work and may be compared (DESIGN.md, identical workloads).
+# differ only here did the same work and may be compared (docs/method.md, one workload).
 EXECUTION_FIELDS = frozenset({
     "strategy", "devices", "precision", "zero_stage", "repeat", "timeout_s", "sample_hz",
     "device_type",

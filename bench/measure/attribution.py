@@ -26,7 +26,7 @@ DEVICE_COLLECTIVE = re.compile(r"^nccl", re.IGNORECASE)
 # The rank's own work on a CPU: its ATen operators (backward's too, nested in autograd's node
 # executions). Not the node executions themselves: FSDP's post-backward hook waits inside one
 # for its reduce-scatter, which counted that wait as compute and read FSDP's exposed
-# communication as 75% hidden (issue 28: predicted efficiency 0.64 across two nodes at
+# communication as 75% hidden (predicted efficiency 0.64 across two nodes at
 # 100 Mbit/s where 0.27 was measured). c10d ops only enqueue work, and the waits have no op.
 HOST_COMPUTE = re.compile(r"^aten::")
 NCCL_DTYPE_BYTES = {"f64": 8, "f32": 4, "f16": 2, "bf16": 2, "i8": 1, "u8": 1, "i32": 4,

@@ -26,7 +26,7 @@ arrive in random order sit (one-sided p < 0.01): on a host with more ranks than 
 rank the scheduler holds back changes from step to step, and a large median lateness alone
 named a rank in 1 of 10 undisturbed cells of 4 ranks on 2 cores. Both were chosen from
 undisturbed and slowed DDP cells on this project's 2-core machines (benchmarks/stragglers.py;
-the README's "Who made the others wait" has the figures).
+docs/results.md, "Stragglers", has the figures).
 """
 from __future__ import annotations
 
