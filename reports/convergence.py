@@ -311,6 +311,21 @@ def curves_figure(curves_g, conv_g, summary_g, title: str):
     return draw()
 
 
+def curve_figures(comp):
+    """(the group's model, its title, the figure) for each workload group with validation
+    curves: the figures the HTML section shows, for a caller that saves them elsewhere
+    (scripts/readme_pictures.py)."""
+    from bench.analysis import GROUP_KEYS
+    from reports.markup import group_title
+
+    for conv_g, summary_g in _groups(comp):
+        first = conv_g.iloc[0]
+        sel = _select(tables(comp)[1], first, GROUP_KEYS)
+        if not sel.empty:
+            title = group_title(first)
+            yield first["cell.model"], title, curves_figure(sel, conv_g, summary_g, title)
+
+
 def html_section(comp) -> str:
     conv, curves = tables(comp)
     if conv.empty:
