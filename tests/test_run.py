@@ -1,5 +1,6 @@
 """End to end on one device: a real cell process, its record, step table and telemetry."""
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -110,6 +111,9 @@ def test_a_flag_run_writes_the_spec_that_reproduces_it(single_run):
 def test_summary_is_printed(single_run):
     result, _, _ = single_run
     assert "speedup summary" in result.stdout and "noisy input" in result.stdout
+    # Into a pipe or a file there are no live bars: a line as the cell starts and as it ends.
+    assert re.search(r"^cell 1/1 unet-single1-\S+: started \(\d+ steps\)$", result.stdout, re.M)
+    assert re.search(r"^cell 1/1 unet-single1-\S+: ok after \d+ s$", result.stdout, re.M)
 
 
 def test_rerun_skips_ok_cells(single_run, tmp_path):

@@ -1,6 +1,8 @@
 import json
+import os
 
 import pandas as pd
+import pytest
 
 from bench.record import store
 
@@ -10,6 +12,17 @@ def test_write_json_is_atomic_and_leaves_no_temp(tmp_path):
     store.write_json(path, {"status": "ok", "x": float("nan")})
     assert json.loads(path.read_text()) == {"status": "ok", "x": None}
     assert [p.name for p in path.parent.iterdir()] == ["record.json"]
+
+
+@pytest.mark.parametrize("umask,mode", [(0o022, 0o644), (0o027, 0o640), (0o077, 0o600)])
+def test_results_get_the_mode_the_umask_gives(tmp_path, umask, mode):
+    # A shared project folder: colleagues read the records as they read any file written there.
+    old = os.umask(umask)
+    try:
+        store.write_json(tmp_path / "record.json", {"status": "ok"})
+    finally:
+        os.umask(old)
+    assert (tmp_path / "record.json").stat().st_mode & 0o777 == mode
 
 
 def test_failed_write_keeps_previous_file(tmp_path):

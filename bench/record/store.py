@@ -26,11 +26,26 @@ STATUSES = ("ok", "failed", "diverged", "timeout", "preempted")
 EXIT_PREEMPTED = 3
 
 
+def new_file_mode() -> int:
+    """The mode open() gives a new file here: 0o666 less the umask. mkstemp's 0600 would keep
+    results from the colleagues a shared project folder is for."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)  # no /proc: read the umask by setting it, then put it back
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def atomic_write(path: Path, write: Callable[[BinaryIO], Any]) -> None:
     """`write(handle)` fills a temporary file beside `path`, which then replaces `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.fchmod(fd, new_file_mode())
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
