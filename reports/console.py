@@ -187,7 +187,8 @@ def render_report(comp, results_dir: Path | None = None, *, brief: bool = False,
         out.print(f"noisy input (what the model must beat): {', '.join(noisy)}")
         out.print("[dim]eff. = throughput speedup over the baseline's strategy and devices at "
                   "the same precision / (devices / its devices) (s strong, w weak scaling); "
-                  "GPU busy % = share of time a kernel ran[/dim]")
+                  + ("GPU busy % = share of time a kernel ran" if has_gpu else
+                     "CPU % = the cell's processes' CPU time, 100 = one core") + "[/dim]")
         for _, row in g.iterrows():
             for line in row_notes(row):
                 out.print(f"[yellow]{line}[/yellow]")

@@ -27,8 +27,9 @@ from pathlib import Path
 from typing import NoReturn
 
 MAX_BYTES = 48 * 2**20
-# What the machine lacks (device KINDS.md lists what it has: torch, torchvision, numpy, scipy,
-# tqdm, packaging, psutil, py-cpuinfo, msgpack, ninja, einops, pillow, ...). lpips is there for
+# What a GPU machine's ML image lacks; it is assumed to have torch, torchvision, numpy, scipy,
+# pandas, pyarrow, matplotlib, rich, pyyaml, psutil, pillow, nvidia-ml-py, tqdm, packaging,
+# py-cpuinfo, msgpack, ninja and einops (docs/gpu.md says so). lpips is there for
 # its v0.1 linear heads; hjson and pydantic (with its own needs) for DeepSpeed; pydantic 2.14
 # needs typing-extensions >= 4.16, newer than the machine may hold.
 WHEELS = ("lpips", "pydicom", "hjson", "pydantic", "pydantic-core", "annotated-types",

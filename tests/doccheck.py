@@ -411,7 +411,8 @@ def linked_pages(root: Path, page: Path) -> set[Path]:
 # --------------------------------------------------------------------------- outside pointers
 
 # Written so that these lines do not match themselves.
-OUTSIDE = re.compile(r"shared/(?:reference|DESIGN)|DESIGN\.md|/w[o]rk/|\b[Ii]ssue #?\d+")
+OUTSIDE = re.compile(r"shared/(?:reference|DESIGN)|DESIGN\.md|\benvironment\.md|KINDS\.md|/w[o]rk/"
+                     r"|\b[Ii]ssue #?\d+")
 SCANNED_FOLDERS = ("bench", "models", "launchers", "slurm", "reports", "scripts", "tests",
                    "benchmarks")
 SCANNED_FILES = ("Makefile", "setup.cfg", "pyproject.toml", ".ci/run")

