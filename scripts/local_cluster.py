@@ -128,6 +128,17 @@ class SlurmClient:
                                    f"{self.active_jobs(job_ids)}\n{self.logs()}")
             time.sleep(poll_s)
 
+    def cancel_all(self, wait_s: float) -> None:
+        """Cancel this user's jobs and wait up to `wait_s` for them to go; a controller that
+        no longer answers is left as it is (the daemons are stopped next)."""
+        try:
+            self.client("scancel", "--user", pwd.getpwuid(os.geteuid()).pw_name)
+            deadline = time.monotonic() + wait_s
+            while self.active_jobs() and time.monotonic() < deadline:
+                time.sleep(0.5)
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+
     def completed(self) -> list[dict]:
         """Every finished job from the jobcomp file: JobId, JobState, NodeList, ExitCode..."""
         path = self.root / "log" / "jobcomp.txt"
@@ -397,13 +408,7 @@ class NamespaceCluster(SlurmClient):
         on_disk = self.state_file.exists()
         st = self.state = json.loads(self.state_file.read_text()) if on_disk else self.state
         if st and any(e["name"] == "slurmctld" and self._pid_of(e) for e in st["pids"]):
-            try:
-                self.client("scancel", "--user", pwd.getpwuid(os.geteuid()).pw_name)
-                deadline = time.monotonic() + 10
-                while self.active_jobs() and time.monotonic() < deadline:
-                    time.sleep(0.5)
-            except (OSError, subprocess.TimeoutExpired):
-                pass
+            self.cancel_all(wait_s=10)
         for entry in reversed(st.get("pids", [])):
             self._kill(self._pid_of(entry))
         for ns in st.get("netns", []):

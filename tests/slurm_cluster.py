@@ -13,7 +13,6 @@ stops it on Ctrl-C or SIGTERM.
 from __future__ import annotations
 
 import os
-import pwd
 import shutil
 import signal
 import socket
@@ -166,13 +165,7 @@ class LocalSlurm(SlurmClient):
         """Cancel every job and wait for them to go; then stop the daemons this object
         started, newest first, by PID (slurmd leaves running jobs alone on SIGTERM)."""
         if "slurmctld" in self.procs and self.procs["slurmctld"].poll() is None:
-            try:
-                self.client("scancel", "--user", pwd.getpwuid(os.geteuid()).pw_name)
-                deadline = time.monotonic() + 30
-                while self.active_jobs() and time.monotonic() < deadline:
-                    time.sleep(0.5)
-            except (OSError, subprocess.TimeoutExpired):
-                pass
+            self.cancel_all(wait_s=30)
         for name in reversed(list(self.procs)):
             proc = self.procs[name]
             if proc.poll() is None:
