@@ -195,41 +195,35 @@ def sweep_verdict(resolved) -> str | None:
 
 def sweep_error(root: Path, args) -> str | None:
     """What `bench run` or `bench parity` would refuse in the sweep the parsed arguments ask
-    for, found as `bench.cli.run.resolve` finds it, but without this machine's hardware and
-    without preparing data or a results folder: a command with `--device cpu` (or a spec whose
-    workload.device is cpu) is judged on CPU, any other on CUDA GPUs. A spec file that is not
-    in the repository (an example name such as my-sweep.yaml) is not loaded."""
+    for, found by `bench.cli.run.sweep_of` as `bench run` finds it, but without this machine's
+    hardware and without preparing data or a results folder: a command with `--device cpu` (or
+    a spec whose workload.device is cpu) is judged on CPU, any other on CUDA GPUs. A spec file
+    that is not in the repository (an example name such as my-sweep.yaml) is not loaded."""
     import copy
 
-    from bench.cli.run import _NAME_OK, reject_workload_flags, spec_from_flags
+    from bench.cli.run import reject_workload_flags, sweep_of
     from bench.config.builtin_specs import BUILTIN
-    from bench.config.spec import DEVICE_CHOICES, load_spec
+    from bench.config.spec import DEVICE_CHOICES
     from bench.errors import BadInput
     from bench.sweep.hardware import default_device_type
     from bench.sweep.plan import expand
+
+    def judged_on(device: str) -> str:
+        if device not in DEVICE_CHOICES:
+            default_device_type(device)  # its refusal of an unknown device
+        return "cpu" if device == "cpu" else "cuda"
 
     args = copy.copy(args)
     if args.command == "parity":  # what cmd_parity does before resolve()
         args.steps, args.warmup = args.check_steps, 0
     try:
-        if args.device not in DEVICE_CHOICES:
-            default_device_type(args.device)  # its refusal of an unknown device
         ref = getattr(args, "spec", None)
-        if ref:
-            reject_workload_flags(args)
-            if (root / ref).is_file():
-                spec = load_spec(str(root / ref))
-            elif ref in BUILTIN:
-                spec = load_spec(ref)
-            else:
-                return None
-            device = args.device if args.device != "auto" else spec.device
-            device_type = "cpu" if device == "cpu" else "cuda"
-        else:
-            device_type = "cpu" if args.device == "cpu" else "cuda"
-            out = Path(getattr(args, "out", None) or "run")
-            name = out.name if out.name and set(out.name) <= _NAME_OK else "run"
-            spec, _notes = spec_from_flags(args, name, device_type, SWEEP_GPUS)
+        if ref and (root / ref).is_file():
+            args.spec = str(root / ref)
+        elif ref and ref not in BUILTIN:
+            reject_workload_flags(args)  # an example spec file: only what needs no file
+            return None
+        spec, _notes, device_type, _out = sweep_of(args, "run", judged_on, lambda: SWEEP_GPUS)
         return sweep_verdict(expand(spec, device_type, SWEEP_GPUS))
     except BadInput as exc:
         return str(exc)

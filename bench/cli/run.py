@@ -71,22 +71,30 @@ def reject_workload_flags(args) -> None:
                            f"{args.spec}; set {spec_key_of_flag(dest)} in the spec instead")
 
 
+def sweep_of(args, default_out, device_type_of, gpus_of):
+    """(spec, notes, device type, results folder) the arguments of `bench run` or `bench
+    parity` ask for, checked as far as needs no hardware: `device_type_of(device)` turns the
+    --device (or the spec's) into the device type, and `gpus_of()` (asked only when flags size
+    the configurations) the GPUs that size default device counts."""
+    if getattr(args, "spec", None):
+        reject_workload_flags(args)
+        spec, notes = load_spec(args.spec), []
+        device_type = device_type_of(args.device if args.device != "auto" else spec.device)
+        return spec, notes, device_type, Path(args.out) if args.out else Path("runs") / spec.name
+    device_type = device_type_of(args.device)
+    out = Path(getattr(args, "out", None) or default_out)
+    name = out.name if out.name and set(out.name) <= _NAME_OK else "run"
+    return (*spec_from_flags(args, name, device_type, gpus_of()), device_type, out)
+
+
 def resolve(args, default_out):
     """(resolved sweep, results folder, notes) for `bench run` and `bench parity`, all checked."""
     from bench.sweep import hardware
     from bench.sweep.plan import expand, shared_core_notes, validate
 
-    if getattr(args, "spec", None):
-        reject_workload_flags(args)
-        spec, notes = load_spec(args.spec), []
-        device = args.device if args.device != "auto" else spec.device
-        device_type, gpus = hardware.default_device_type(device), hardware.visible_gpus()
-        out = Path(args.out) if args.out else Path("runs") / spec.name
-    else:
-        device_type, gpus = hardware.default_device_type(args.device), hardware.visible_gpus()
-        out = Path(getattr(args, "out", None) or default_out)
-        name = out.name if out.name and set(out.name) <= _NAME_OK else "run"
-        spec, notes = spec_from_flags(args, name, device_type, gpus)
+    spec, notes, device_type, out = sweep_of(args, default_out, hardware.default_device_type,
+                                             hardware.visible_gpus)
+    gpus = hardware.visible_gpus()
     resolved = expand(spec, device_type, gpus)
     validate(resolved, gpus)
     resolved.notes = [*resolved.notes, *notes, *shared_core_notes(resolved.cells)]
