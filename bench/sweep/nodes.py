@@ -14,6 +14,7 @@ import subprocess
 
 SRUN_TASK = re.compile(r"srun: error: ([\w.\-]+): tasks? [\d,\-]+: (.+)")
 NODE_FAILURE = re.compile(r"[Nn]ode failure on ([\w.\-]+)")
+FAILURE_SAID = "srun reported a node failure"
 DEFAULT_SLURMD_PORT = 6818
 PROBE_S = 3.0
 
@@ -40,7 +41,7 @@ def slurmd_port() -> int:
 def from_srun(log: str) -> dict[str, str]:
     """{node: what srun said}, in the order srun said it: the first is the cause (with
     --kill-on-bad-exit, srun then ends the other nodes' tasks and reports those too)."""
-    found = sorted([(m.start(), m.group(1), "srun reported a node failure")
+    found = sorted([(m.start(), m.group(1), FAILURE_SAID)
                     for m in NODE_FAILURE.finditer(log)] +
                    [(m.start(), m.group(1), f"srun: its task {m.group(2).strip().rstrip('.')}")
                     for m in SRUN_TASK.finditer(log)])
@@ -86,7 +87,7 @@ def lost_nodes(log: str, hosts: list[str]) -> dict[str, str]:
     lost = {node: why + (f"; {said[node]}" if node in said else "")
             for node, why in unreachable(hosts, slurmd_port()).items()}
     for node, what in said.items():
-        if what == "srun reported a node failure":
+        if what == FAILURE_SAID:
             lost.setdefault(node, what)
     return lost
 
